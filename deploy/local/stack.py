@@ -1,0 +1,150 @@
+"""`make up`: the whole platform as local processes on embedded defaults.
+
+Starts consent, notifier and chat, the rate-limit service and Envoy, waits until each is healthy, prints the
+URLs, and stops everything on Ctrl-C. The tests start the same stack on free ports.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.local.processes import ManagedProcess, free_port, grpc_serving, python_module
+
+SERVICES = ("consent", "notifier", "chat")
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    public_port: int = 8080        # Envoy: public REST + gRPC
+    admin_port: int = 8081         # Envoy: admin and internal RPCs, bound to 127.0.0.1
+    envoy_admin_port: int = 9901   # Envoy's own admin interface, 127.0.0.1
+    ports: dict[str, int] = field(
+        default_factory=lambda: {"chat": 50051, "consent": 50052, "notifier": 50053, "ratelimit": 50054}
+    )
+    env: dict[str, str] = field(default_factory=dict)                     # for every process
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per process name
+    gateway: bool = True
+    base_id: int = 0
+
+    @classmethod
+    def on_free_ports(cls, data_dir: Path, **kwargs) -> "StackConfig":
+        return cls(
+            data_dir=data_dir,
+            public_port=free_port(),
+            admin_port=free_port(),
+            envoy_admin_port=free_port(),
+            ports={name: free_port() for name in ("chat", "consent", "notifier", "ratelimit")},
+            base_id=free_port(),
+            **kwargs,
+        )
+
+    def addr(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig):
+        self.config = config
+        self.processes: dict[str, ManagedProcess] = {}
+        self.log_dir = Path(config.data_dir) / "logs"
+
+    def _env(self, name: str) -> dict[str, str]:
+        cfg = self.config
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATA_DIR": str(cfg.data_dir),
+                "PYTHONUNBUFFERED": "1",
+                **{f"{svc.upper()}_ADDR": cfg.addr(svc) for svc in cfg.ports},
+            }
+        )
+        env.update(cfg.env)
+        env.update(cfg.service_env.get(name, {}))
+        env["GRPC_PORT"] = str(cfg.ports[name]) if name in cfg.ports else env.get("GRPC_PORT", "0")
+        return env
+
+    def start_service(self, name: str, timeout: float = 60.0) -> ManagedProcess:
+        proc = ManagedProcess(name, python_module(f"services.{name}.server"), self._env(name), self.log_dir)
+        self.processes[name] = proc.start()
+        proc.wait_until(lambda: grpc_serving(self.config.addr(name)), timeout, "SERVING")
+        return proc
+
+    def start_ratelimit(self, timeout: float = 30.0) -> ManagedProcess:
+        proc = ManagedProcess("ratelimit", python_module("gateway.ratelimit.server"), self._env("ratelimit"), self.log_dir)
+        self.processes["ratelimit"] = proc.start()
+        proc.wait_until(lambda: grpc_serving(self.config.addr("ratelimit")), timeout, "SERVING")
+        return proc
+
+    def start_gateway(self, timeout: float = 30.0) -> ManagedProcess:
+        from gateway.envoy import start_envoy
+
+        self.processes["envoy"] = start_envoy(self.config, self._env("envoy"), self.log_dir, timeout)
+        return self.processes["envoy"]
+
+    def start(self) -> "LocalStack":
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for name in SERVICES:
+                self.start_service(name)
+            if self.config.gateway:
+                self.start_ratelimit()
+                self.start_gateway()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+        self.processes.clear()
+
+    def urls(self) -> dict[str, str]:
+        cfg = self.config
+        return {
+            "public REST and gRPC": f"http://127.0.0.1:{cfg.public_port}",
+            "admin REST and gRPC (localhost only)": f"http://127.0.0.1:{cfg.admin_port}",
+            "Envoy admin": f"http://127.0.0.1:{cfg.envoy_admin_port}",
+            **{f"{name} gRPC": cfg.addr(name) for name in cfg.ports},
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"), help="SQLite files and logs")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PUBLIC_PORT", "8080")), help="public port")
+    parser.add_argument("--admin-port", type=int, default=int(os.environ.get("ADMIN_PORT", "8081")))
+    args = parser.parse_args(argv)
+
+    stack = LocalStack(StackConfig(data_dir=Path(args.data_dir).resolve(), public_port=args.port, admin_port=args.admin_port))
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    print("starting NovaHouse (logs in %s) ..." % stack.log_dir, flush=True)
+    try:
+        stack.start()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"start-up failed: {exc}", file=sys.stderr)
+        return 1
+    print("NovaHouse is up:")
+    for what, url in stack.urls().items():
+        print(f"  {what:40s} {url}")
+    print("Ctrl-C stops everything.", flush=True)
+    while not stopped.wait(1.0):
+        dead = [name for name, proc in stack.processes.items() if not proc.running]
+        if dead:
+            print(f"exited unexpectedly: {', '.join(dead)} (see {stack.log_dir})", file=sys.stderr)
+            break
+    print("stopping ...", flush=True)
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared runtime for every NovaHouse gRPC server: config, logs, server bootstrap, health, DB, Redis, metrics."""

@@ -1,0 +1,97 @@
+"""The SQLAlchemy engine every service uses: a SQLite file by default, PostgreSQL when DATABASE_URL is set.
+
+On PostgreSQL each service keeps its tables in its own schema (DB_SCHEMA, default the service name), so services
+sharing one database server still never touch each other's tables.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Iterator
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.runtime.config import ConfigError, data_dir, env_int, env_str
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def database_url(service: str) -> str:
+    url = env_str("DATABASE_URL", "")
+    if not url:
+        return f"sqlite:///{data_dir() / f'{service}.db'}"
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+class Database:
+    """One engine and session factory for one service."""
+
+    def __init__(self, service: str, url: str | None = None, schema: str | None = None):
+        self.service = service
+        self.url = url or database_url(service)
+        self.schema = None
+        if self.url.startswith("sqlite"):
+            self.engine = self._sqlite_engine(self.url)
+        else:
+            self.schema = schema or env_str("DB_SCHEMA", service)
+            if not _SCHEMA_NAME.match(self.schema):
+                raise ConfigError(f"DB_SCHEMA={self.schema!r} is not a valid schema name")
+            self.engine = create_engine(
+                self.url,
+                pool_size=env_int("DB_POOL_SIZE", 10, minimum=1),
+                max_overflow=env_int("DB_POOL_OVERFLOW", 10, minimum=0),
+                pool_pre_ping=True,
+                connect_args={"options": f"-csearch_path={self.schema}", "connect_timeout": 5},
+            )
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def _sqlite_engine(url: str) -> Engine:
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn):
+            # Take the write lock at BEGIN so concurrent writers queue instead of failing on upgrade.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed when the block ends, rolled back on any error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

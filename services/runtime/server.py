@@ -1,0 +1,134 @@
+"""gRPC server bootstrap shared by every service.
+
+Health follows grpc/grpc's examples: a grpc_health HealthServicer answers NOT_SERVING until the service's
+dependencies answer, SERVING after, and NOT_SERVING again while it drains on SIGTERM. Reflection is on, so
+grpcurl works against any server.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.config import env_float, env_int, env_str
+from services.runtime.metrics import MetricsInterceptor, serve_metrics
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], None]  # raises when the dependency is not usable
+
+
+class GrpcService:
+    """One server process: register servicers, then run() until SIGTERM or SIGINT."""
+
+    def __init__(self, name: str, default_port: int, readiness: dict[str, ReadinessCheck] | None = None):
+        self.name = name
+        self.port = env_int("GRPC_PORT", default_port, minimum=0)
+        self.host = env_str("GRPC_HOST", "127.0.0.1")
+        self.metrics_port = env_int("METRICS_PORT", 0, minimum=0)
+        self.grace_s = env_float("SHUTDOWN_GRACE_S", 10.0, minimum=0)
+        self.check_interval_s = env_float("HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.05)
+        self.readiness = dict(readiness or {})
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=env_int("GRPC_WORKERS", 16, minimum=1)),
+            interceptors=[MetricsInterceptor()],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names: list[str] = []
+        self._on_ready: list[Callable[[], None]] = []
+        self._on_stop: list[Callable[[], None]] = []
+        self._stopping = threading.Event()
+        self._ready_once = threading.Event()
+        self.bound_port = 0
+
+    def add(self, add_to_server: Callable, servicer, full_name: str) -> None:
+        """Register a servicer, e.g. add(chat_pb2_grpc.add_ChatServicer_to_server, servicer, 'novahouse.chat.v1.Chat')."""
+        add_to_server(servicer, self.server)
+        self._service_names.append(full_name)
+
+    def on_ready(self, hook: Callable[[], None]) -> None:
+        """Run once, the first time every dependency answers (start schedulers here)."""
+        self._on_ready.append(hook)
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        self._on_stop.append(hook)
+
+    def _set_all(self, status) -> None:
+        for name in ["", *self._service_names]:
+            self.health.set(name, status)
+
+    def check_dependencies(self) -> dict[str, str]:
+        """Name of each failing dependency and why; empty when all answer."""
+        failures = {}
+        for dep, check in self.readiness.items():
+            try:
+                check()
+            except Exception as exc:  # noqa: BLE001 - a failed check is a state, not a crash
+                failures[dep] = type(exc).__name__
+        return failures
+
+    def _watch_readiness(self) -> None:
+        while not self._stopping.is_set():
+            failures = self.check_dependencies()
+            if self._stopping.is_set():
+                return
+            if failures:
+                self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+                log.warning("not ready", extra={"failing": failures})
+            else:
+                self._set_all(health_pb2.HealthCheckResponse.SERVING)
+                if not self._ready_once.is_set():
+                    self._ready_once.set()
+                    log.info("serving", extra={"port": self.bound_port})
+                    for hook in self._on_ready:
+                        hook()
+            self._stopping.wait(self.check_interval_s if self._ready_once.is_set() else 0.1)
+
+    def start(self) -> int:
+        names = [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self.server)
+        self.bound_port = self.server.add_insecure_port(f"{self.host}:{self.port}")
+        if self.bound_port == 0:
+            raise RuntimeError(f"{self.name}: cannot bind {self.host}:{self.port}")
+        self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server.start()
+        serve_metrics(self.metrics_port)
+        threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
+        log.info("started", extra={"port": self.bound_port, "grpc_services": self._service_names})
+        return self.bound_port
+
+    def stop(self) -> None:
+        """Drain: report NOT_SERVING, let in-flight calls finish within the grace period, then run stop hooks."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        log.info("draining", extra={"grace_s": self.grace_s})
+        self.server.stop(self.grace_s).wait()
+        for hook in self._on_stop:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - shutdown goes on whatever one hook does
+                log.exception("stop hook failed")
+        log.info("stopped")
+
+    def run(self) -> None:
+        self.start()
+        done = threading.Event()
+
+        def _terminate(signum, _frame):
+            log.info("signal received", extra={"signal": signal.Signals(signum).name})
+            threading.Thread(target=lambda: (self.stop(), done.set()), daemon=True).start()
+
+        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, _terminate)
+        while not done.wait(1.0):
+            pass
