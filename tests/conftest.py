@@ -47,3 +47,26 @@ def slack_receiver():
 def monday_receiver():
     with HttpReceiver(respond=monday_graphql) as receiver:
         yield receiver
+
+
+def _ran_whole_suite(session) -> bool:
+    opts = session.config.option
+    explicit = [a for a in session.config.args if a.rstrip("/") not in ("tests", str(session.config.rootpath / "tests"))]
+    return not explicit and not opts.keyword and not opts.markexpr and not getattr(opts, "deselect", None) \
+        and not getattr(opts, "lf", False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Contract coverage: a full run fails if some RPC in protos/ was never called through Envoy."""
+    from tests.support import contracts
+
+    if not _ran_whole_suite(session) or session.testsfailed:
+        return
+    missing = contracts.missing_rpcs(contracts.RECORDED)
+    if missing:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["", "CONTRACT COVERAGE FAILED: these RPCs were never called through Envoy by any test:"]
+        lines += [f"  {rpc}" for rpc in missing]
+        if reporter:
+            reporter.write_line("\n".join(lines), red=True)
+        session.exitstatus = 1

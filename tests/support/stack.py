@@ -1,0 +1,85 @@
+"""The whole platform, Envoy included, started for a test on free ports, and clients that go through Envoy."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import requests
+
+from deploy.local.stack import LocalStack, StackConfig
+from tests.support import contracts
+
+
+class _RecordingInterceptor(grpc.UnaryUnaryClientInterceptor):
+    """Notes each RPC that reached a service through Envoy (Envoy answers an unrouted call with UNIMPLEMENTED)."""
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        outcome = continuation(client_call_details, request)
+        try:
+            code = outcome.code()
+        except Exception:  # noqa: BLE001 - a future that failed to start: nothing reached the service
+            return outcome
+        if code != grpc.StatusCode.UNIMPLEMENTED:
+            contracts.RECORDED.add(client_call_details.method)
+        return outcome
+
+
+class Gateway:
+    def __init__(self, stack: LocalStack):
+        self.stack = stack
+        cfg = stack.config
+        self.public_url = f"http://127.0.0.1:{cfg.public_port}"
+        self.admin_url = f"http://127.0.0.1:{cfg.admin_port}"
+        self._channels: list[grpc.Channel] = []
+        self.http = requests.Session()
+
+    def rest(self, method: str, path: str, *, admin: bool = False, **kwargs) -> requests.Response:
+        """A REST call through Envoy's public (or admin) listener; the RPC it maps to is recorded."""
+        kwargs.setdefault("timeout", 30)
+        response = self.http.request(method, (self.admin_url if admin else self.public_url) + path, **kwargs)
+        rpc = contracts.rpc_for_rest(method, path)
+        if rpc and not _unrouted(response):
+            contracts.RECORDED.add(rpc)
+        return response
+
+    def channel(self, admin: bool = False) -> grpc.Channel:
+        """A gRPC channel through Envoy; RPCs that reach a service are recorded."""
+        port = self.stack.config.admin_port if admin else self.stack.config.public_port
+        raw = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._channels.append(raw)
+        return grpc.intercept_channel(raw, _RecordingInterceptor())
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self.http.close()
+
+
+def _unrouted(response: requests.Response) -> bool:
+    if response.status_code != 404:
+        return False
+    try:
+        return response.json().get("error") == "not_found"
+    except ValueError:
+        return True
+
+
+@contextlib.contextmanager
+def running_stack(
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    service_env: dict[str, dict[str, str]] | None = None,
+    gateway: bool = True,
+) -> Iterator[Gateway]:
+    """Start chat, consent, notifier, the rate limiter and Envoy on free ports; stop them all afterwards."""
+    config = StackConfig.on_free_ports(Path(data_dir), env=dict(env or {}), service_env=dict(service_env or {}),
+                                       gateway=gateway)
+    stack = LocalStack(config).start()
+    gw = Gateway(stack)
+    try:
+        yield gw
+    finally:
+        gw.close()
+        stack.stop()
