@@ -37,3 +37,7 @@ bench: protos
 
 clean:
 	rm -rf gen data .pytest_cache
+
+# Record a deliberate contract change (the breaking-change test compares protos/ with this baseline).
+proto-baseline: protos
+	$(BIN)/python -m tests.support.proto_compat
