@@ -83,3 +83,51 @@ def running_stack(
     finally:
         gw.close()
         stack.stop()
+
+
+@contextlib.contextmanager
+def extra_gateway(gw: Gateway, data_dir: Path, env: dict[str, str] | None = None,
+                  ratelimit_port: int | None = None) -> Iterator[Gateway]:
+    """Another Envoy (and, unless ratelimit_port names an existing one, its own rate-limit service) in front of
+    the same services: for limiter outages, fail modes and several gateways sharing one budget."""
+    import dataclasses
+
+    from deploy.local.processes import free_port
+
+    base = gw.stack.config
+    config = dataclasses.replace(
+        base,
+        data_dir=Path(data_dir),
+        public_port=free_port(),
+        admin_port=free_port(),
+        envoy_admin_port=free_port(),
+        base_id=free_port(),
+        ports={**base.ports, "ratelimit": ratelimit_port or free_port()},
+        env={**base.env, **(env or {})},
+    )
+    extra = LocalStack(config)
+    try:
+        if ratelimit_port is None:
+            extra.start_ratelimit()
+        extra.start_gateway()
+        other = Gateway(extra)
+        yield other
+        other.close()
+    finally:
+        extra.stop()
+
+
+def post_from(source_ip: str, port: int, path: str, body: dict, headers: dict[str, str] | None = None):
+    """A REST POST whose connection comes from source_ip (any 127.0.0.0/8 address), as a different visitor."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source_ip, 0))
+    try:
+        conn.request("POST", path, body=json.dumps(body),
+                     headers={"content-type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        payload = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, payload
+    finally:
+        conn.close()
