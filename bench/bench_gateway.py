@@ -1,0 +1,64 @@
+"""REST chat through Envoy: no limiter vs the local shield only vs the global limiter (with the shield).
+
+One set of services; three Envoys (each with its own rate-limit service where it uses one) in front of them,
+measured in interleaved rounds so that drift in the services (a growing database) hits every variant alike.
+Limits are raised so that nothing is refused: what is measured is the cost of asking.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+from bench.load import LoadResult, run_load
+from tests.support.stack import extra_gateway, running_stack
+
+QUESTIONS = ["Dzień dobry", "Ile kosztuje remont mieszkania?", "How long does a renovation take?",
+             "Czy działacie w Krakowie?", "What packages do you offer?"]
+RAISED = {"CHAT_RATE_LIMIT": "100000000 per minute", "API_RATE_LIMIT_MINUTE": "100000000 per minute",
+          "API_RATE_LIMIT_HOUR": "100000000 per hour", "SHIELD_BURST": "100000000", "SHIELD_PER_SECOND": "100000000"}
+VARIANTS = {
+    "no limiter": {"LOCAL_RATE_LIMIT_DISABLED": "true", "GLOBAL_RATE_LIMIT_DISABLED": "true"},
+    "local shield only": {"GLOBAL_RATE_LIMIT_DISABLED": "true"},
+    "global limiter": {},
+}
+THREADS, ROUNDS, SECONDS = 8, 3, 5.0
+
+
+def body(thread: int, n: int) -> dict:
+    return {"message": QUESTIONS[(thread + n) % len(QUESTIONS)]}
+
+
+def merge(results: list[LoadResult]) -> LoadResult:
+    merged = LoadResult()
+    for r in results:
+        merged.latencies_s += r.latencies_s
+        merged.errors += r.errors
+        merged.elapsed_s += r.elapsed_s
+    return merged
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, running_stack(Path(tmp), env=RAISED, gateway=False) as services, \
+            contextlib.ExitStack() as gateways:
+        ports = {
+            name: gateways.enter_context(extra_gateway(services, Path(tmp) / name.replace(" ", "-"),
+                                                       env={**RAISED, **env})).stack.config.public_port
+            for name, env in VARIANTS.items()
+        }
+        runs: dict[str, list[LoadResult]] = {name: [] for name in VARIANTS}
+        for _ in range(ROUNDS):
+            for name, port in ports.items():
+                runs[name].append(run_load(port, "/api/chatbot/chat", body, threads=THREADS, duration_s=SECONDS))
+    results = {name: merge(r) for name, r in runs.items()}
+    base = results["no limiter"]
+    print(f"REST POST /api/chatbot/chat through Envoy, {THREADS} client threads, {ROUNDS} x {SECONDS:.0f} s per variant")
+    print(f"{'variant':20s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} {'x no-limiter':>13s} {'p99 +ms':>8s}")
+    for name, r in results.items():
+        print(f"{name:20s} {r.rps:8.1f} {r.p50_ms:8.2f} {r.percentile_ms(0.99):8.2f} {r.errors:7d} "
+              f"{r.rps / base.rps:13.3f} {r.percentile_ms(0.99) - base.percentile_ms(0.99):8.2f}")
+    print("target: global limiter >= 0.85x no-limiter throughput, <= +2 ms at p99")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""A small closed-loop HTTP load generator: keep-alive connections in threads, latency of every request."""
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class LoadResult:
+    latencies_s: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_s) / self.elapsed_s if self.elapsed_s else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        if not self.latencies_s:
+            return float("nan")
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies_s) * 1000 if self.latencies_s else float("nan")
+
+
+def run_load(port: int, path: str, body_for: Callable[[int, int], dict], *, threads: int, duration_s: float,
+             warmup_s: float = 1.0, max_requests: int = 200_000) -> LoadResult:
+    """POST JSON as fast as each thread's previous answer allows; only requests after warm-up are counted."""
+    result = LoadResult()
+    lock = threading.Lock()
+    start = time.monotonic()
+    measure_from = start + warmup_s
+    stop_at = measure_from + duration_s
+    sent = [0]
+
+    def worker(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        n = 0
+        while True:
+            now = time.monotonic()
+            with lock:
+                if now >= stop_at or sent[0] >= max_requests:
+                    break
+                sent[0] += 1
+            payload = json.dumps(body_for(index, n)).encode()
+            counted = time.monotonic() >= measure_from
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body=payload, headers={"content-type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                with lock:
+                    result.errors += 1
+                continue
+            latency = time.perf_counter() - t0
+            n += 1
+            if counted:
+                with lock:
+                    result.statuses[status] = result.statuses.get(status, 0) + 1
+                    if status == 200:
+                        result.latencies_s.append(latency)
+                    else:
+                        result.errors += 1
+        conn.close()
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    result.elapsed_s = max(1e-9, min(time.monotonic(), stop_at) - measure_from)
+    return result
