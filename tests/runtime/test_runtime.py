@@ -1,0 +1,165 @@
+"""The shared runtime every server stands on: health that tells the truth, draining, redaction, DB, config."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
+
+from deploy.local.processes import free_port, grpc_serving
+from services.runtime import logs
+from services.runtime.config import ConfigError, env_bool, env_int
+from services.runtime.db import Database
+from services.runtime.errors import ValidationError, grpc_errors
+from services.runtime.server import GrpcService
+
+
+def health_status(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+
+
+def wait_for(predicate, timeout=10.0):
+    done = threading.Event()
+    deadline = threading.Timer(timeout, done.set)
+    deadline.start()
+    try:
+        while not done.is_set():
+            if predicate():
+                return True
+            done.wait(0.02)
+        return False
+    finally:
+        deadline.cancel()
+
+
+def test_health_follows_the_dependencies_and_drains(monkeypatch):
+    monkeypatch.setenv("GRPC_PORT", "0")
+    monkeypatch.setenv("HEALTH_CHECK_INTERVAL_S", "0.05")
+    monkeypatch.setenv("SHUTDOWN_GRACE_S", "1")
+    database_up = threading.Event()
+
+    def database():
+        if not database_up.is_set():
+            raise ConnectionError("down")
+
+    service = GrpcService("probe", 0, readiness={"database": database})
+    port = service.start()
+    try:
+        assert health_status(port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        database_up.set()
+        assert wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.SERVING)
+        database_up.clear()
+        assert wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.NOT_SERVING)
+        database_up.set()
+        assert wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.SERVING)
+    finally:
+        service.stop()
+    assert not grpc_serving(f"127.0.0.1:{port}")
+
+
+def test_sigterm_stops_a_server_cleanly(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.ratelimit.server"],
+                            env={"GRPC_PORT": str(port), "PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path)},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: grpc_serving(f"127.0.0.1:{port}"), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    messages = [json.loads(line)["msg"] for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    assert messages[-2:] == ["draining", "stopped"]
+
+
+def test_logs_never_carry_personal_data_in_clear():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter("test"))
+    log = logging.getLogger("pii-test")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("lead jan.kowalski@example.com tel. +48 600 700 800 from 203.0.113.9 and 2001:db8::7",
+                    extra={"visitor": {"email": "anna@example.pl", "phone": "600-700-800", "ip": "10.1.2.3"}})
+    finally:
+        log.removeHandler(handler)
+    line = stream.getvalue()
+    for secret in ("jan.kowalski", "example.com", "600 700 800", "203.0.113.9", "2001:db8::7",
+                   "anna@example.pl", "600-700-800", "10.1.2.3"):
+        assert secret not in line
+    entry = json.loads(line)
+    assert entry["msg"] == "lead [email] tel. [phone] from [ip] and [ip]"
+    assert entry["visitor"] == {"email": "[email]", "phone": "[phone]", "ip": "[ip]"}
+
+
+def test_bad_configuration_names_the_variable(monkeypatch):
+    monkeypatch.setenv("DLQ_MAX_RETRIES", "five")
+    with pytest.raises(ConfigError, match="DLQ_MAX_RETRIES"):
+        env_int("DLQ_MAX_RETRIES", 5)
+    monkeypatch.setenv("RATELIMIT_FAIL_CLOSED", "maybe")
+    with pytest.raises(ConfigError, match="RATELIMIT_FAIL_CLOSED"):
+        env_bool("RATELIMIT_FAIL_CLOSED", False)
+
+
+def test_sqlite_by_default_in_the_data_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    db = Database("probe")
+    db.ping()
+    assert (tmp_path / "probe.db").exists()
+    db.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_keeps_each_service_in_its_own_schema(monkeypatch, pg_url, pg_schema):
+    monkeypatch.setenv("DATABASE_URL", pg_url)  # the plain postgresql:// form operators set
+    monkeypatch.setenv("DB_SCHEMA", pg_schema)
+    db = Database("probe")
+    with db.engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{pg_schema}"'))
+        conn.execute(text("CREATE TABLE marker (id int)"))
+        where = conn.execute(text("SELECT table_schema FROM information_schema.tables WHERE table_name='marker'"
+                                  " AND table_schema = :s"), {"s": pg_schema}).scalar()
+    assert where == pg_schema
+    db.dispose()
+
+
+class _Servicer:
+    @grpc_errors
+    def Method(self, request, context):
+        if request == b"bad":
+            raise ValidationError("message must not be empty")
+        if request == b"boom":
+            raise RuntimeError("secret detail jan@example.com")
+        return b"ok"
+
+
+@pytest.mark.parametrize("payload, code, detail", [
+    (b"bad", grpc.StatusCode.INVALID_ARGUMENT, "message must not be empty"),
+    (b"boom", grpc.StatusCode.INTERNAL, "internal error"),
+])
+def test_domain_errors_become_status_codes_and_internals_stay_hidden(payload, code, detail):
+    server = grpc.server(__import__("concurrent.futures").futures.ThreadPoolExecutor(2))
+    handler = grpc.method_handlers_generic_handler("t.T", {"Method": grpc.unary_unary_rpc_method_handler(
+        _Servicer().Method)})
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary("/t.T/Method")(payload, timeout=5)
+        assert err.value.code() == code and err.value.details() == detail
+    finally:
+        server.stop(0)
