@@ -120,9 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"), help="SQLite files and logs")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PUBLIC_PORT", "8080")), help="public port")
     parser.add_argument("--admin-port", type=int, default=int(os.environ.get("ADMIN_PORT", "8081")))
+    parser.add_argument("--free-ports", action="store_true", help="pick free ports for everything (a second stack)")
     args = parser.parse_args(argv)
 
-    stack = LocalStack(StackConfig(data_dir=Path(args.data_dir).resolve(), public_port=args.port, admin_port=args.admin_port))
+    data_dir = Path(args.data_dir).resolve()
+    if args.free_ports:
+        config = StackConfig.on_free_ports(data_dir)
+    else:
+        config = StackConfig(data_dir=data_dir, public_port=args.port, admin_port=args.admin_port)
+    stack = LocalStack(config)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
