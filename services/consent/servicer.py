@@ -1,0 +1,103 @@
+"""Thin gRPC layer: proto in, domain call, proto out. Public, internal and admin services are separate classes."""
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
+from services.consent.consent import ConsentService, ExportedEntry, Origin, Status
+from services.consent.ledger import Verification
+from services.runtime import request_context
+from services.runtime.diagnostics import Diagnostics
+from services.runtime.errors import grpc_errors
+
+
+def _timestamp(moment) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def status_proto(status: Status) -> consent_pb2.ConsentStatus:
+    return consent_pb2.ConsentStatus(
+        email=status.email,
+        processing_consent=status.processing_consent,
+        marketing_consent=status.marketing_consent,
+        last_action=status.last_action,
+        last_action_at=_timestamp(status.last_action_at),
+    )
+
+
+def entry_proto(entry: ExportedEntry) -> consent_pb2.LedgerEntry:
+    fields = {**vars(entry), "recorded_at": _timestamp(entry.recorded_at)}
+    return consent_pb2.LedgerEntry(**fields)
+
+
+def verification_proto(result: Verification) -> consent_pb2.VerifyLedgerResponse:
+    return consent_pb2.VerifyLedgerResponse(
+        ok=result.ok, entries_checked=result.entries_checked, first_bad_seq=result.first_bad_seq,
+        problem=result.problem,
+    )
+
+
+def _origin(context) -> Origin:
+    return Origin(request_context.client_ip(context), request_context.user_agent(context))
+
+
+class ConsentServicer(consent_pb2_grpc.ConsentServicer):
+    def __init__(self, consent: ConsentService):
+        self.consent = consent
+
+    @grpc_errors
+    def Unsubscribe(self, request, context):
+        return status_proto(self.consent.unsubscribe(request.email, request.reason, request.request_id, _origin(context)))
+
+    @grpc_errors
+    def RevokeConsent(self, request, context):
+        return status_proto(self.consent.revoke(request.email, request.reason, request.request_id, _origin(context)))
+
+    @grpc_errors
+    def GetStatus(self, request, context):
+        return status_proto(self.consent.status(request.email))
+
+
+class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
+    def __init__(self, consent: ConsentService):
+        self.consent = consent
+
+    @grpc_errors
+    def RecordConsent(self, request, context):
+        return status_proto(
+            self.consent.record_consent(
+                request.email,
+                processing_consent=request.processing_consent,
+                marketing_consent=request.marketing_consent,
+                text_version=request.text_version,
+                source=request.source,
+                session_id=request.session_id,
+                conversation_id=request.conversation_id,
+                lead_id=request.lead_id,
+                request_id=request.request_id,
+                origin=Origin(request.client_ip, request.user_agent),
+            )
+        )
+
+
+class ConsentAdminServicer(consent_pb2_grpc.ConsentAdminServicer):
+    def __init__(self, consent: ConsentService, diagnostics: Diagnostics):
+        self.consent = consent
+        self.diagnostics = diagnostics
+
+    @grpc_errors
+    def ExportSubject(self, request, context):
+        email, entries = self.consent.export(request.email)
+        return consent_pb2.ExportSubjectResponse(email=email, entries=[entry_proto(e) for e in entries])
+
+    @grpc_errors
+    def VerifyLedger(self, request, context):
+        return verification_proto(self.consent.verify())
+
+    @grpc_errors
+    def Diagnose(self, request, context):
+        return self.diagnostics.report()

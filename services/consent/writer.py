@@ -1,0 +1,104 @@
+"""Group commit for ledger appends: every change of consent runs here, many per transaction.
+
+Appends must be serialised (each entry hashes its predecessor), so one transaction per request would cap the
+ledger at one disk flush per event. Instead one thread takes whatever requests are waiting, runs them in a single
+transaction under the head lock and commits once. A request that fails makes its batch roll back; the batch is
+then retried one request per transaction, so only the failing request sees the error.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable, TypeVar
+
+from sqlalchemy.engine import Connection
+
+from services.consent.ledger import Appender
+from services.runtime.db import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Work = Callable[[Connection, Appender], T]
+
+
+class _Request:
+    def __init__(self, work: Work):
+        self.work = work
+        self.result = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+class LedgerWriter:
+    def __init__(self, db: Database, max_batch: int = 200):
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._stopped = False
+
+    def run(self, work: Work) -> T:
+        """Run work(connection, appender) inside a ledger transaction; returns its result once committed."""
+        if self._stopped:
+            raise RuntimeError("the ledger writer is stopped")
+        request = _Request(work)
+        self._ensure_thread()
+        self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Request]) -> None:
+        try:
+            results = self._transaction(batch)
+        except BaseException as exc:  # noqa: BLE001 - the error belongs to the request, not the writer thread
+            if len(batch) > 1:
+                for request in batch:
+                    self._commit([request])
+                return
+            batch[0].error = exc
+            batch[0].done.set()
+            return
+        for request, result in zip(batch, results):
+            request.result = result
+            request.done.set()
+
+    def _transaction(self, batch: list[_Request]) -> list:
+        with self.db.engine.begin() as conn:
+            appender = Appender.locked(conn)
+            results = [request.work(conn, appender) for request in batch]
+            appender.save()
+        return results
