@@ -1,0 +1,1 @@
+"""The chat service: conversations that turn visitors into leads, idempotent follow-ups, a self-cleaning cache."""

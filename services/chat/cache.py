@@ -1,0 +1,119 @@
+"""TTL cache for answers and session lookups: Redis with native expiry when REDIS_URL is set, else in-process.
+
+The in-process store is bounded in entries (least recently used out) and in time (every entry has a TTL, and
+purge_expired() removes the expired ones). A Redis outage costs one short timeout: the cache then serves from the
+in-process store and tries Redis again after REDIS_RETRY_SECONDS, so requests never fail because of the cache.
+Only values that can be recomputed are cached, so a lost or stale entry is never wrong, only slower.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+class MemoryCache:
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic):
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def set(self, key: str, value: str, ttl_s: float) -> None:
+        with self._lock:
+            self._entries[key] = (self._clock() + ttl_s, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def purge_expired(self) -> int:
+        """Remove every expired entry; returns how many."""
+        with self._lock:
+            now = self._clock()
+            expired = [key for key, (expires_at, _) in self._entries.items() if expires_at <= now]
+            for key in expired:
+                del self._entries[key]
+            return len(expired)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Cache:
+    def __init__(
+        self,
+        memory: MemoryCache,
+        redis_client: redis.Redis | None = None,
+        key_prefix: str = "",
+        retry_s: float = 5.0,
+    ):
+        self.memory = memory
+        self.redis = redis_client
+        self.prefix = key_prefix + "chat:"
+        self.retry_s = retry_s
+        self._redis_down_until = 0.0
+        self._state_lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        """'redis', 'memory (redis down)' or 'memory'."""
+        if self.redis is None:
+            return "memory"
+        return "memory (redis down)" if self._redis_down() else "redis"
+
+    def _redis_down(self) -> bool:
+        return time.monotonic() < self._redis_down_until
+
+    def _use_redis(self) -> bool:
+        return self.redis is not None and not self._redis_down()
+
+    def _redis_failed(self, exc: Exception) -> None:
+        with self._state_lock:
+            was_up = not self._redis_down()
+            self._redis_down_until = time.monotonic() + self.retry_s
+        if was_up:
+            log.warning("redis unavailable, caching in process", extra={"error": type(exc).__name__})
+
+    def get(self, key: str) -> str | None:
+        if self._use_redis():
+            try:
+                value = self.redis.get(self.prefix + key)
+                return value.decode() if value is not None else None
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
+        return self.memory.get(key)
+
+    def set(self, key: str, value: str, ttl_s: int) -> None:
+        if self._use_redis():
+            try:
+                self.redis.set(self.prefix + key, value, ex=max(1, int(ttl_s)))
+                return
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
+        self.memory.set(key, value, ttl_s)
+
+    def purge_expired(self) -> int:
+        """Expired in-process entries removed; Redis expires its keys itself."""
+        return self.memory.purge_expired()
+
+    def ping_redis(self) -> None:
+        """For diagnostics: raises when Redis is configured and does not answer."""
+        if self.redis is not None:
+            self.redis.ping()

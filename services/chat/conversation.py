@@ -1,0 +1,321 @@
+"""A conversation turn: validate the message, answer from the knowledge base, fill lead slots, ask for consent,
+store and score the lead.
+
+Turns of one session are serialised: the conversation row is locked for the whole turn (SELECT ... FOR UPDATE on
+PostgreSQL; SQLite's BEGIN IMMEDIATE serialises every writer), so concurrent messages are handled one after the
+other, each seeing the state the previous one left. A rejected message rolls the turn back: nothing is stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from services.chat.cache import Cache
+from services.chat.knowledge import KnowledgeBase, Match, detect_language, normalise
+from services.chat.leads import LeadDelivery
+from services.chat.scoring import score_lead
+from services.chat.settings import ChatSettings
+from services.chat.slots import SLOTS, extract
+from services.chat.storage import Conversation, Lead, Message, conversation_by_session, messages_of, utcnow
+from services.runtime.db import Database
+from services.runtime.errors import NotFoundError, ValidationError
+
+SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+_YES = frozenset("tak yes y t ok okay zgoda zgadzam sure agree oczywiscie jasne yep yeah".split())
+_NO = frozenset("nie no n nope not".split())
+
+
+@dataclass
+class Caller:
+    """Who sent the message, as the gateway saw it."""
+
+    client_ip: str = ""
+    user_agent: str = ""
+
+
+@dataclass
+class LeadProgress:
+    captured: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    complete: bool = False
+    score: int = 0
+    lead_id: str = ""
+
+
+@dataclass
+class ConsentPrompt:
+    kind: str
+    text: str
+    text_version: str
+    required: bool
+
+
+@dataclass
+class Reply:
+    session_id: str
+    reply: str
+    language: str
+    intent: str
+    lead: LeadProgress
+    consent_prompt: ConsentPrompt | None = None
+
+
+@dataclass
+class TranscriptEntry:
+    role: str
+    text: str
+    created_at: object
+
+
+@dataclass
+class Transcript:
+    session_id: str
+    created_at: object
+    messages: list[TranscriptEntry]
+    lead: LeadProgress
+
+
+@dataclass
+class _Turn:
+    reply: str
+    intent: str
+    prompt: str | None = None  # "processing" or "marketing"
+    new_lead_id: str | None = None
+
+
+def yes_or_no(text: str) -> bool | None:
+    """A typed consent answer: 'tak'/'yes' -> True, 'nie'/'no' -> False, anything else None."""
+    words = set(normalise(text).split())
+    yes, no = bool(words & _YES), bool(words & _NO)
+    return yes if yes != no else None
+
+
+class ChatService:
+    def __init__(self, db: Database, kb: KnowledgeBase, cache: Cache, settings: ChatSettings, leads: LeadDelivery):
+        self.db = db
+        self.kb = kb
+        self.cache = cache
+        self.settings = settings
+        self.leads = leads
+
+    # --- validation -------------------------------------------------------------------------------------------
+
+    def _check_session_id(self, session_id: str) -> str:
+        if not SESSION_ID.match(session_id):
+            raise ValidationError("session_id is malformed: expected the UUID the service returned")
+        return session_id
+
+    def _check_message(self, text: str, consent_answered: bool) -> str:
+        if len(text) > self.settings.max_message_chars:
+            raise ValidationError(
+                f"message is too long: {len(text)} characters, at most {self.settings.max_message_chars}"
+            )
+        if _CONTROL.search(text):
+            raise ValidationError("message contains control characters")
+        if not text.strip() and not consent_answered:
+            raise ValidationError("message is empty")
+        return text.strip()
+
+    # --- turns ------------------------------------------------------------------------------------------------
+
+    def send_message(
+        self,
+        session_id: str,
+        text: str,
+        processing_consent: bool | None = None,
+        marketing_consent: bool | None = None,
+        caller: Caller | None = None,
+    ) -> Reply:
+        caller = caller or Caller()
+        answered = processing_consent is not None or marketing_consent is not None
+        text = self._check_message(text, answered)
+        if session_id:
+            self._check_session_id(session_id)
+        with self.db.session() as s:
+            if session_id:
+                conv = conversation_by_session(s, session_id, lock=True)
+                if conv is None:
+                    raise ValidationError("session_id is unknown: start a new conversation without a session_id")
+            else:
+                conv = Conversation(session_id=str(uuid.uuid4()), slots={}, language=detect_language(text))
+                s.add(conv)
+                s.flush()
+            turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller)
+            now = utcnow()
+            user_text = text or _consent_note(processing_consent, marketing_consent)
+            s.add_all(
+                [
+                    Message(conversation_id=conv.id, role="user", text=user_text, created_at=now),
+                    Message(conversation_id=conv.id, role="bot", text=turn.reply, created_at=now),
+                ]
+            )
+            conv.message_count += 2
+            conv.last_activity_at = now
+            progress = self._progress(s, conv)
+            reply = Reply(conv.session_id, turn.reply, conv.language, turn.intent, progress, self._prompt(turn, conv))
+        if turn.new_lead_id:
+            self.leads.deliver(turn.new_lead_id)
+        return reply
+
+    def _turn(self, s, conv: Conversation, text: str, processing: bool | None, marketing: bool | None, caller: Caller) -> _Turn:
+        if text:
+            conv.language = detect_language(text, conv.language)
+        if conv.followups_sent and not conv.followups_stopped:
+            conv.followups_stopped = True  # the visitor answered: no more reminders
+        if conv.stage == "consent_processing":
+            return self._processing_answer(s, conv, text, processing, marketing, caller)
+        if conv.stage == "consent_marketing":
+            return self._marketing_answer(s, conv, text, processing, marketing, caller)
+        if processing is not None or marketing is not None:
+            raise ValidationError("no consent question is pending in this conversation")
+        match = self._match(text, conv.language)
+        if conv.stage == "done":
+            if match.intent == "book" and not conv.converted:
+                conv.converted = True
+                return _Turn(self.kb.say("converted", conv.language), "book")
+            return _Turn(match.answer, match.intent)
+        return self._collect(conv, text, match)
+
+    def _match(self, text: str, language: str) -> Match:
+        """The knowledge-base answer, cached by the message's normalised text (hashed: no personal data in keys)."""
+        digest = hashlib.sha256(normalise(text).encode()).hexdigest()[:32]
+        key = f"answer:{language}:{digest}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            intent, _, weight = cached.partition(":")
+            return Match(intent, self.kb.answer_for(intent, language), int(weight or 0))
+        match = self.kb.match(text, language)
+        self.cache.set(key, f"{match.intent}:{match.weight}", self.settings.cache_ttl_s)
+        return match
+
+    def _collect(self, conv: Conversation, text: str, match: Match) -> _Turn:
+        lang = conv.language
+        free_text_ok = match.intent == "fallback" and "?" not in text
+        found = extract(text, conv.awaiting_slot, free_text_ok)
+        slots = dict(conv.slots or {})
+        slots.update(found.values)
+        conv.slots = slots
+        parts = []
+        if match.intent != "fallback":
+            parts.append(match.answer)
+        elif not found.values and not found.invalid:
+            parts.append(match.answer)
+        noted = [s for s in SLOTS if s in found.values]
+        if noted:
+            names = ", ".join(self.kb.say(f"slot_names.{s}", lang) for s in noted)
+            parts.append(self.kb.say("noted", lang, fields=names))
+        parts.extend(self.kb.say(f"invalid.{s}", lang) for s in found.invalid if s not in found.values)
+        missing = [s for s in SLOTS if s not in slots]
+        intent = match.intent if match.intent != "fallback" or not noted else "lead_capture"
+        if missing:
+            retry = [s for s in found.invalid if s in missing]
+            conv.awaiting_slot = retry[0] if retry else missing[0]
+            parts.append(self.kb.say(f"questions.{conv.awaiting_slot}", lang))
+            return _Turn(" ".join(parts), intent)
+        conv.awaiting_slot = None
+        conv.stage = "consent_processing"
+        parts.append(self.kb.say("consent.processing", lang))
+        return _Turn(" ".join(parts), "consent", prompt="processing")
+
+    def _processing_answer(self, s, conv, text, processing, marketing, caller) -> _Turn:
+        lang = conv.language
+        if processing is None:
+            processing = yes_or_no(text)
+        if processing is None:
+            ask = self.kb.say("consent.ask_again", lang) + " " + self.kb.say("consent.processing", lang)
+            return _Turn(ask, "consent", prompt="processing")
+        if not processing:
+            return self._declined(conv)
+        if marketing is None:
+            conv.stage = "consent_marketing"
+            conv.pending_processing_consent = True
+            return _Turn(self.kb.say("consent.marketing", lang), "consent", prompt="marketing")
+        return self._store_lead(s, conv, marketing, caller)
+
+    def _marketing_answer(self, s, conv, text, processing, marketing, caller) -> _Turn:
+        if processing is False:
+            return self._declined(conv)
+        if marketing is None:
+            marketing = yes_or_no(text)
+        if marketing is None:
+            ask = self.kb.say("consent.ask_again", conv.language) + " " + self.kb.say("consent.marketing", conv.language)
+            return _Turn(ask, "consent", prompt="marketing")
+        return self._store_lead(s, conv, marketing, caller)
+
+    def _declined(self, conv: Conversation) -> _Turn:
+        """Without processing consent the personal data given so far is dropped."""
+        conv.slots = {}
+        conv.stage = "collecting"
+        conv.awaiting_slot = None
+        conv.pending_processing_consent = None
+        return _Turn(self.kb.say("consent.declined", conv.language), "consent_declined")
+
+    def _store_lead(self, s, conv: Conversation, marketing: bool, caller: Caller) -> _Turn:
+        slots = conv.slots
+        lead = Lead(
+            id=uuid.uuid4().hex,
+            conversation_id=conv.id,
+            language=conv.language,
+            name=slots.get("name"),
+            email=slots.get("email"),
+            phone=slots.get("phone"),
+            city=slots.get("city"),
+            area_m2=slots.get("area_m2"),
+            budget_pln=slots.get("budget"),
+            start=slots.get("start"),
+            start_months=slots.get("start_months"),
+            score=score_lead(slots, self.kb.served_cities),
+            processing_consent=True,
+            marketing_consent=bool(marketing),
+            consent_text_version=self.kb.consent_version,
+            client_ip=caller.client_ip or None,
+            user_agent=caller.user_agent or None,
+        )
+        s.add(lead)
+        conv.lead_id = lead.id
+        conv.contact_email = slots.get("email")
+        conv.marketing_consent = bool(marketing)
+        conv.stage = "done"
+        conv.pending_processing_consent = None
+        reply = self.kb.say("lead_stored", conv.language, name=(slots.get("name") or "").split(" ")[0])
+        return _Turn(reply, "lead_stored", new_lead_id=lead.id)
+
+    def _prompt(self, turn: _Turn, conv: Conversation) -> ConsentPrompt | None:
+        if turn.prompt is None:
+            return None
+        return ConsentPrompt(
+            kind=turn.prompt,
+            text=self.kb.say(f"consent.{turn.prompt}", conv.language),
+            text_version=self.kb.consent_version,
+            required=turn.prompt == "processing",
+        )
+
+    def _progress(self, s, conv: Conversation) -> LeadProgress:
+        slots = conv.slots or {}
+        captured = [name for name in SLOTS if name in slots]
+        progress = LeadProgress(captured, [n for n in SLOTS if n not in slots], len(captured) == len(SLOTS))
+        if conv.lead_id:
+            lead = s.get(Lead, conv.lead_id)
+            progress.lead_id, progress.score = lead.id, lead.score
+            progress.captured, progress.missing, progress.complete = list(SLOTS), [], True
+        return progress
+
+    # --- reading ----------------------------------------------------------------------------------------------
+
+    def transcript(self, session_id: str) -> Transcript:
+        self._check_session_id(session_id)
+        with self.db.session() as s:
+            conv = conversation_by_session(s, session_id)
+            if conv is None:
+                raise NotFoundError("no conversation with this session_id")
+            messages = [TranscriptEntry(m.role, m.text, m.created_at) for m in messages_of(s, conv.id)]
+            return Transcript(conv.session_id, conv.created_at, messages, self._progress(s, conv))
+
+
+def _consent_note(processing: bool | None, marketing: bool | None) -> str:
+    """The stored user turn when the widget answered a consent prompt with checkboxes only."""
+    parts = [f"{name}={'yes' if value else 'no'}" for name, value in (("processing", processing), ("marketing", marketing)) if value is not None]
+    return "[consent " + " ".join(parts) + "]"

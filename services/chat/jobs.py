@@ -1,0 +1,78 @@
+"""The periodic in-process jobs of the local stack: follow-ups, lead hand-over retries, cache purge.
+
+In Kubernetes the same work runs as CronJobs (`python -m services.chat.manage ...`) and SCHEDULER_ENABLED=false
+turns these off. Each job runs at most once at a time; its last outcome is kept for ChatAdmin.Diagnose.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from services.chat.cache import Cache
+from services.chat.followups import FollowupScheduler
+from services.chat.leads import LeadDelivery
+from services.chat.settings import ChatSettings
+
+log = logging.getLogger(__name__)
+
+
+class Jobs:
+    def __init__(self, followups: FollowupScheduler, leads: LeadDelivery, cache: Cache, settings: ChatSettings):
+        self.followups = followups
+        self.leads = leads
+        self.cache = cache
+        self.settings = settings
+        self._scheduler: BackgroundScheduler | None = None
+        self._last: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        scheduler = BackgroundScheduler(daemon=True)
+        every = {"max_instances": 1, "coalesce": True, "trigger": "interval"}
+        scheduler.add_job(self._followups, seconds=self.settings.followup_interval_min * 60, id="followups", **every)
+        scheduler.add_job(self._lead_retry, seconds=self.settings.lead_retry_interval_s, id="lead-retry", **every)
+        scheduler.add_job(self._cache_purge, seconds=self.settings.cache_cleanup_min * 60, id="cache-purge", **every)
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("in-process jobs started", extra={"jobs": [job.id for job in scheduler.get_jobs()]})
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+
+    def state(self) -> tuple[bool, str]:
+        """(ok, detail) for diagnostics: whether the scheduler runs and what each job did last."""
+        if self._scheduler is None:
+            return True, "off (CronJobs)" if not self.settings.scheduler_enabled else "not started"
+        with self._lock:
+            last = "; ".join(f"{name}: {outcome}" for name, outcome in sorted(self._last.items()))
+        return self._scheduler.running, f"running every {self.settings.followup_interval_min:g} min" + (f"; {last}" if last else "")
+
+    def _record(self, name: str, outcome: str) -> None:
+        with self._lock:
+            self._last[name] = f"{outcome} at {time.strftime('%H:%M:%S', time.gmtime())}Z"
+
+    def _followups(self) -> None:
+        try:
+            run = self.followups.run()
+            self._record("followups", f"due {run.due}, sent {run.sent}, failed {run.failed}")
+        except Exception as exc:  # noqa: BLE001 - a failed run is retried at the next tick
+            log.exception("follow-up job failed")
+            self._record("followups", f"error {type(exc).__name__}")
+
+    def _lead_retry(self) -> None:
+        try:
+            result = self.leads.retry_pending()
+            self._record("lead-retry", f"delivered {result.delivered}, pending {result.pending}")
+        except Exception as exc:  # noqa: BLE001
+            log.exception("lead retry job failed")
+            self._record("lead-retry", f"error {type(exc).__name__}")
+
+    def _cache_purge(self) -> None:
+        removed = self.cache.purge_expired()
+        log.info("cache purged", extra={"removed": removed})
+        self._record("cache-purge", f"removed {removed}")

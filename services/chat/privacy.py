@@ -1,0 +1,95 @@
+"""Erasing a subject (GDPR Art. 17, requested by the consent service) and the retention purge.
+
+Erasure finds the person by normalised email (trimmed, lower-cased): leads with that email and conversations
+whose captured email or any message contains it. Their messages are deleted, the identifying lead fields (name,
+email, phone, client IP, user agent, free-text start) are cleared and the captured slots dropped; the counts
+statistics need (conversations, leads, scores, city, area, budget) stay. A request id is carried out once: a retry
+returns the first result.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy import delete, func, or_, select
+
+from services.chat.slots import normalise_email
+from services.chat.storage import Conversation, ErasureRequest, FollowupEvent, Lead, Message, utcnow
+from services.runtime.db import Database
+from services.runtime.errors import ValidationError
+
+_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass
+class ErasureResult:
+    conversations: int
+    messages_erased: int
+    leads_anonymised: int
+
+
+def erase_subject(db: Database, email: str, request_id: str) -> ErasureResult:
+    email = normalise_email(email or "")
+    if not _EMAIL_SHAPE.match(email) or len(email) > 254:
+        raise ValidationError("email is missing or malformed")
+    request_id = (request_id or "").strip()
+    if not request_id or len(request_id) > 64:
+        raise ValidationError("request_id is required (at most 64 characters)")
+    with db.session() as s:
+        done = s.get(ErasureRequest, request_id)
+        if done is not None:
+            return ErasureResult(done.conversations, done.messages_erased, done.leads_anonymised)
+        leads = list(s.scalars(select(Lead).where(Lead.email == email)))
+        escaped = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        mentioned = select(Message.conversation_id).where(func.lower(Message.text).like(f"%{escaped}%", escape="\\"))
+        conversation_ids = set(
+            s.scalars(
+                select(Conversation.id).where(
+                    or_(Conversation.contact_email == email, Conversation.id.in_(mentioned))
+                )
+            )
+        ) | {lead.conversation_id for lead in leads}
+        erased = 0
+        if conversation_ids:
+            erased = s.execute(delete(Message).where(Message.conversation_id.in_(conversation_ids))).rowcount
+            for conv in s.scalars(select(Conversation).where(Conversation.id.in_(conversation_ids))):
+                conv.slots = {}
+                conv.contact_email = None
+                conv.marketing_consent = False
+                conv.followups_stopped = True
+        now = utcnow()
+        for lead in leads:
+            lead.name = lead.email = lead.phone = lead.client_ip = lead.user_agent = lead.start = None
+            lead.anonymised_at = now
+        result = ErasureResult(len(conversation_ids), erased, len(leads))
+        s.add(ErasureRequest(request_id=request_id, **vars(result)))
+        return result
+
+
+def purge_retention(db: Database, days: int, batch_size: int, progress: Callable[[int], None] | None = None) -> int:
+    """Delete conversations without a lead idle for more than `days`, batch by batch; returns how many."""
+    if days < 1 or batch_size < 1:
+        raise ValidationError("days and batch_size must be positive")
+    cutoff = utcnow() - dt.timedelta(days=days)
+    deleted = 0
+    while True:
+        with db.session() as s:
+            ids = list(
+                s.scalars(
+                    select(Conversation.id)
+                    .where(Conversation.lead_id.is_(None))
+                    .where(Conversation.last_activity_at < cutoff)
+                    .order_by(Conversation.id)
+                    .limit(batch_size)
+                )
+            )
+            if not ids:
+                return deleted
+            s.execute(delete(Message).where(Message.conversation_id.in_(ids)))
+            s.execute(delete(FollowupEvent).where(FollowupEvent.conversation_id.in_(ids)))
+            s.execute(delete(Conversation).where(Conversation.id.in_(ids)))
+        deleted += len(ids)
+        if progress:
+            progress(deleted)

@@ -1,0 +1,83 @@
+"""The consent and notifier services as the chat domain sees them: plain Python calls over gRPC.
+
+Every call has a short deadline; any failure becomes PeerUnavailable, which the callers treat as "try again later"
+(the lead stays un-notified, the follow-up stays unclaimed), never as a failed visitor request.
+"""
+from __future__ import annotations
+
+import grpc
+
+from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
+from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+
+
+class PeerUnavailable(RuntimeError):
+    """The other service did not accept the call; nothing was handed over."""
+
+
+def _call(peer: str, method, request, timeout: float):
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") and exc.code() else "UNKNOWN"
+        raise PeerUnavailable(f"{peer}: {code}") from None
+
+
+class ConsentClient:
+    def __init__(self, channel: grpc.Channel, timeout_s: float):
+        self._public = consent_pb2_grpc.ConsentStub(channel)
+        self._internal = consent_pb2_grpc.ConsentInternalStub(channel)
+        self.timeout_s = timeout_s
+
+    def record_consent(
+        self,
+        *,
+        email: str,
+        processing: bool,
+        marketing: bool,
+        text_version: str,
+        session_id: str,
+        conversation_id: str,
+        lead_id: str,
+        client_ip: str,
+        user_agent: str,
+        request_id: str,
+    ) -> None:
+        request = consent_pb2.RecordConsentRequest(
+            email=email,
+            processing_consent=processing,
+            marketing_consent=marketing,
+            text_version=text_version,
+            source="chat-widget",
+            session_id=session_id,
+            conversation_id=conversation_id,
+            lead_id=lead_id,
+            client_ip=client_ip,
+            user_agent=user_agent,
+            request_id=request_id,
+        )
+        _call("consent", self._internal.RecordConsent, request, self.timeout_s)
+
+    def marketing_allowed(self, email: str) -> bool:
+        status = _call("consent", self._public.GetStatus, consent_pb2.GetStatusRequest(email=email), self.timeout_s)
+        return bool(status.marketing_consent)
+
+
+class NotifierClient:
+    def __init__(self, channel: grpc.Channel, timeout_s: float):
+        self._stub = notifier_pb2_grpc.NotifierInternalStub(channel)
+        self.timeout_s = timeout_s
+
+    def _notify(self, request: notifier_pb2.NotifyRequest) -> None:
+        _call("notifier", self._stub.Notify, request, self.timeout_s)
+
+    def monday_item(self, key: str, item_name: str, columns: dict[str, str]) -> None:
+        item = notifier_pb2.MondayItem(item_name=item_name, column_values=columns)
+        self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, monday=item))
+
+    def slack_alert(self, key: str, title: str, text: str, fields: dict[str, str]) -> None:
+        alert = notifier_pb2.SlackAlert(title=title, text=text, fields=fields)
+        self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, slack=alert))
+
+    def email(self, key: str, to: str, subject: str, body: str) -> None:
+        self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, email=notifier_pb2.Email(to=to, subject=subject, body=body)))

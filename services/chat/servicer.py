@@ -1,0 +1,121 @@
+"""gRPC servicers of the chat service: proto in, domain call, proto out. No logic lives here."""
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
+from novahouse.health.v1 import health_pb2_grpc
+from services.chat import privacy
+from services.chat.app import ChatApp
+from services.chat.conversation import Caller, LeadProgress
+from services.chat.platform_health import PlatformHealth
+from services.runtime import request_context
+from services.runtime.diagnostics import Diagnostics
+from services.runtime.errors import grpc_errors
+
+
+def _timestamp(value) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _lead(progress: LeadProgress) -> chat_pb2.LeadProgress:
+    return chat_pb2.LeadProgress(
+        captured=progress.captured,
+        missing=progress.missing,
+        complete=progress.complete,
+        score=progress.score,
+        lead_id=progress.lead_id,
+    )
+
+
+class ChatServicer(chat_pb2_grpc.ChatServicer):
+    def __init__(self, app: ChatApp):
+        self.app = app
+
+    @grpc_errors
+    def SendMessage(self, request, context):
+        reply = self.app.chat.send_message(
+            request.session_id,
+            request.message,
+            request.processing_consent if request.HasField("processing_consent") else None,
+            request.marketing_consent if request.HasField("marketing_consent") else None,
+            Caller(request_context.client_ip(context), request_context.user_agent(context)),
+        )
+        prompt = None
+        if reply.consent_prompt:
+            p = reply.consent_prompt
+            prompt = chat_pb2.ConsentPrompt(kind=p.kind, text=p.text, text_version=p.text_version, required=p.required)
+        return chat_pb2.SendMessageResponse(
+            session_id=reply.session_id,
+            reply=reply.reply,
+            language=reply.language,
+            intent=reply.intent,
+            lead=_lead(reply.lead),
+            consent_prompt=prompt,
+        )
+
+    @grpc_errors
+    def GetConversation(self, request, context):
+        transcript = self.app.chat.transcript(request.session_id)
+        return chat_pb2.Conversation(
+            session_id=transcript.session_id,
+            created_at=_timestamp(transcript.created_at),
+            messages=[
+                chat_pb2.ChatMessage(role=m.role, text=m.text, created_at=_timestamp(m.created_at))
+                for m in transcript.messages
+            ],
+            lead=_lead(transcript.lead),
+        )
+
+
+class ChatInternalServicer(chat_pb2_grpc.ChatInternalServicer):
+    def __init__(self, app: ChatApp):
+        self.app = app
+
+    @grpc_errors
+    def EraseSubject(self, request, context):
+        result = privacy.erase_subject(self.app.db, request.email, request.request_id)
+        return chat_pb2.EraseSubjectResponse(**vars(result))
+
+
+class ChatAdminServicer(chat_pb2_grpc.ChatAdminServicer):
+    def __init__(self, app: ChatApp, diagnostics: Diagnostics):
+        self.app = app
+        self.diagnostics = diagnostics
+
+    @grpc_errors
+    def RunFollowups(self, request, context):
+        self.app.leads.retry_pending()
+        run = self.app.followups.run(limit=max(0, request.limit))
+        return chat_pb2.RunFollowupsResponse(**vars(run))
+
+    @grpc_errors
+    def PurgeCache(self, request, context):
+        return chat_pb2.PurgeCacheResponse(removed=self.app.cache.purge_expired())
+
+    @grpc_errors
+    def PurgeRetention(self, request, context):
+        settings = self.app.settings
+        deleted = privacy.purge_retention(
+            self.app.db, request.days or settings.retention_days, request.batch_size or settings.retention_batch
+        )
+        return chat_pb2.PurgeRetentionResponse(deleted=deleted)
+
+    @grpc_errors
+    def Diagnose(self, request, context):
+        return self.diagnostics.report()
+
+
+class PlatformHealthServicer(health_pb2_grpc.PlatformHealthServicer):
+    def __init__(self, health: PlatformHealth):
+        self.health = health
+
+    @grpc_errors
+    def Live(self, request, context):
+        return self.health.live()
+
+    @grpc_errors
+    def Deep(self, request, context):
+        return self.health.deep()

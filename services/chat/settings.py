@@ -1,0 +1,60 @@
+"""The chat service's configuration, read once from environment variables with safe defaults."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from services.runtime.config import ConfigError, env_bool, env_float, env_int, env_str
+
+_DELAY = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_delays(raw: str) -> tuple[int, ...]:
+    """'24h,72h,168h' -> (86400, 259200, 604800); strictly increasing, so follow-up n+1 comes after n."""
+    delays = []
+    for part in raw.split(","):
+        match = _DELAY.match(part)
+        if not match:
+            raise ConfigError(f"FOLLOWUP_DELAYS part {part!r} is not like '24h' (units s, m, h, d)")
+        delays.append(int(match.group(1)) * _UNIT_S[match.group(2)])
+    if any(b <= a for a, b in zip(delays, delays[1:])) or not delays or delays[0] <= 0:
+        raise ConfigError(f"FOLLOWUP_DELAYS={raw!r} must be positive and increasing")
+    return tuple(delays)
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    max_message_chars: int = 2000
+    lead_alert_score: int = 70
+    followup_delays_s: tuple[int, ...] = (86400, 259200, 604800)
+    followup_batch: int = 1000
+    followup_interval_min: float = 15.0
+    lead_retry_interval_s: float = 60.0
+    cache_ttl_s: int = 3600
+    cache_max_entries: int = 10000
+    cache_cleanup_min: float = 10.0
+    redis_retry_s: float = 5.0
+    retention_days: int = 90
+    retention_batch: int = 500
+    scheduler_enabled: bool = True
+    peer_timeout_s: float = 2.0
+
+    @classmethod
+    def from_env(cls) -> "ChatSettings":
+        return cls(
+            max_message_chars=env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1),
+            lead_alert_score=env_int("LEAD_ALERT_SCORE", 70, minimum=0),
+            followup_delays_s=parse_delays(env_str("FOLLOWUP_DELAYS", "24h,72h,168h")),
+            followup_batch=env_int("FOLLOWUP_BATCH", 1000, minimum=1),
+            followup_interval_min=env_float("FOLLOWUP_INTERVAL_MINUTES", 15.0, minimum=0.01),
+            lead_retry_interval_s=env_float("LEAD_RETRY_SECONDS", 60.0, minimum=0.1),
+            cache_ttl_s=env_int("CACHE_TTL_SECONDS", 3600, minimum=1),
+            cache_max_entries=env_int("CACHE_MAX_ENTRIES", 10000, minimum=1),
+            cache_cleanup_min=env_float("CACHE_CLEANUP_MINUTES", 10.0, minimum=0.01),
+            redis_retry_s=env_float("REDIS_RETRY_SECONDS", 5.0, minimum=0.0),
+            retention_days=env_int("RETENTION_DAYS", 90, minimum=1),
+            retention_batch=env_int("RETENTION_BATCH", 500, minimum=1),
+            scheduler_enabled=env_bool("SCHEDULER_ENABLED", True),
+            peer_timeout_s=env_float("PEER_TIMEOUT_S", 2.0, minimum=0.05),
+        )
