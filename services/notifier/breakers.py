@@ -1,0 +1,137 @@
+"""One pybreaker circuit breaker per destination, shared by every replica through Redis when REDIS_URL is set.
+
+pybreaker's own `call` holds the breaker's lock for the whole guarded call, which would put every delivery to a
+destination in single file. So a call is split in two: `admit()` asks the breaker before sending (failing fast while
+it is open, letting exactly one trial through once the reset timeout has passed), and `record()` feeds the outcome
+through the breaker afterwards, so pybreaker's state machine, its storage and its listeners stay the one truth.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pybreaker
+from prometheus_client import Counter, Gauge
+
+from services.notifier.destinations import DeliveryError
+from services.runtime.redis_client import key_prefix
+
+log = logging.getLogger(__name__)
+
+STATE_VALUE = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
+BREAKER_STATE = Gauge("notifier_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", ["destination"])
+BREAKER_CHANGES = Counter("notifier_breaker_transitions_total", "Breaker state changes", ["destination", "state"])
+
+
+class BreakerOpen(Exception):
+    """The destination's breaker refused the call; nothing was sent. `wait_s`: until the next trial may go out."""
+
+    def __init__(self, reason: str, wait_s: float):
+        super().__init__(reason)
+        self.wait_s = wait_s
+
+
+class _StateLogger(pybreaker.CircuitBreakerListener):
+    def state_change(self, cb, old_state, new_state) -> None:
+        BREAKER_STATE.labels(cb.name).set(STATE_VALUE[new_state.name])
+        BREAKER_CHANGES.labels(cb.name, new_state.name).inc()
+        log.warning(
+            "breaker state changed",
+            extra={"breaker": cb.name, "from": old_state.name if old_state else None, "to": new_state.name},
+        )
+
+
+def _not_the_destinations_fault(exc: BaseException) -> bool:
+    """A 4xx, a 429 or missing configuration says nothing about the destination's health."""
+    return isinstance(exc, DeliveryError) and not exc.counts_for_breaker
+
+
+def _replay(outcome: BaseException | None) -> None:
+    if outcome is not None:
+        raise outcome
+
+
+class DestinationBreaker:
+    def __init__(self, name: str, fail_max: int, reset_timeout_s: float, redis=None):
+        if redis is not None:
+            namespace = f"{key_prefix()}notifier:breaker:{name}"
+            self.storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, redis, namespace=namespace)
+        else:
+            self.storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        self.breaker = pybreaker.CircuitBreaker(
+            fail_max=fail_max,
+            reset_timeout=reset_timeout_s,
+            exclude=[_not_the_destinations_fault],
+            listeners=[_StateLogger()],
+            state_storage=self.storage,
+            name=name,
+        )
+        self.name = name
+        self._trial_lock = threading.Lock()
+        self._trial_in_flight = False
+        BREAKER_STATE.labels(name).set(STATE_VALUE.get(self.state, 0))
+
+    @property
+    def state(self) -> str:
+        return self.breaker.current_state
+
+    def admit(self) -> bool:
+        """May a call go out now? Returns True for the half-open trial call; raises BreakerOpen to refuse."""
+        state = self.state
+        if state == pybreaker.STATE_CLOSED:
+            return False
+        if state == pybreaker.STATE_OPEN:
+            opened_at = self.storage.opened_at
+            reopens = opened_at + timedelta(seconds=self.breaker.reset_timeout) if opened_at else None
+            now = datetime.now(UTC)
+            if reopens and now < reopens:
+                wait_s = (reopens - now).total_seconds()
+                raise BreakerOpen(f"{self.name} breaker is open until {reopens:%H:%M:%S} UTC; not attempted", wait_s)
+        with self._trial_lock:
+            if self._trial_in_flight:
+                raise BreakerOpen(
+                    f"{self.name} breaker is half-open and a trial call is in flight; not attempted",
+                    self.breaker.reset_timeout,
+                )
+            self._trial_in_flight = True
+        if state == pybreaker.STATE_OPEN:
+            self.breaker.half_open()
+        return True
+
+    def record(self, outcome: BaseException | None, trial: bool) -> bool:
+        """Count a finished call (None for success, else its DeliveryError); True when a trial closed the breaker."""
+        try:
+            self.breaker.call(_replay, outcome)
+        except (pybreaker.CircuitBreakerError, DeliveryError):
+            pass  # the outcome is counted; opening the breaker is what CircuitBreakerError announces
+        finally:
+            if trial:
+                with self._trial_lock:
+                    self._trial_in_flight = False
+        return trial and self.state == pybreaker.STATE_CLOSED
+
+    def reset(self) -> None:
+        self.breaker.close()
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "fail_counter": self.breaker.fail_counter,
+            "fail_max": self.breaker.fail_max,
+            "reset_timeout_s": int(self.breaker.reset_timeout),
+        }
+
+
+class BreakerBoard:
+    """The breakers of all destinations."""
+
+    def __init__(self, names, fail_max: int, reset_timeout_s: float, redis=None):
+        self.breakers = {name: DestinationBreaker(name, fail_max, reset_timeout_s, redis) for name in names}
+
+    def __getitem__(self, name: str) -> DestinationBreaker:
+        return self.breakers[name]
+
+    def __iter__(self):
+        return iter(self.breakers.values())

@@ -1,0 +1,244 @@
+"""Delivery workers: claim due rows, send them through the destination's breaker, and record what happened.
+
+Each destination has its own lane of worker threads, so a slow Slack never holds up email. A lane claims no more
+rows than it has idle workers, so a lease covers one running send, never a queue. Slack is paced by one worker when
+SLACK_MIN_INTERVAL_S is set, and Monday.com always gets one call at a time. A failed attempt goes back to the queue
+with exponential backoff and jitter; after the last retry the row is FAILED and one escalation email is queued.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Callable, Protocol
+
+from prometheus_client import Counter
+
+from services.notifier.breakers import BreakerBoard, BreakerOpen
+from services.notifier.destinations import DeliveryError
+from services.notifier.settings import Settings
+from services.notifier.storage import ESCALATION, Delivery, DeliveryStore, utcnow
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = Counter("notifier_attempts_total", "Delivery attempts by destination and outcome", ["destination", "outcome"])
+
+
+class Sender(Protocol):
+    def send(self, payload: dict) -> str:
+        """Deliver; return the external id (Monday.com item id) or ''. Raise DeliveryError on failure."""
+
+
+def backoff_delay(attempts: int, base_s: float, max_s: float) -> float:
+    """Exponential backoff with equal jitter: half the step is fixed, half random, so retries spread out."""
+    step = min(max_s, base_s * (2 ** max(0, attempts - 1)))
+    return step / 2 + random.uniform(0, step / 2)
+
+
+class Lane:
+    """The worker threads of one destination."""
+
+    def __init__(self, destination: str, workers: int, on_done: Callable[["Lane"], None]):
+        self.destination = destination
+        self.workers = workers
+        self.maybe_more = False  # the last claim filled every idle worker, so more rows may be due
+        self._on_done = on_done
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"deliver-{destination}")
+
+    def idle_workers(self) -> int:
+        with self._lock:
+            return self.workers - self._busy
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._busy += 1
+        self._pool.submit(self._run, work)
+
+    def _run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:  # noqa: BLE001 - the row's lease expires and it is retried; the worker lives on
+            log.exception("delivery worker failed", extra={"destination": self.destination})
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self._on_done(self)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, store: DeliveryStore, senders: dict[str, Sender], breakers: BreakerBoard):
+        self.settings = settings
+        self.store = store
+        self.senders = senders
+        self.breakers = breakers
+        self.lanes = {name: Lane(name, self._workers_for(name), self._lane_done) for name in senders}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._dispatch_lock = threading.Lock()
+        self._pump = threading.Thread(target=self._pump_loop, name="dispatch", daemon=True)
+
+    def _workers_for(self, destination: str) -> int:
+        if destination == "monday" or (destination == "slack" and self.settings.slack_min_interval_s > 0):
+            return 1
+        return self.settings.workers
+
+    # --- running ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._pump.start()
+        self.wake()
+
+    def wake(self) -> None:
+        """Look for due work now (after Notify, a replay, a breaker reset, or a finished send)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Claim nothing more and let the sends in flight finish (their rows are recorded)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._pump.is_alive():
+            self._pump.join(timeout=5)
+        for lane in self.lanes.values():
+            lane.shutdown()
+
+    @property
+    def running(self) -> bool:
+        return self._pump.is_alive() and not self._stopping.is_set()
+
+    def _pump_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if not self._stopping.is_set():
+                try:
+                    self.dispatch_due()
+                except Exception:  # noqa: BLE001 - a database blip must not end the pump; the next wake retries
+                    log.exception("claiming due deliveries failed")
+
+    def _lane_done(self, lane: Lane) -> None:
+        if lane.maybe_more:
+            self.wake()
+
+    def dispatch_due(self) -> int:
+        """Claim due rows for every lane's idle workers and start them; returns how many were started."""
+        started = 0
+        with self._dispatch_lock:
+            for lane in self.lanes.values():
+                if self._stopping.is_set():
+                    break
+                idle = lane.idle_workers()
+                if idle <= 0:
+                    lane.maybe_more = True
+                    continue
+                token, rows = self.store.claim_due(lane.destination, idle, self.settings.lease_s)
+                lane.maybe_more = len(rows) == idle
+                for row in rows:
+                    lane.submit(lambda row=row, token=token: self.deliver(row, token))
+                started += len(rows)
+        return started
+
+    # --- one delivery -----------------------------------------------------------------------------------------
+    def deliver(self, row: Delivery, token: str) -> None:
+        if row.external_id:
+            # A Monday.com item was created by an earlier attempt: never make a second one.
+            self._record_delivered(row, token, row.external_id)
+            return
+        breaker = self.breakers[row.destination]
+        try:
+            trial = breaker.admit()
+        except BreakerOpen as exc:
+            self._park(row, token, exc)
+            return
+        failure: DeliveryError | None = None
+        external_id = ""
+        try:
+            external_id = self.senders[row.destination].send(json.loads(row.payload))
+        except DeliveryError as exc:
+            failure = exc
+        except Exception as exc:  # noqa: BLE001 - an unexpected error is retried like any other, never lost
+            log.exception("unexpected error while sending", extra={"delivery_id": row.id})
+            failure = DeliveryError(f"unexpected {type(exc).__name__} while sending")
+        finally:
+            recovered = breaker.record(failure, trial)
+        if failure is None:
+            self._record_delivered(row, token, external_id)
+        else:
+            self._record_failure(row, token, failure)
+        if recovered:
+            self.destination_recovered(row.destination)
+
+    def destination_recovered(self, destination: str) -> None:
+        """A trial call closed the breaker (or an operator reset it): drain what waited for this destination."""
+        woken = self.store.bring_forward(destination)
+        log.info("destination works again; its queue is due now", extra={"destination": destination, "due": woken})
+        self.wake()
+
+    def _park(self, row: Delivery, token: str, refusal: BreakerOpen) -> None:
+        """The breaker refused: nothing was sent, so no retry is used up; wait until a trial may go out."""
+        ATTEMPTS.labels(row.destination, "refused").inc()
+        delay = refusal.wait_s + random.uniform(0, min(1.0, self.settings.poll_interval_s))
+        next_at = utcnow() + timedelta(seconds=delay)
+        _with_retries(lambda: self.store.mark_retry(row.id, token, str(refusal), next_at, attempted=False))
+
+    def _record_delivered(self, row: Delivery, token: str, external_id: str) -> None:
+        ATTEMPTS.labels(row.destination, "delivered").inc()
+        if not _with_retries(lambda: self.store.mark_delivered(row.id, token, external_id)):
+            log.warning("delivered, but the lease had expired", extra={"delivery_id": row.id})
+
+    def _record_failure(self, row: Delivery, token: str, error: DeliveryError) -> None:
+        context = {"delivery_id": row.id, "destination": row.destination, "attempts": row.attempts}
+        if error.permanent:
+            ATTEMPTS.labels(row.destination, "dead").inc()
+            log.warning("delivery is dead: %s", error.reason, extra=context)
+            _with_retries(lambda: self.store.mark_dead(row.id, token, error.reason))
+        elif row.attempts >= self.settings.max_attempts:
+            ATTEMPTS.labels(row.destination, "failed").inc()
+            log.error("delivery failed after its last retry: %s", error.reason, extra=context)
+            escalation = self._escalation(row, error.reason)
+            _with_retries(lambda: self.store.mark_failed(row.id, token, error.reason, escalation))
+            if escalation:
+                self.wake()
+        else:
+            ATTEMPTS.labels(row.destination, "retry").inc()
+            s = self.settings
+            delay = backoff_delay(row.attempts, s.retry_base_delay_s, s.retry_max_delay_s)
+            if error.retry_after_s is not None:
+                delay = max(delay, min(error.retry_after_s, s.max_retry_after_s))
+            log.info("delivery will be retried: %s", error.reason, extra={**context, "delay_s": round(delay, 3)})
+            next_at = utcnow() + timedelta(seconds=delay)
+            _with_retries(lambda: self.store.mark_retry(row.id, token, error.reason, next_at))
+
+    def _escalation(self, row: Delivery, reason: str) -> tuple[str, str] | None:
+        """The one email to ESCALATION_EMAIL that carries the lost message's payload (never for an escalation)."""
+        to = self.settings.escalation_email
+        if row.kind == ESCALATION or not to:
+            return None
+        body = (
+            f"A {row.destination} delivery failed after {row.attempts} attempts and needs a person.\n\n"
+            f"Delivery id: {row.id}\nIdempotency key: {row.idempotency_key}\nLast error: {reason}\n\n"
+            f"Payload:\n{json.dumps(json.loads(row.payload), indent=2, ensure_ascii=False)}\n\n"
+            "Replay it with ReplayDeadLetters (POST /api/dlq/replay) once the destination works again.\n"
+        )
+        subject = f"[NovaHouse] {row.destination} delivery failed: {row.idempotency_key}"[:200]
+        email = {"to": to, "subject": subject, "body": body}
+        return f"escalation:{row.id}", json.dumps(email, ensure_ascii=False)
+
+
+def _with_retries(write: Callable[[], bool], tries: int = 3) -> bool:
+    """Recording a result survives a short database blip; after that the lease expires and the row is retried."""
+    for attempt in range(tries):
+        try:
+            return write()
+        except Exception:  # noqa: BLE001
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return False

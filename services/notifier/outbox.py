@@ -1,0 +1,121 @@
+"""What the notifier promises its callers and operators, without any gRPC types.
+
+Notify validates, stores the message (the outbox) and only then answers; the workers deliver it afterwards. The
+same idempotency key twice is one delivery, and the second call answers with the first one's state.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from services.notifier.breakers import BreakerBoard
+from services.notifier.dispatcher import Dispatcher
+from services.notifier.settings import Settings
+from services.notifier.storage import DEAD, DESTINATIONS, FAILED, PENDING, STATUSES, Delivery, DeliveryStore
+from services.runtime.errors import NotFoundError, ValidationError
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
+_EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,}$")
+_DELIVERY_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_LIST = 1000
+
+
+def _text(value: str, what: str, limit: int, required: bool = False, single_line: bool = False) -> str:
+    if required and not value.strip():
+        raise ValidationError(f"{what} is required")
+    if len(value) > limit:
+        raise ValidationError(f"{what} is longer than {limit} characters")
+    if single_line and ("\r" in value or "\n" in value):
+        raise ValidationError(f"{what} must be a single line")
+    return value
+
+
+def validate(key: str, destination: str, payload: dict) -> dict:
+    """The payload as stored; raises ValidationError naming what is wrong."""
+    if not _KEY.match(key or ""):
+        raise ValidationError("idempotency_key is required: 1-200 printable characters without spaces")
+    if destination == "slack":
+        if not (payload.get("title", "").strip() or payload.get("text", "").strip()):
+            raise ValidationError("a Slack alert needs a title or a text")
+        _text(payload.get("title", ""), "slack.title", 150, single_line=True)
+        _text(payload.get("text", ""), "slack.text", 3000)
+        fields = payload.get("fields", {})
+        if len(fields) > 50:
+            raise ValidationError("slack.fields has more than 50 entries")
+        for name, value in fields.items():
+            _text(name, "a slack.fields name", 100, required=True, single_line=True)
+            _text(value, f"slack.fields[{name}]", 1900)
+    elif destination == "monday":
+        _text(payload.get("item_name", ""), "monday.item_name", 255, required=True, single_line=True)
+        _text(payload.get("group_id", ""), "monday.group_id", 100, single_line=True)
+        for column, value in payload.get("column_values", {}).items():
+            _text(column, "a monday.column_values id", 100, required=True, single_line=True)
+            _text(value, f"monday.column_values[{column}]", 4000)
+    elif destination == "email":
+        if not _EMAIL.match(payload.get("to", "")):
+            raise ValidationError("email.to is not a valid email address")
+        _text(payload.get("subject", ""), "email.subject", 200, required=True, single_line=True)
+        _text(payload.get("body", ""), "email.body", 100_000, required=True)
+    else:
+        raise ValidationError("a payload is required: one of slack, monday or email")
+    return payload
+
+
+class Notifier:
+    def __init__(self, settings: Settings, store: DeliveryStore, dispatcher: Dispatcher, breakers: BreakerBoard):
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.breakers = breakers
+
+    def notify(self, key: str, destination: str, payload: dict) -> tuple[Delivery, bool]:
+        """Store durably, then wake the workers; returns the delivery and whether the key was seen before."""
+        payload = validate(key, destination, payload)
+        delivery, duplicate = self.store.add(key, destination, json.dumps(payload, ensure_ascii=False, sort_keys=True))
+        if not duplicate:
+            self.dispatcher.wake()
+        return delivery, duplicate
+
+    def get_delivery(self, key: str) -> Delivery:
+        delivery = self.store.by_key(key) if key else None
+        if delivery is None:
+            raise NotFoundError("no delivery with this idempotency key")
+        return delivery
+
+    def dlq_stats(self) -> dict:
+        counts = self.store.counts()
+        totals = {status: sum(n for _, s, n in counts if s == status) for status in STATUSES}
+        return {"counts": counts, "pending": totals[PENDING], "failed": totals[FAILED], "dead": totals[DEAD]}
+
+    def list_dead_letters(self, destination: str | None, status: str | None, limit: int) -> list[Delivery]:
+        if limit < 0:
+            raise ValidationError("limit must not be negative")
+        statuses = (status,) if status else (PENDING, FAILED, DEAD)
+        return self.store.list_entries(destination, statuses, min(limit or 100, MAX_LIST))
+
+    def replay(self, delivery_ids: list[str], all_failed: bool) -> int:
+        if not delivery_ids and not all_failed:
+            raise ValidationError("give delivery_ids, or all_failed=true to replay every failed and dead entry")
+        bad = [i for i in delivery_ids if not _DELIVERY_ID.match(i)]
+        if bad:
+            raise ValidationError(f"not a delivery id: {bad[0][:40]!r}")
+        replayed = self.store.replay(None if all_failed else list(delivery_ids))
+        if replayed:
+            self.dispatcher.wake()
+        return replayed
+
+    def purge_delivered(self, older_than_days: int = 0) -> int:
+        if older_than_days < 0:
+            raise ValidationError("older_than_days must not be negative")
+        return self.store.purge_delivered(older_than_days or self.settings.cleanup_days)
+
+    def breaker_states(self) -> list[dict]:
+        return [breaker.describe() for breaker in self.breakers]
+
+    def reset_breaker(self, name: str) -> dict:
+        if name not in DESTINATIONS:
+            raise NotFoundError(f"no breaker named {name[:40]!r}; there are: {', '.join(DESTINATIONS)}")
+        breaker = self.breakers[name]
+        breaker.reset()
+        self.dispatcher.destination_recovered(name)
+        return breaker.describe()

@@ -1,0 +1,53 @@
+"""The DLQ retry job on APScheduler, with the in-memory job store only.
+
+Every replica runs its own scheduler; the jobs never share a job store. They are safe to run everywhere at once
+because the work they start is claimed row by row in the database.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import Gauge
+
+from services.notifier.dispatcher import Dispatcher
+from services.notifier.storage import DEAD, FAILED, PENDING, DeliveryStore
+
+log = logging.getLogger(__name__)
+
+DLQ_ENTRIES = Gauge("notifier_dlq_entries", "Undelivered entries by status", ["status"])
+
+
+class RetryScheduler:
+    def __init__(self, dispatcher: Dispatcher, store: DeliveryStore, interval_s: float):
+        self.dispatcher = dispatcher
+        self.store = store
+        self.interval_s = interval_s
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": MemoryJobStore()},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self.scheduler.add_job(
+            self.retry_due, "interval", seconds=interval_s, id="dlq-retry", next_run_time=datetime.now(UTC)
+        )
+
+    def retry_due(self) -> None:
+        """Start every retry that is due (and every row whose worker died), then refresh the DLQ gauges."""
+        self.dispatcher.wake()
+        for status in (PENDING, FAILED, DEAD):
+            DLQ_ENTRIES.labels(status).set(self.store.count_status(status))
+
+    def start(self) -> None:
+        self.scheduler.start()
+        log.info("DLQ retry job scheduled", extra={"interval_s": self.interval_s})
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    @property
+    def running(self) -> bool:
+        return self.scheduler.running

@@ -1,0 +1,62 @@
+"""The notifier's configuration, read once from environment variables (safe defaults, clear errors)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.runtime.config import env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_webhook_url: str
+    slack_min_interval_s: float
+    monday_api_url: str
+    monday_api_key: str
+    monday_board_id: str
+    smtp_url: str
+    smtp_from: str
+    escalation_email: str
+    http_timeout_s: float
+    cb_fail_max: int
+    cb_reset_timeout_s: float
+    retry_base_delay_s: float
+    retry_max_delay_s: float
+    max_retries: int
+    poll_interval_s: float
+    cleanup_days: int
+    lease_s: float
+    workers: int
+    max_retry_after_s: float
+
+    @property
+    def max_attempts(self) -> int:
+        """The first attempt plus DLQ_MAX_RETRIES retries."""
+        return 1 + self.max_retries
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        # DLQ_RETRY_DELAY_SECONDS overrides the minutes, so tests can shrink delays (as Svix's tests do).
+        base_delay = env_float("DLQ_RETRY_DELAY_SECONDS", 0.0, minimum=0.0) or 60.0 * env_float(
+            "DLQ_RETRY_DELAY_MINUTES", 5.0, minimum=0.0
+        )
+        return cls(
+            slack_webhook_url=env_str("SLACK_WEBHOOK_URL"),
+            slack_min_interval_s=env_float("SLACK_MIN_INTERVAL_S", 1.0, minimum=0.0),
+            monday_api_url=env_str("MONDAY_API_URL", "https://api.monday.com/v2"),
+            monday_api_key=env_str("MONDAY_API_KEY"),
+            monday_board_id=env_str("MONDAY_BOARD_ID"),
+            smtp_url=env_str("SMTP_URL"),
+            smtp_from=env_str("SMTP_FROM", "noreply@novahouse.pl"),
+            escalation_email=env_str("ESCALATION_EMAIL"),
+            http_timeout_s=env_float("NOTIFIER_HTTP_TIMEOUT_S", 10.0, minimum=0.05),
+            cb_fail_max=env_int("CB_FAIL_MAX", 5, minimum=1),
+            cb_reset_timeout_s=env_float("CB_RESET_TIMEOUT", 60.0, minimum=0.0),
+            retry_base_delay_s=base_delay,
+            retry_max_delay_s=env_float("DLQ_MAX_DELAY_SECONDS", 6 * 3600.0, minimum=0.0),
+            max_retries=env_int("DLQ_MAX_RETRIES", 5, minimum=0),
+            poll_interval_s=env_float("DLQ_POLL_INTERVAL_S", min(max(base_delay, 1.0), 60.0), minimum=0.01),
+            cleanup_days=env_int("DLQ_CLEANUP_DAYS", 30, minimum=0),
+            lease_s=env_float("DELIVERY_LEASE_S", 60.0, minimum=0.5),
+            workers=env_int("DELIVERY_WORKERS", 8, minimum=1),
+            max_retry_after_s=env_float("MAX_RETRY_AFTER_S", 30.0, minimum=0.0),
+        )
