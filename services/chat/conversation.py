@@ -225,8 +225,7 @@ class ChatService:
         if processing is None:
             processing = yes_or_no(text)
         if processing is None:
-            ask = self.kb.say("consent.ask_again", lang) + " " + self.kb.say("consent.processing", lang)
-            return _Turn(ask, "consent", prompt="processing")
+            return self._ask_consent_again(conv, text, "processing")
         if not processing:
             return self._declined(conv)
         if marketing is None:
@@ -241,9 +240,20 @@ class ChatService:
         if marketing is None:
             marketing = yes_or_no(text)
         if marketing is None:
-            ask = self.kb.say("consent.ask_again", conv.language) + " " + self.kb.say("consent.marketing", conv.language)
-            return _Turn(ask, "consent", prompt="marketing")
+            return self._ask_consent_again(conv, text, "marketing")
         return self._store_lead(s, conv, marketing, caller)
+
+    def _ask_consent_again(self, conv: Conversation, text: str, kind: str) -> _Turn:
+        """Neither yes nor no: take it as a correction of a slot if it is one, then ask the same question."""
+        lang = conv.language
+        found = extract(text)
+        if found.values:
+            conv.slots = {**conv.slots, **found.values}
+            names = ", ".join(self.kb.say(f"slot_names.{s}", lang) for s in SLOTS if s in found.values)
+            lead_in = self.kb.say("noted", lang, fields=names)
+        else:
+            lead_in = self.kb.say("consent.ask_again", lang)
+        return _Turn(lead_in + " " + self.kb.say(f"consent.{kind}", lang), "consent", prompt=kind)
 
     def _declined(self, conv: Conversation) -> _Turn:
         """Without processing consent the personal data given so far is dropped."""

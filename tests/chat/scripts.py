@@ -1,0 +1,18 @@
+"""Scripted visitors used by several tests and the benchmark."""
+
+POLISH_HIGH_SCORE = [
+    "Dzień dobry, ile kosztuje wykończenie mieszkania?",
+    "Jan Kowalski, jan.kowalski@example.com, 600 700 800, Warszawa, 85 m2",
+    "Budżet 250 tys. zł",
+    "Chcemy zacząć od zaraz",
+]
+
+ENGLISH_LOW_SCORE = [
+    "Hello, how long does a renovation take?",
+    "My name is John Smith",
+    "john.smith@example.org",
+    "+48 601 234 567",
+    "The flat is 35 sqm in Gdansk",
+    "budget 60k PLN",
+    "we could start in 8 months",
+]

@@ -1,0 +1,168 @@
+"""Conversations as a visitor has them: answers, one question at a time, consent, a stored and handed-over lead."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from services.chat.conversation import Caller
+from services.chat.storage import Conversation, Lead, Message
+from services.runtime.errors import NotFoundError, ValidationError
+from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE
+
+
+def talk(chat, messages, session_id="", caller=None):
+    replies = []
+    for text in messages:
+        reply = chat.send_message(session_id, text, caller=caller)
+        session_id = reply.session_id
+        replies.append(reply)
+    return replies
+
+
+def count(db, model) -> int:
+    with db.session() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def test_polish_visitor_becomes_a_scored_lead_with_both_consents_recorded(world):
+    caller = Caller(client_ip="203.0.113.7", user_agent="Mozilla/5.0 test")
+    replies = talk(world.chat, POLISH_HIGH_SCORE, caller=caller)
+    assert replies[0].language == "pl" and "Basic 990 zł/m²" in replies[0].reply
+    prompt = replies[-1].consent_prompt
+    assert prompt and prompt.kind == "processing" and prompt.required and prompt.text_version
+    assert replies[-1].lead.complete and replies[-1].lead.lead_id == ""
+
+    stored = world.chat.send_message(replies[-1].session_id, "", True, True, caller)
+    assert stored.intent == "lead_stored" and stored.lead.score == 100 and stored.lead.lead_id
+
+    lead_id = stored.lead.lead_id
+    [record] = world.consent.recorded
+    assert (record.email, record.processing_consent, record.marketing_consent) == ("jan.kowalski@example.com", True, True)
+    assert (record.source, record.session_id, record.lead_id) == ("chat-widget", stored.session_id, lead_id)
+    assert (record.client_ip, record.user_agent, record.text_version) == ("203.0.113.7", "Mozilla/5.0 test", prompt.text_version)
+    assert record.conversation_id and record.request_id == f"lead:{lead_id}:consent"
+    assert world.notifier.keys("lead:") == [f"lead:{lead_id}:monday", f"lead:{lead_id}:slack"]
+    monday = world.notifier.requests[f"lead:{lead_id}:monday"].monday
+    assert monday.column_values["phone"] == "+48600700800" and monday.column_values["score"] == "100"
+
+
+def test_english_visitor_is_asked_one_question_at_a_time_answers_yes_no_and_gets_no_alert(world):
+    replies = talk(world.chat, ENGLISH_LOW_SCORE)
+    assert all(r.language == "en" for r in replies)
+    missing = [len(r.lead.missing) for r in replies]
+    assert missing == [7, 6, 5, 4, 2, 1, 0]
+    for reply in replies[:-1]:
+        assert reply.reply.count("?") == 1, reply.reply  # exactly one question
+    assert replies[-1].consent_prompt.kind == "processing"
+
+    marketing = world.chat.send_message(replies[-1].session_id, "yes")
+    assert marketing.consent_prompt.kind == "marketing" and not marketing.consent_prompt.required
+    stored = world.chat.send_message(replies[-1].session_id, "no")
+    assert stored.lead.score == 50
+    assert world.consent.recorded[0].marketing_consent is False
+    assert world.notifier.keys("lead:") == [f"lead:{stored.lead.lead_id}:monday"]
+
+
+def test_visitor_can_correct_a_value_before_consenting(world):
+    replies = talk(world.chat, POLISH_HIGH_SCORE)
+    session = replies[-1].session_id
+    corrected = world.chat.send_message(session, "Przepraszam, mój telefon to 601 111 222")
+    assert "telefon" in corrected.reply
+    world.chat.send_message(session, "tak")
+    stored = world.chat.send_message(session, "nie")
+    with world.db.session() as s:
+        assert s.get(Lead, stored.lead.lead_id).phone == "+48601111222"
+
+
+def test_invalid_email_is_explained_and_asked_again(world):
+    first = world.chat.send_message("", "Nazywam się Anna Nowak")
+    reply = world.chat.send_message(first.session_id, "anna@nowak")
+    assert "e-mail" in reply.reply and "email" in reply.lead.missing
+
+
+def test_declining_processing_consent_stores_no_lead_and_drops_the_details(world):
+    replies = talk(world.chat, POLISH_HIGH_SCORE)
+    declined = world.chat.send_message(replies[-1].session_id, "nie")
+    assert declined.intent == "consent_declined" and declined.lead.captured == []
+    assert count(world.db, Lead) == 0 and world.consent.recorded == [] and world.notifier.keys() == []
+
+
+@pytest.mark.parametrize(
+    "session_id, message, consent, problem",
+    [
+        ("", "", None, "empty"),
+        ("", "   \n ", None, "empty"),
+        ("", "x" * 2001, None, "too long"),
+        ("", "hej\x00there", None, "control characters"),
+        ("", "hej\x1b[31m", None, "control characters"),
+        ("not-a-session", "hej", None, "malformed"),
+        ("'; DROP TABLE conversation; --", "hej", None, "malformed"),
+        ("8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11", "hej", None, "unknown"),
+        ("", "hej", True, "no consent question"),
+    ],
+)
+def test_bad_input_is_refused_with_a_reason_and_nothing_is_stored(world, session_id, message, consent, problem):
+    with pytest.raises(ValidationError, match=problem):
+        world.chat.send_message(session_id, message, processing_consent=consent)
+    assert count(world.db, Conversation) == 0 and count(world.db, Message) == 0
+
+
+def test_a_message_of_exactly_the_limit_is_accepted(world):
+    assert world.chat.send_message("", "a" * 2000).session_id
+
+
+def test_bad_input_in_an_existing_conversation_leaves_it_unchanged(world):
+    session = world.chat.send_message("", "Dzień dobry").session_id
+    with pytest.raises(ValidationError):
+        world.chat.send_message(session, "tak", processing_consent=True)
+    assert len(world.chat.transcript(session).messages) == 2
+
+
+def test_transcript_of_unknown_session_is_not_found(world):
+    with pytest.raises(NotFoundError):
+        world.chat.transcript("8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11")
+
+
+def test_concurrent_messages_of_one_session_are_handled_one_after_the_other(world):
+    session = world.chat.send_message("", "Dzień dobry").session_id
+    texts = [f"pytanie numer {i}" for i in range(12)]
+    threads = [threading.Thread(target=world.chat.send_message, args=(session, t)) for t in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    messages = world.chat.transcript(session).messages
+    assert len(messages) == 2 + 2 * len(texts)
+    assert [m.role for m in messages] == ["user", "bot"] * (1 + len(texts))
+    assert sorted(m.text for m in messages[2::2]) == sorted(texts)
+
+
+def test_lead_is_kept_when_the_notifier_is_down_and_handed_over_by_the_retry(world):
+    world.peers.stop()
+    replies = talk(world.chat, POLISH_HIGH_SCORE)
+    stored = world.chat.send_message(replies[-1].session_id, "", True, False)
+    assert stored.intent == "lead_stored"
+    assert world.app.leads.pending_count() == 1
+
+    world.peers.start()
+    # The periodic job retries until the notifier is reachable again (the channel reconnects with backoff).
+    deadline = time.monotonic() + 15
+    while world.app.leads.retry_pending().delivered == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert world.app.leads.pending_count() == 0
+    lead_id = stored.lead.lead_id
+    assert world.notifier.calls == {f"lead:{lead_id}:monday": 1, f"lead:{lead_id}:slack": 1}
+    assert len(world.consent.recorded) == 1
+    assert world.app.leads.retry_pending().delivered == 0  # nothing left: no second item
+
+
+def test_booking_after_the_lead_marks_the_conversation_converted(world):
+    replies = talk(world.chat, POLISH_HIGH_SCORE)
+    world.chat.send_message(replies[-1].session_id, "", True, True)
+    booked = world.chat.send_message(replies[-1].session_id, "Chcę umówić konsultację")
+    assert booked.intent == "book"
+    with world.db.session() as s:
+        assert s.scalars(select(Conversation.converted)).one() is True
