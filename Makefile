@@ -41,3 +41,37 @@ clean:
 # Record a deliberate contract change (the breaking-change test compares protos/ with this baseline).
 proto-baseline: protos
 	$(BIN)/python -m tests.support.proto_compat
+
+# --- Kubernetes (deploy/k8s, see its README). No cluster can run on the CI machine: `make test` runs k8s-check's
+# checks (tests/k8s); kind-up, images, deploy and kind-down need Docker and kind on the operator's machine.
+KIND_CLUSTER ?= novahouse
+KIND_OVERLAY := deploy/k8s/overlays/kind
+IMAGE_TAG    ?= dev
+BASE_IMAGE   ?=
+IMAGES       := chat:services/chat consent:services/consent notifier:services/notifier ratelimit:gateway/ratelimit gateway:gateway
+KUBECTL      := $(BIN)/kubectl -n novahouse
+
+k8s-check: protos
+	$(BIN)/python -m deploy.k8s.check
+
+kind-up:
+	kind create cluster --name $(KIND_CLUSTER) --config $(KIND_OVERLAY)/kind-cluster.yaml
+
+images:
+	for spec in $(IMAGES); do name=$${spec%%:*}; dir=$${spec#*:}; \
+	  docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -f $$dir/Dockerfile -t novahouse/$$name:$(IMAGE_TAG) . \
+	  && kind load docker-image --name $(KIND_CLUSTER) novahouse/$$name:$(IMAGE_TAG) || exit 1; done
+
+$(KIND_OVERLAY)/secrets.env: | $(VENV)/.installed
+	$(BIN)/python -m deploy.k8s.kind_secrets --output $@
+
+deploy: $(KIND_OVERLAY)/secrets.env $(VENV)/.installed
+	$(BIN)/kubectl create namespace novahouse --dry-run=client -o yaml | $(BIN)/kubectl apply -f -
+	$(KUBECTL) create secret generic novahouse-secrets --from-env-file=$(KIND_OVERLAY)/secrets.env --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) delete job -l app.kubernetes.io/component=migration --ignore-not-found
+	$(BIN)/kubectl apply -k $(KIND_OVERLAY)
+	$(KUBECTL) wait --for=condition=complete job -l app.kubernetes.io/component=migration --timeout=300s
+	$(KUBECTL) rollout status deployment --timeout=300s
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)

@@ -1,0 +1,62 @@
+"""Write the kind cluster's secret values to a local, git-ignored env file (`make kind-secrets`).
+
+    python -m deploy.k8s.kind_secrets --output deploy/k8s/overlays/kind/secrets.env
+
+The keys are those of deploy/k8s/secrets-template/secret.yaml. Fresh random values for the in-cluster database
+password and the consent keys; SLACK_WEBHOOK_URL, MONDAY_API_KEY and SMTP_URL are taken from this shell's
+environment (empty disables the destination). An existing file is never overwritten: the consent HMAC key and
+key-encryption key must outlive a redeploy, or the ledger's subjects can no longer be found or decrypted.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import yaml
+
+TEMPLATE = Path(__file__).resolve().parent / "secrets-template" / "secret.yaml"
+FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "MONDAY_API_KEY", "SMTP_URL")
+
+
+def template_keys() -> list[str]:
+    secret = next(doc for doc in yaml.safe_load_all(TEMPLATE.read_text()) if doc and doc["kind"] == "Secret")
+    return list(secret["stringData"])
+
+
+def generated_values() -> dict[str, str]:
+    password = secrets.token_hex(24)
+    values = {
+        "POSTGRES_PASSWORD": password,
+        "DATABASE_URL": f"postgresql://novahouse:{password}@postgres:5432/novahouse",
+        "CONSENT_HMAC_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "CONSENT_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    values.update({name: os.environ.get(name, "") for name in FROM_ENVIRONMENT})
+    missing = set(template_keys()) - set(values)
+    if missing:
+        raise KeyError(f"no value rule for the template keys {sorted(missing)}")
+    return {key: values[key] for key in template_keys()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, required=True, help="env file to create (mode 0600)")
+    args = parser.parse_args(argv)
+    if args.output.exists():
+        print(f"{args.output} exists; kept as is (delete it to rotate every key)")
+        return 0
+    values = generated_values()
+    fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"{key}={value}\n" for key, value in values.items())
+    empty = [key for key, value in values.items() if not value]
+    print(f"wrote {len(values)} secret values to {args.output}" + (f"; empty: {', '.join(empty)}" if empty else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
