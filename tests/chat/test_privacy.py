@@ -1,0 +1,86 @@
+"""Erasure on request and the retention purge remove what identifies people and keep the statistics."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from services.chat import privacy
+from services.chat.storage import Conversation, Lead, Message, utcnow
+from services.runtime.errors import ValidationError
+from tests.chat.scripts import POLISH_HIGH_SCORE
+from tests.chat.test_conversation import talk
+
+
+def stored_lead(world, messages=POLISH_HIGH_SCORE):
+    replies = talk(world.chat, messages)
+    return world.chat.send_message(replies[-1].session_id, "", True, True)
+
+
+def test_erasure_removes_messages_and_identifying_lead_fields_and_keeps_counts(world):
+    lead = stored_lead(world)
+    other = world.chat.send_message("", "Dzień dobry, ile kosztuje remont?")
+    result = privacy.erase_subject(world.db, "  Jan.Kowalski@EXAMPLE.com ", "revoke-1")
+    assert (result.conversations, result.leads_anonymised) == (1, 1) and result.messages_erased == 10
+
+    with world.db.session() as s:
+        row = s.get(Lead, lead.lead.lead_id)
+        assert (row.name, row.email, row.phone, row.client_ip) == (None, None, None, None)
+        assert (row.score, row.city, row.area_m2) == (100, "Warszawa", 85)  # statistics stay
+        assert s.scalar(select(func.count()).select_from(Lead)) == 1
+    assert world.chat.transcript(lead.session_id).messages == []
+    assert len(world.chat.transcript(other.session_id).messages) == 2
+
+
+def test_erasure_is_carried_out_once_per_request_id(world):
+    stored_lead(world)
+    first = privacy.erase_subject(world.db, "jan.kowalski@example.com", "revoke-7")
+    again = privacy.erase_subject(world.db, "jan.kowalski@example.com", "revoke-7")
+    assert again == first
+    assert privacy.erase_subject(world.db, "jan.kowalski@example.com", "revoke-8").messages_erased == 0
+
+
+def test_erasure_finds_an_email_typed_in_a_conversation_without_a_lead(world):
+    reply = world.chat.send_message("", "Mój mail to ANNA@example.com")
+    assert privacy.erase_subject(world.db, "anna@example.com", "r-1").messages_erased == 2
+    assert world.chat.transcript(reply.session_id).messages == []
+
+
+@pytest.mark.parametrize("email, request_id", [("", "r"), ("not-an-email", "r"), ("a@b.pl", ""), ("a@b.pl", "x" * 65)])
+def test_erasure_with_bad_input_is_refused(world, email, request_id):
+    with pytest.raises(ValidationError):
+        privacy.erase_subject(world.db, email, request_id)
+
+
+def test_retention_purge_deletes_old_conversations_without_a_lead_in_batches(world):
+    lead = stored_lead(world)
+    old = [world.chat.send_message("", f"pytanie {i}").session_id for i in range(7)]
+    recent = world.chat.send_message("", "świeże pytanie").session_id
+    with world.db.session() as s:
+        for conv in s.scalars(select(Conversation)):
+            if conv.session_id != recent:
+                conv.last_activity_at = utcnow() - dt.timedelta(days=91)
+    progress = []
+    assert privacy.purge_retention(world.db, days=90, batch_size=3, progress=progress.append) == 7
+    assert progress == [3, 6, 7]
+    with world.db.session() as s:
+        remaining = set(s.scalars(select(Conversation.session_id)))
+        assert remaining == {lead.session_id, recent}
+        assert s.scalar(select(func.count()).select_from(Message)) == 10 + 2
+
+
+@pytest.mark.postgres
+def test_concurrent_messages_of_one_session_are_serialised_on_postgresql(pg_world):
+    session = pg_world.chat.send_message("", "Dzień dobry").session_id
+    texts = [f"pytanie numer {i}" for i in range(16)]
+    threads = [threading.Thread(target=pg_world.chat.send_message, args=(session, t)) for t in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    messages = pg_world.chat.transcript(session).messages
+    assert [m.role for m in messages] == ["user", "bot"] * (1 + len(texts))
+    with pg_world.db.session() as s:
+        assert s.scalar(select(Conversation.message_count)) == len(messages)

@@ -1,0 +1,152 @@
+"""The chat server process: gRPC contract, caller metadata, Redis outage, health, and the manage commands."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from deploy.local.processes import ManagedProcess, free_port, grpc_serving, python_module, tcp_open
+from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
+from novahouse.common.v1 import diagnostics_pb2
+from novahouse.health.v1 import health_pb2, health_pb2_grpc
+from tests.chat.peers import PeerServer
+from tests.chat.scripts import POLISH_HIGH_SCORE
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chat-server")
+    redis_port = free_port()
+    redis_argv = [shutil.which("redis-server"), "--port", str(redis_port), "--save", "", "--appendonly", "no"]
+    redis_server = ManagedProcess("redis", redis_argv, {}, tmp)
+
+    def start_redis():
+        redis_server.start().wait_until(lambda: tcp_open("127.0.0.1", redis_port), 10, "listening")
+
+    start_redis()
+    peers = PeerServer().start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "GRPC_PORT": str(port),
+        "DATA_DIR": str(tmp),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "REDIS_RETRY_SECONDS": "0",
+        "CONSENT_ADDR": peers.address,
+        "NOTIFIER_ADDR": peers.address,
+        "RATELIMIT_ADDR": f"127.0.0.1:{free_port()}",  # nothing listens: reported unhealthy, never an error
+        "LEAD_RETRY_SECONDS": "3600",  # leave pending leads to `manage run-followups` in these tests
+        "HEALTH_CHECK_INTERVAL_S": "0.2",
+    }
+    chat = ManagedProcess("chat", python_module("services.chat.server"), env, tmp).start()
+    chat.wait_until(lambda: grpc_serving(f"127.0.0.1:{port}"), 60, "SERVING")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield type("Server", (), dict(
+        channel=channel, address=f"127.0.0.1:{port}", env=env, peers=peers, redis=redis_server, start_redis=staticmethod(start_redis),
+        chat=chat_pb2_grpc.ChatStub(channel), admin=chat_pb2_grpc.ChatAdminStub(channel),
+    ))
+    channel.close()
+    chat.stop()
+    peers.stop()
+    redis_server.kill()
+
+
+def manage(server, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "services.chat.manage", *args], env={**server.env, "LOG_LEVEL": "WARNING"},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def converse(server, messages, metadata=()):
+    session = ""
+    for text in messages:
+        reply = server.chat.SendMessage(chat_pb2.SendMessageRequest(session_id=session, message=text), metadata=metadata)
+        session = reply.session_id
+    return reply
+
+
+def checks(server) -> dict[str, bool]:
+    report = server.admin.Diagnose(diagnostics_pb2.DiagnoseRequest())
+    return {check.name: check.ok for check in report.checks}
+
+
+def test_lead_over_grpc_records_the_callers_address_and_user_agent(server):
+    metadata = (("x-novahouse-client-ip", "198.51.100.23"),)
+    with grpc.insecure_channel(server.address, options=[("grpc.primary_user_agent", "WidgetTest/1.0")]) as channel:
+        widget = type("Widget", (), {"chat": chat_pb2_grpc.ChatStub(channel)})
+        last = converse(widget, POLISH_HIGH_SCORE, metadata)
+        stored = widget.chat.SendMessage(
+            chat_pb2.SendMessageRequest(session_id=last.session_id, processing_consent=True, marketing_consent=True),
+            metadata=metadata,
+        )
+    assert last.consent_prompt.kind == "processing" and stored.lead.score == 100
+    record = server.peers.consent.recorded[-1]
+    assert record.client_ip == "198.51.100.23" and record.user_agent.startswith("WidgetTest/1.0")
+    conversation = server.chat.GetConversation(chat_pb2.GetConversationRequest(session_id=last.session_id))
+    assert len(conversation.messages) == 10 and conversation.lead.lead_id == stored.lead.lead_id
+
+
+def test_bad_input_is_invalid_argument(server):
+    for request in (
+        chat_pb2.SendMessageRequest(message=""),
+        chat_pb2.SendMessageRequest(message="x" * 2001),
+        chat_pb2.SendMessageRequest(session_id="abc", message="hej"),
+    ):
+        with pytest.raises(grpc.RpcError) as failure:
+            server.chat.SendMessage(request)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and failure.value.details()
+
+
+def test_chat_keeps_answering_while_redis_is_down_and_uses_it_again_when_back(server):
+    assert checks(server)["redis"]
+    server.redis.kill()
+    assert converse(server, ["Dzień dobry", "Ile kosztuje remont?"]).intent == "packages"
+    assert not checks(server)["redis"]
+    server.start_redis()
+    assert converse(server, ["Hello", "How long does it take?"]).intent == "duration"
+    assert checks(server)["redis"]
+
+
+def test_deep_health_reports_unreachable_services_as_degraded(server):
+    health = health_pb2_grpc.PlatformHealthStub(server.channel)
+    assert health.Live(health_pb2.LiveRequest()).status == "ok"
+    deep = health.Deep(health_pb2.DeepRequest())
+    reports = {report.service: report for report in deep.services}
+    assert deep.status == "degraded"
+    assert set(reports) == {"chat", "consent", "notifier", "ratelimit"}
+    assert not reports["ratelimit"].healthy and reports["ratelimit"].checks[0].detail == "UNAVAILABLE"
+    assert {c.name for c in reports["chat"].checks} >= {"database", "redis", "cache", "followup-scheduler"}
+
+
+def test_lead_waiting_for_a_stopped_notifier_is_handed_over_by_run_followups(server):
+    server.peers.stop()
+    last = converse(server, POLISH_HIGH_SCORE)
+    stored = server.chat.SendMessage(
+        chat_pb2.SendMessageRequest(session_id=last.session_id, processing_consent=True, marketing_consent=False)
+    )
+    assert stored.lead.lead_id and not checks(server)["leads:pending"]
+    server.peers.start()
+    result = manage(server, "run-followups")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "leads handed over: 1, still pending: 0" in result.stdout
+    assert server.peers.notifier.calls[f"lead:{stored.lead.lead_id}:monday"] == 1
+
+
+def test_manage_purge_commands_print_their_counts(server):
+    purge = manage(server, "purge-cache")
+    assert purge.returncode == 0 and "expired cache entries removed:" in purge.stdout
+    retention = manage(server, "purge-retention", "--days", "1")
+    assert retention.returncode == 0 and "conversations deleted: 0" in retention.stdout
+
+
+def test_purge_cache_without_a_server_fails_and_says_why(server):
+    result = subprocess.run(
+        [sys.executable, "-m", "services.chat.manage", "purge-cache", "--timeout", "1"],
+        env={**server.env, "CHAT_ADDR": f"127.0.0.1:{free_port()}"}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and "did not answer" in result.stderr
