@@ -3,6 +3,8 @@ and each lead makes exactly one Monday.com item (and a high score one Slack aler
 Every Chat, ChatInternal, ChatAdmin and PlatformHealth RPC is called through the gateway here."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import grpc
@@ -115,3 +117,24 @@ def test_platform_health_through_the_gateway(platform):
     assert set(services) == {"chat", "consent", "notifier", "ratelimit"}
     assert services["ratelimit"]["healthy"] and services["consent"]["healthy"]
     assert deep["status"] == "ok", deep
+
+
+def test_command_line_client_holds_a_scripted_conversation_through_the_gateway(platform):
+    url = platform.gw.public_url
+    first = subprocess.run(
+        [sys.executable, "-m", "services.chat.client", "--url", url, "--message", "Hello", "--message", "How much does it cost?"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "PLN/m²" in first.stdout
+    session = first.stderr.strip().split("session: ")[-1]
+    again = subprocess.run(
+        [sys.executable, "-m", "services.chat.client", "--url", url, "--session", session, "--json", "--message", "thanks"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert again.returncode == 0 and '"intent": "thanks"' in again.stdout
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.chat.client", "--url", url, "--session", "bogus", "--message", "hi"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode == 1 and "HTTP 400" in refused.stderr
