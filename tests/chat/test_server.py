@@ -33,6 +33,7 @@ def server(tmp_path_factory):
     env = {
         **os.environ,
         "GRPC_PORT": str(port),
+        "CHAT_ADDR": f"127.0.0.1:{port}",  # for `manage purge-cache`
         "DATA_DIR": str(tmp),
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "REDIS_RETRY_SECONDS": "0",
