@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], None]  # raises when the dependency is not usable
 
+# Health service name that is SERVING while the process runs (NOT_SERVING only while draining), whatever its
+# dependencies say: Kubernetes liveness probes ask for it, so a database or Redis outage makes pods unready, not
+# restarted.
+LIVENESS_SERVICE = "novahouse.liveness"
+
 
 class GrpcService:
     """One server process: register servicers, then run() until SIGTERM or SIGINT."""
@@ -99,6 +104,7 @@ class GrpcService:
         if self.bound_port == 0:
             raise RuntimeError(f"{self.name}: cannot bind {self.host}:{self.port}")
         self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.server.start()
         serve_metrics(self.metrics_port)
         threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
