@@ -230,7 +230,6 @@ class ChatService:
             return self._declined(conv)
         if marketing is None:
             conv.stage = "consent_marketing"
-            conv.pending_processing_consent = True
             return _Turn(self.kb.say("consent.marketing", lang), "consent", prompt="marketing")
         return self._store_lead(s, conv, marketing, caller)
 
@@ -260,7 +259,6 @@ class ChatService:
         conv.slots = {}
         conv.stage = "collecting"
         conv.awaiting_slot = None
-        conv.pending_processing_consent = None
         return _Turn(self.kb.say("consent.declined", conv.language), "consent_declined")
 
     def _store_lead(self, s, conv: Conversation, marketing: bool, caller: Caller) -> _Turn:
@@ -289,7 +287,6 @@ class ChatService:
         conv.contact_email = slots.get("email")
         conv.marketing_consent = bool(marketing)
         conv.stage = "done"
-        conv.pending_processing_consent = None
         reply = self.kb.say("lead_stored", conv.language, name=(slots.get("name") or "").split(" ")[0])
         return _Turn(reply, "lead_stored", new_lead_id=lead.id)
 

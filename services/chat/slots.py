@@ -106,7 +106,11 @@ def normalise_phone(raw: str) -> str | None:
 
 
 def _number(raw: str) -> float:
-    return float(raw.replace(" ", "").replace(".", "").replace(",", ".")) if re.search(r"[ .]\d{3}$", raw) and "," not in raw else float(raw.replace(" ", "").replace(",", "."))
+    """'150 000' / '150.000' -> 150000 (thousands separators), '1,5' / '1.5' -> 1.5 (decimal separators)."""
+    compact = raw.replace(" ", "")
+    if "," not in raw and re.search(r"[ .]\d{3}$", raw):
+        return float(compact.replace(".", ""))
+    return float(compact.replace(",", "."))
 
 
 def _months_until(month: int, today: dt.date) -> int:

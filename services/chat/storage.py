@@ -40,11 +40,10 @@ class Conversation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     last_activity_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     language: Mapped[str] = mapped_column(String(2), nullable=False, default="pl")
-    # greeting -> collecting -> consent_processing -> consent_marketing -> done
+    # collecting -> consent_processing -> consent_marketing -> done (back to collecting if processing is declined)
     stage: Mapped[str] = mapped_column(String(32), nullable=False, default="collecting")
     awaiting_slot: Mapped[str | None] = mapped_column(String(16))
     slots: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
-    pending_processing_consent: Mapped[bool | None] = mapped_column(Boolean)
     lead_id: Mapped[str | None] = mapped_column(String(32))
     contact_email: Mapped[str | None] = mapped_column(String(254), index=True)
     marketing_consent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -126,14 +126,20 @@ def test_transcript_of_unknown_session_is_not_found(world):
         world.chat.transcript("8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11")
 
 
-def test_concurrent_messages_of_one_session_are_handled_one_after_the_other(world):
-    session = world.chat.send_message("", "Dzień dobry").session_id
-    texts = [f"pytanie numer {i}" for i in range(12)]
-    threads = [threading.Thread(target=world.chat.send_message, args=(session, t)) for t in texts]
+def send_concurrently(chat, count: int) -> tuple[str, list[str]]:
+    """`count` messages to one new session from as many threads at once; (session id, texts sent)."""
+    session = chat.send_message("", "Dzień dobry").session_id
+    texts = [f"pytanie numer {i}" for i in range(count)]
+    threads = [threading.Thread(target=chat.send_message, args=(session, t)) for t in texts]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return session, texts
+
+
+def test_concurrent_messages_of_one_session_are_handled_one_after_the_other(world):
+    session, texts = send_concurrently(world.chat, 12)
     messages = world.chat.transcript(session).messages
     assert len(messages) == 2 + 2 * len(texts)
     assert [m.role for m in messages] == ["user", "bot"] * (1 + len(texts))

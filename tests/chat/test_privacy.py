@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -11,7 +10,7 @@ from services.chat import privacy
 from services.chat.storage import Conversation, Lead, Message, utcnow
 from services.runtime.errors import ValidationError
 from tests.chat.scripts import POLISH_HIGH_SCORE
-from tests.chat.test_conversation import talk
+from tests.chat.test_conversation import send_concurrently, talk
 
 
 def stored_lead(world, messages=POLISH_HIGH_SCORE):
@@ -73,13 +72,7 @@ def test_retention_purge_deletes_old_conversations_without_a_lead_in_batches(wor
 
 @pytest.mark.postgres
 def test_concurrent_messages_of_one_session_are_serialised_on_postgresql(pg_world):
-    session = pg_world.chat.send_message("", "Dzień dobry").session_id
-    texts = [f"pytanie numer {i}" for i in range(16)]
-    threads = [threading.Thread(target=pg_world.chat.send_message, args=(session, t)) for t in texts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    session, texts = send_concurrently(pg_world.chat, 16)
     messages = pg_world.chat.transcript(session).messages
     assert [m.role for m in messages] == ["user", "bot"] * (1 + len(texts))
     with pg_world.db.session() as s:

@@ -24,7 +24,6 @@ def upgrade() -> None:
     sa.Column('stage', sa.String(length=32), nullable=False),
     sa.Column('awaiting_slot', sa.String(length=16), nullable=True),
     sa.Column('slots', sa.JSON(), nullable=False),
-    sa.Column('pending_processing_consent', sa.Boolean(), nullable=True),
     sa.Column('lead_id', sa.String(length=32), nullable=True),
     sa.Column('contact_email', sa.String(length=254), nullable=True),
     sa.Column('marketing_consent', sa.Boolean(), nullable=False),
