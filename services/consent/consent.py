@@ -12,8 +12,6 @@ from datetime import datetime
 from typing import Callable
 
 from sqlalchemy import and_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
@@ -72,10 +70,14 @@ class Subject:
     key: bytes
 
 
-def _upsert(connection: Connection, table, values: dict, key: str):
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table).values(**values)
-    return statement.on_conflict_do_update(index_elements=[key], set_={k: v for k, v in values.items() if k != key})
+def _status_from(email: str, state) -> Status:
+    """The answer for a consent_state row; None (nothing on record, or erased) answers as for anyone unknown."""
+    if state is None:
+        return Status(email)
+    return Status(
+        email, state["processing_consent"], state["marketing_consent"], state["last_action"],
+        as_utc(state["last_action_at"]),
+    )
 
 
 class ConsentService:
@@ -151,18 +153,16 @@ class ConsentService:
 
         def work(conn: Connection, appender: Appender) -> Status:
             if request_id is not None:
-                replayed = self._replay(conn, request_id, action, subject_hash, email)
+                replayed = self._replay(appender, request_id, action, subject_hash, email)
                 if replayed is not None:
                     return replayed
-            subject = self._subject(conn, subject_hash)
+            subject = self._subject(appender, subject_hash)
             if before is not None:
                 before(conn, subject)
-            current = conn.execute(
-                select(consent_state.c.processing_consent, consent_state.c.marketing_consent).where(
-                    consent_state.c.subject_id == subject.subject_id
-                )
-            ).first()
-            processing, marketing = rule(*(current or (False, False)))
+            current = appender.state(subject.subject_id)
+            processing, marketing = rule(
+                *((current["processing_consent"], current["marketing_consent"]) if current else (False, False))
+            )
             encrypt = self.crypto.encrypt
             row = appender.append(
                 Event(
@@ -178,56 +178,43 @@ class ConsentService:
                     **(context or {}),
                 )
             )
-            conn.execute(
-                _upsert(
-                    conn,
-                    consent_state,
-                    {
-                        "subject_id": subject.subject_id,
-                        "processing_consent": processing,
-                        "marketing_consent": marketing,
-                        "last_action": action,
-                        "last_action_at": row["recorded_at"],
-                        "last_seq": row["seq"],
-                    },
-                    "subject_id",
-                )
+            appender.set_state(
+                subject.subject_id,
+                {
+                    "processing_consent": processing,
+                    "marketing_consent": marketing,
+                    "last_action": action,
+                    "last_action_at": row["recorded_at"],
+                    "last_seq": row["seq"],
+                },
             )
             if after is not None:
                 after(conn, subject, email, request_id)
             return Status(email, processing, marketing, action, row["recorded_at"])
 
         with self._database_errors():
-            return self.writer.run(work)
+            return self.writer.run(work, subject_hash=subject_hash, request_id=request_id)
 
-    def _replay(self, conn, request_id, action, subject_hash, email) -> Status | None:
+    def _replay(self, appender, request_id, action, subject_hash, email) -> Status | None:
         """A retried request: answer with the current status and record nothing new."""
-        earlier = conn.execute(
-            select(ledger_entries.c.action, ledger_entries.c.subject_id).where(ledger_entries.c.request_id == request_id)
-        ).first()
+        earlier = appender.find_request(request_id)
         if earlier is None:
             return None
-        subject_id = conn.execute(
-            select(subjects.c.subject_id).where(subjects.c.subject_hash == subject_hash)
-        ).scalar_one_or_none()
-        if earlier.action != action or subject_id not in (None, earlier.subject_id):
+        earlier_action, earlier_subject = earlier
+        subject_id = (appender.subject(subject_hash) or (None,))[0]
+        if earlier_action != action or subject_id not in (None, earlier_subject):
             raise ValidationError("request_id was already used for a different request")
-        return self._status(conn, email, subject_hash)
+        return _status_from(email, appender.state(subject_id) if subject_id else None)
 
-    def _subject(self, conn: Connection, subject_hash: str) -> Subject:
+    def _subject(self, appender: Appender, subject_hash: str) -> Subject:
         """The subject with this keyed hash, created with a fresh key on first sight (or after erasure)."""
-        row = conn.execute(
-            select(subjects.c.subject_id, subjects.c.wrapped_key).where(subjects.c.subject_hash == subject_hash)
-        ).first()
-        if row is not None:
-            return Subject(row.subject_id, self.crypto.unwrap(row.subject_id, row.wrapped_key))
+        known = appender.subject(subject_hash)
+        if known is not None:
+            subject_id, wrapped = known
+            return Subject(subject_id, self.crypto.unwrap(subject_id, wrapped))
         subject_id = uuid.uuid4().hex
         key, wrapped = self.crypto.new_subject_key(subject_id)
-        conn.execute(
-            subjects.insert().values(
-                subject_id=subject_id, subject_hash=subject_hash, wrapped_key=wrapped, created_at=utc_now()
-            )
-        )
+        appender.add_subject(subject_hash, subject_id, wrapped)
         return Subject(subject_id, key)
 
     def _queue_erasure(self, conn: Connection, subject: Subject, email: str, request_id: str | None) -> None:
@@ -280,9 +267,7 @@ class ConsentService:
             .join(subjects, subjects.c.subject_id == consent_state.c.subject_id)
             .where(subjects.c.subject_hash == subject_hash)
         ).first()
-        if row is None:
-            return Status(email)
-        return Status(email, row.processing_consent, row.marketing_consent, row.last_action, as_utc(row.last_action_at))
+        return _status_from(email, row._mapping if row is not None else None)
 
     def export(self, email: str) -> tuple[str, list[ExportedEntry]]:
         """Everything recorded about one person, decrypted, in ledger order (Art. 15)."""

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
 from services.consent.consent import ERASURE_COMPLETED
 from services.consent.crypto import KeyDestroyed, SubjectCrypto
 from services.consent.ledger import Appender, Event, as_utc, utc_now
-from services.consent.storage import consent_state, pending_erasures, subjects
+from services.consent.storage import pending_erasures, subjects
 from services.consent.writer import LedgerWriter
 from services.runtime.db import Database
 
@@ -170,12 +170,7 @@ class ErasureWorker:
                 source="consent-service",
             )
         )
-        conn.execute(delete(consent_state).where(consent_state.c.subject_id == subject_id))
-        conn.execute(
-            update(subjects).where(subjects.c.subject_id == subject_id).values(
-                subject_hash=None, wrapped_key=None, erased_at=now
-            )
-        )
+        appender.forget_subject(subject_id)
         conn.execute(
             update(pending_erasures).where(pending_erasures.c.id == pending_id).values(
                 completed_at=now, email_enc=None, attempts=pending_erasures.c.attempts + 1, last_error=""

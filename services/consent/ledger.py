@@ -11,32 +11,40 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, LargeBinary, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from services.consent.storage import GENESIS_HASH, ledger_entries, ledger_head
+from services.consent.storage import GENESIS_HASH, consent_state, ledger_entries, ledger_head, subjects
 from services.runtime.db import Database
 
 HASHED_COLUMNS = tuple(c.name for c in ledger_entries.columns if c.name != "entry_hash")
 _PREV_INDEX = HASHED_COLUMNS.index("prev_hash")
+_ENTRY_HASH_INDEX = len(HASHED_COLUMNS)  # verify reads entry_hash right after the hashed columns
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def _canonical(value):
-    """One representation per value whatever the database returns (SQLite gives naive UTC datetimes)."""
-    if isinstance(value, datetime):
-        return (as_utc(value) - _EPOCH) // _MICROSECOND
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    return value
+# Columns whose database values need one canonical form: datetimes (SQLite hands them back naive, PostgreSQL in
+# the session's time zone) become microseconds since the epoch, binary ciphertexts become hex.
+_TIME_INDEXES = tuple(i for i, n in enumerate(HASHED_COLUMNS) if isinstance(ledger_entries.c[n].type, DateTime))
+_BINARY_INDEXES = tuple(i for i, n in enumerate(HASHED_COLUMNS) if isinstance(ledger_entries.c[n].type, LargeBinary))
 
 
 def hash_values(values: Sequence) -> str:
-    """entry_hash of a row given its HASHED_COLUMNS values, in that order."""
-    payload = _ENCODER.encode([_canonical(v) for v in values])
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """entry_hash of a row given its HASHED_COLUMNS values, in that order (called a million times by verify)."""
+    canonical = list(values)
+    for i in _TIME_INDEXES:
+        moment = canonical[i]
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        canonical[i] = (moment - _EPOCH) // _MICROSECOND
+    for i in _BINARY_INDEXES:
+        if canonical[i] is not None:
+            canonical[i] = canonical[i].hex()
+    return hashlib.sha256(_ENCODER.encode(canonical).encode()).hexdigest()
 
 
 @dataclass
@@ -70,14 +78,25 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc)
 
 
+_MISSING = object()
+
+
 @dataclass
 class Appender:
-    """The chain head, locked for the current transaction; append() extends it, save() writes it back."""
+    """One ledger transaction: the chain head locked, new entries and current-state changes buffered.
+
+    Buffering lets a whole batch of events reach the database as one multi-row INSERT and one state upsert; reads
+    through find_request() and state() see what the batch already did.
+    """
 
     connection: Connection
     seq: int
     entry_hash: str
     appended: list[dict] = field(default_factory=list)
+    _requests: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    _subjects: dict[str, tuple[str, bytes | None] | None] = field(default_factory=dict)
+    _states: dict[str, dict | None] = field(default_factory=dict)
+    _changed_states: set[str] = field(default_factory=set)
 
     @classmethod
     def locked(cls, connection: Connection) -> "Appender":
@@ -95,16 +114,106 @@ class Appender:
             "prev_hash": self.entry_hash,
         }
         row["entry_hash"] = hash_values([row[name] for name in HASHED_COLUMNS])
-        self.connection.execute(ledger_entries.insert(), row)
         self.seq, self.entry_hash = row["seq"], row["entry_hash"]
         self.appended.append(row)
+        if event.request_id is not None:
+            self._requests[event.request_id] = (event.action, event.subject_id)
         return row
 
-    def save(self) -> None:
-        if self.appended:
-            self.connection.execute(
-                update(ledger_head).where(ledger_head.c.id == 1).values(seq=self.seq, entry_hash=self.entry_hash)
+    def prefetch(self, subject_hashes: list[str], request_ids: list[str]) -> None:
+        """Load the subjects, their states and earlier request ids a batch will ask about, in two queries."""
+        if subject_hashes:
+            state_columns = [c for c in consent_state.columns if c.name != "subject_id"]
+            rows = self.connection.execute(
+                select(subjects.c.subject_hash, subjects.c.subject_id, subjects.c.wrapped_key, *state_columns)
+                .join(consent_state, consent_state.c.subject_id == subjects.c.subject_id, isouter=True)
+                .where(subjects.c.subject_hash.in_(set(subject_hashes)))
+            ).all()
+            self._subjects.update(dict.fromkeys(subject_hashes))
+            for row in rows:
+                self._subjects[row.subject_hash] = (row.subject_id, row.wrapped_key)
+                state = {"subject_id": row.subject_id, **{c.name: row._mapping[c] for c in state_columns}}
+                self._states[row.subject_id] = state if state["last_seq"] is not None else None
+        if request_ids:
+            self._requests.update(dict.fromkeys(request_ids))
+            for row in self.connection.execute(
+                select(ledger_entries.c.request_id, ledger_entries.c.action, ledger_entries.c.subject_id).where(
+                    ledger_entries.c.request_id.in_(set(request_ids))
+                )
+            ):
+                self._requests[row.request_id] = (row.action, row.subject_id)
+
+    def find_request(self, request_id: str) -> tuple[str, str] | None:
+        """The (action, subject_id) of the entry recorded with this request id, or None."""
+        if request_id not in self._requests:
+            self.prefetch([], [request_id])
+        return self._requests[request_id]
+
+    def subject(self, subject_hash: str) -> tuple[str, bytes | None] | None:
+        """(subject_id, wrapped_key) of the live subject with this keyed hash, or None."""
+        if subject_hash not in self._subjects:
+            self.prefetch([subject_hash], [])
+        return self._subjects[subject_hash]
+
+    def add_subject(self, subject_hash: str, subject_id: str, wrapped_key: bytes) -> None:
+        self.connection.execute(
+            subjects.insert().values(
+                subject_id=subject_id, subject_hash=subject_hash, wrapped_key=wrapped_key, created_at=utc_now()
             )
+        )
+        self._subjects[subject_hash] = (subject_id, wrapped_key)
+        self._states[subject_id] = None
+
+    def forget_subject(self, subject_id: str) -> None:
+        """Erasure: the keyed hash and the wrapped key go; the random subject_id in the ledger links to nobody."""
+        self.connection.execute(
+            update(subjects).where(subjects.c.subject_id == subject_id).values(
+                subject_hash=None, wrapped_key=None, erased_at=utc_now()
+            )
+        )
+        for subject_hash, known in list(self._subjects.items()):
+            if known is not None and known[0] == subject_id:
+                self._subjects[subject_hash] = None
+        self.set_state(subject_id, None)
+
+    def state(self, subject_id: str) -> dict | None:
+        """The subject's current consent_state row as a dict, or None when nothing is on record."""
+        state = self._states.get(subject_id, _MISSING)
+        if state is _MISSING:
+            row = self.connection.execute(
+                select(consent_state).where(consent_state.c.subject_id == subject_id)
+            ).first()
+            state = self._states[subject_id] = dict(row._mapping) if row is not None else None
+        return state
+
+    def set_state(self, subject_id: str, state: dict | None) -> None:
+        """New current state (None forgets it), written with the entries on save()."""
+        self._states[subject_id] = None if state is None else {"subject_id": subject_id, **state}
+        self._changed_states.add(subject_id)
+
+    def save(self) -> None:
+        if not self.appended:
+            return
+        # executemany: the driver pipelines the rows, and the compiled statement stays cached.
+        self.connection.execute(ledger_entries.insert(), self.appended)
+        upserts = [self._states[s] for s in self._changed_states if self._states[s] is not None]
+        forgotten = [s for s in self._changed_states if self._states[s] is None]
+        if upserts:
+            self.connection.execute(_upsert_states(self.connection.dialect.name), upserts)
+        if forgotten:
+            self.connection.execute(delete(consent_state).where(consent_state.c.subject_id.in_(forgotten)))
+        self.connection.execute(
+            update(ledger_head).where(ledger_head.c.id == 1).values(seq=self.seq, entry_hash=self.entry_hash)
+        )
+
+
+def _upsert_states(dialect: str):
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(consent_state)
+    return statement.on_conflict_do_update(
+        index_elements=[consent_state.c.subject_id],
+        set_={c.name: statement.excluded[c.name] for c in consent_state.columns if c.name != "subject_id"},
+    )
 
 
 @dataclass(frozen=True)
@@ -122,11 +231,11 @@ def verify_rows(rows: Iterable[Sequence], head_seq: int, head_hash: str) -> Veri
         seq = row[0]
         if seq != expected_seq:
             return Verification(False, checked, expected_seq, f"entry {expected_seq} is missing (next found: {seq})")
-        if hash_values(row[:-1]) != row[-1]:
+        if hash_values(row[:_ENTRY_HASH_INDEX]) != row[_ENTRY_HASH_INDEX]:
             return Verification(False, checked, seq, f"entry {seq} does not match its hash (content changed)")
         if row[_PREV_INDEX] != prev_hash:
             return Verification(False, checked, seq, f"entry {seq} does not link to entry {seq - 1}")
-        prev_hash, expected_seq, checked = row[-1], seq + 1, checked + 1
+        prev_hash, expected_seq, checked = row[_ENTRY_HASH_INDEX], seq + 1, checked + 1
     if head_seq > checked:
         return Verification(False, checked, checked + 1, f"entries {checked + 1}..{head_seq} are missing")
     if head_seq < checked:

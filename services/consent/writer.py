@@ -24,8 +24,10 @@ Work = Callable[[Connection, Appender], T]
 
 
 class _Request:
-    def __init__(self, work: Work):
+    def __init__(self, work: Work, subject_hash: str | None, request_id: str | None):
         self.work = work
+        self.subject_hash = subject_hash
+        self.request_id = request_id
         self.result = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -39,12 +41,16 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stopped = False
+        self._connection: Connection | None = None
 
-    def run(self, work: Work) -> T:
-        """Run work(connection, appender) inside a ledger transaction; returns its result once committed."""
+    def run(self, work: Work, subject_hash: str | None = None, request_id: str | None = None) -> T:
+        """Run work(connection, appender) inside a ledger transaction; returns its result once committed.
+
+        subject_hash and request_id name what work will look up, so a batch loads them all in one query.
+        """
         if self._stopped:
             raise RuntimeError("the ledger writer is stopped")
-        request = _Request(work)
+        request = _Request(work, subject_hash, request_id)
         self._ensure_thread()
         self._queue.put(request)
         request.done.wait()
@@ -57,6 +63,9 @@ class LedgerWriter:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=30)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _ensure_thread(self) -> None:
         with self._start_lock:
@@ -97,8 +106,20 @@ class LedgerWriter:
             request.done.set()
 
     def _transaction(self, batch: list[_Request]) -> list:
-        with self.db.engine.begin() as conn:
-            appender = Appender.locked(conn)
-            results = [request.work(conn, appender) for request in batch]
-            appender.save()
+        # The writer keeps one connection: no pool checkout, ping and reset per batch. Any error drops it, so a
+        # broken connection is replaced by the next batch.
+        if self._connection is None:
+            self._connection = self.db.engine.connect()
+        try:
+            with self._connection.begin():
+                appender = Appender.locked(self._connection)
+                appender.prefetch(
+                    [r.subject_hash for r in batch if r.subject_hash], [r.request_id for r in batch if r.request_id]
+                )
+                results = [request.work(self._connection, appender) for request in batch]
+                appender.save()
+        except BaseException:
+            self._connection.close()
+            self._connection = None
+            raise
         return results

@@ -1,0 +1,130 @@
+"""Helpers for the consent tests: a real ChatInternal gRPC server that fails on command, databases per backend,
+and an in-process consent server."""
+from __future__ import annotations
+
+import base64
+import contextlib
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
+from services.consent.chat_eraser import ChatEraser
+from services.consent.consent import ConsentService
+from services.consent.crypto import Secrets, SubjectCrypto, new_secret_text
+from services.consent.server import MIGRATIONS, ConsentApp, build
+from services.consent.writer import LedgerWriter
+from services.runtime.db import Database
+from services.runtime.migrate import upgrade_to_head
+from deploy.local.processes import grpc_serving
+from tests.support import backing
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def fresh_secrets() -> Secrets:
+    return Secrets(base64.b64decode(new_secret_text()), base64.b64decode(new_secret_text()))
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Poll until predicate() is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+@contextlib.contextmanager
+def migrated_database(backend: str, directory: Path) -> Iterator[Database]:
+    """A consent database at head on SQLite (file in directory) or on a private PostgreSQL schema."""
+    if backend == "sqlite":
+        db = Database("consent", url=f"sqlite:///{directory / 'consent.db'}")
+        schema = None
+    else:
+        backing.postgres_connect().close()
+        schema = backing.unique_name("consent_t")
+        url = backing.TEST_DATABASE_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+        db = Database("consent", url=url, schema=schema)
+    try:
+        upgrade_to_head(db, MIGRATIONS)
+        yield db
+    finally:
+        db.dispose()
+        if schema:
+            backing.drop_schema(schema)
+
+
+def consent_service(db: Database, secrets: Secrets | None = None) -> ConsentService:
+    """The domain object alone (no gRPC), with its own writer, like one replica."""
+    return ConsentService(db, SubjectCrypto(secrets or fresh_secrets()), LedgerWriter(db))
+
+
+class FakeChat(chat_pb2_grpc.ChatInternalServicer):
+    """A real gRPC ChatInternal server that answers UNAVAILABLE for the next `fail_next` calls."""
+
+    def __init__(self):
+        self.fail_next = 0
+        self.attempts: list[tuple[str, str]] = []
+        self.erased: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        chat_pb2_grpc.add_ChatInternalServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{self.port}"
+
+    def EraseSubject(self, request, context):
+        with self._lock:
+            self.attempts.append((request.email, request.request_id))
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "chat database is restarting")
+            self.erased.append((request.email, request.request_id))
+        return chat_pb2.EraseSubjectResponse(conversations=1, messages_erased=2, leads_anonymised=1)
+
+    def __enter__(self) -> "FakeChat":
+        self.server.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.server.stop(0).wait()
+
+
+class RunningConsent:
+    def __init__(self, app: ConsentApp, db: Database, chat: FakeChat, address: str):
+        self.app, self.db, self.chat, self.address = app, db, chat, address
+
+    def channel(self, user_agent: str = "TestBrowser/1.0") -> grpc.Channel:
+        return grpc.insecure_channel(self.address, options=[("grpc.primary_user_agent", user_agent)])
+
+
+@contextlib.contextmanager
+def running_consent(backend: str, directory: Path) -> Iterator[RunningConsent]:
+    """The consent gRPC server in this process on a free port, erasing through a FakeChat, fast retries."""
+    env = {
+        "GRPC_PORT": "0",
+        "CONSENT_ERASURE_RETRY_S": "0.05",
+        "CONSENT_ERASURE_POLL_S": "0.2",
+        "SHUTDOWN_GRACE_S": "1",
+        "HEALTH_CHECK_INTERVAL_S": "0.5",
+    }
+    with pytest.MonkeyPatch.context() as patch, migrated_database(backend, directory) as db, FakeChat() as chat:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        channel = grpc.insecure_channel(chat.address)
+        app = build(db, fresh_secrets(), ChatEraser(channel, timeout_s=2))
+        port = app.grpc.start()
+        address = f"127.0.0.1:{port}"
+        try:
+            wait_for(lambda: grpc_serving(address), what="consent SERVING")
+            yield RunningConsent(app, db, chat, address)
+        finally:
+            app.grpc.stop()
+            channel.close()

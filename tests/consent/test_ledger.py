@@ -1,0 +1,142 @@
+"""The ledger is append-only in the database itself, tamper-evident down to any single field, and never forks."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import select, text, update
+
+from services.consent.consent import Origin
+from services.consent.storage import ledger_entries
+from tests.consent.support import BACKENDS, consent_service, migrated_database
+from tests.support import backing
+
+TARGET_SEQ = 2  # a middle entry with every column filled: an unsubscribe with reason, IP, agent and request id
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def ledger(request, tmp_path_factory):
+    with migrated_database(request.param, tmp_path_factory.mktemp("ledger")) as db:
+        consent = consent_service(db)
+        origin = Origin("203.0.113.9", "Mozilla/5.0")
+        consent.record_consent("a@example.com", True, True, "rodo-1", "chat-widget", "s", "c", "l", "opt-a", origin)
+        consent.unsubscribe("a@example.com", "Too many emails", "unsub-a", origin)
+        consent.record_consent("b@example.com", True, False, "rodo-1", "chat-widget", "s2", "c2", "l2", "opt-b", origin)
+        consent.unsubscribe("b@example.com", "", "unsub-b", origin)
+        assert consent.verify().ok
+        yield db, consent
+        consent.writer.stop()
+
+
+def _tampered(value):
+    """A different value of the same type and size."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1_000_000
+    if isinstance(value, bytes):
+        return value[:-1] + bytes([value[-1] ^ 0x01])
+    if isinstance(value, str):
+        return ("y" if value[:1] != "y" else "z") + value[1:]
+    if value is None:
+        return "tampered"
+    return value + timedelta(seconds=1)  # datetime
+
+
+def _write_bypassing_guard(db, column: str, where_seq: int, value) -> None:
+    """What an attacker with database access could do: the append-only guard switched off for one statement."""
+    with db.engine.begin() as conn:
+        if db.is_postgres:
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            conn.execute(update(ledger_entries).where(ledger_entries.c.seq == where_seq).values({column: value}))
+            return
+        triggers = conn.execute(
+            text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'ledger_entries'")
+        ).scalars().all()
+        conn.execute(text("DROP TRIGGER ledger_entries_no_update"))
+        conn.execute(text("DROP TRIGGER ledger_entries_no_delete"))
+        conn.execute(update(ledger_entries).where(ledger_entries.c.seq == where_seq).values({column: value}))
+        for ddl in triggers:
+            conn.execute(text(ddl))
+
+
+@pytest.mark.parametrize("column", [c.name for c in ledger_entries.columns])
+def test_changing_any_single_field_is_found_and_named(ledger, column):
+    db, consent = ledger
+    with db.engine.connect() as conn:
+        original = conn.execute(select(ledger_entries.c[column]).where(ledger_entries.c.seq == TARGET_SEQ)).scalar_one()
+    changed = _tampered(original)
+    _write_bypassing_guard(db, column, TARGET_SEQ, changed)
+    try:
+        result = consent.verify()
+        assert not result.ok
+        assert result.first_bad_seq == TARGET_SEQ, result.problem
+        assert str(TARGET_SEQ) in result.problem
+    finally:
+        _write_bypassing_guard(db, column, changed if column == "seq" else TARGET_SEQ, original)
+    assert consent.verify().ok
+
+
+def test_sql_update_and_delete_are_refused_on_postgres():
+    with migrated_database("postgres", None) as db:
+        consent = consent_service(db)
+        consent.unsubscribe("guard@example.com", "bye")
+        consent.writer.stop()
+        with backing.postgres_connect() as conn:
+            conn.execute(f'SET search_path TO "{db.schema}"')
+            for statement in (
+                "UPDATE ledger_entries SET action = 'opt-in'",
+                "DELETE FROM ledger_entries",
+                "TRUNCATE ledger_entries",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                    conn.execute(statement)
+            assert conn.execute("SELECT count(*) FROM ledger_entries").fetchone()[0] == 1
+        assert consent.verify().ok
+
+
+def test_sql_update_and_delete_are_refused_on_sqlite(tmp_path):
+    with migrated_database("sqlite", tmp_path) as db:
+        consent = consent_service(db)
+        consent.unsubscribe("guard@example.com", "bye")
+        consent.writer.stop()
+        for statement in ("UPDATE ledger_entries SET action = 'opt-in'", "DELETE FROM ledger_entries"):
+            with pytest.raises(Exception, match="append-only"):
+                with db.engine.begin() as conn:
+                    conn.execute(text(statement))
+        assert consent.verify().ok
+
+
+def test_concurrent_appends_from_eight_replicas_never_fork():
+    """8 threads x 500 appends, each thread its own writer and connection pool, as separate replicas would be."""
+    threads, per_thread = 8, 500
+    with migrated_database("postgres", None) as db:
+        replicas = [consent_service(db) for _ in range(threads)]
+        errors: list[BaseException] = []
+
+        def append_many(index: int) -> None:
+            try:
+                for i in range(per_thread):
+                    replicas[index].unsubscribe(f"user{index}-{i % 25}@example.com", f"reason {i}")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=append_many, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=240)
+        for replica in replicas:
+            replica.writer.stop()
+
+        assert errors == []
+        result = replicas[0].verify()
+        assert result.ok, result.problem
+        assert result.entries_checked == threads * per_thread
+        with db.engine.connect() as conn:
+            seqs = conn.execute(select(ledger_entries.c.seq).order_by(ledger_entries.c.seq)).scalars().all()
+            distinct_prev = conn.execute(text("SELECT count(DISTINCT prev_hash) FROM ledger_entries")).scalar_one()
+        assert seqs == list(range(1, threads * per_thread + 1))
+        assert distinct_prev == threads * per_thread
