@@ -76,26 +76,37 @@ class DestinationBreaker:
     def state(self) -> str:
         return self.breaker.current_state
 
-    def admit(self) -> bool:
-        """May a call go out now? Returns True for the half-open trial call; raises BreakerOpen to refuse."""
+    def refusal(self) -> BreakerOpen | None:
+        """Why a call would be refused right now (None: one may go out), without reserving the trial."""
         state = self.state
         if state == pybreaker.STATE_CLOSED:
-            return False
+            return None
         if state == pybreaker.STATE_OPEN:
             opened_at = self.storage.opened_at
             reopens = opened_at + timedelta(seconds=self.breaker.reset_timeout) if opened_at else None
             now = datetime.now(UTC)
             if reopens and now < reopens:
                 wait_s = (reopens - now).total_seconds()
-                raise BreakerOpen(f"{self.name} breaker is open until {reopens:%H:%M:%S} UTC; not attempted", wait_s)
+                return BreakerOpen(f"{self.name} breaker is open until {reopens:%H:%M:%S} UTC; not attempted", wait_s)
+        if self._trial_in_flight:
+            return BreakerOpen(
+                f"{self.name} breaker is half-open and a trial call is in flight; not attempted",
+                self.breaker.reset_timeout,
+            )
+        return None
+
+    def admit(self) -> bool:
+        """May a call go out now? Returns True for the half-open trial call; raises BreakerOpen to refuse."""
+        if self.state == pybreaker.STATE_CLOSED:
+            return False
+        refusal = self.refusal()
+        if refusal is not None:
+            raise refusal
         with self._trial_lock:
             if self._trial_in_flight:
-                raise BreakerOpen(
-                    f"{self.name} breaker is half-open and a trial call is in flight; not attempted",
-                    self.breaker.reset_timeout,
-                )
+                raise BreakerOpen(f"{self.name} breaker's trial call went to another delivery", 1.0)
             self._trial_in_flight = True
-        if state == pybreaker.STATE_OPEN:
+        if self.state == pybreaker.STATE_OPEN:
             self.breaker.half_open()
         return True
 

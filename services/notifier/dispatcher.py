@@ -1,8 +1,9 @@
 """Delivery workers: claim due rows, send them through the destination's breaker, and record what happened.
 
 Each destination has its own lane of worker threads, so a slow Slack never holds up email. A lane claims no more
-rows than it has idle workers, so a lease covers one running send, never a queue. Slack is paced by one worker when
-SLACK_MIN_INTERVAL_S is set, and Monday.com always gets one call at a time. A failed attempt goes back to the queue
+rows than it has free slots (a few per worker, one for a paced lane), so a lease covers a send and a short queue,
+never a backlog. Slack is paced by one worker when SLACK_MIN_INTERVAL_S is set, and Monday.com always gets one call
+at a time. A failed attempt goes back to the queue
 with exponential backoff and jitter; after the last retry the row is FAILED and one escalation email is queued.
 """
 from __future__ import annotations
@@ -20,11 +21,13 @@ from prometheus_client import Counter
 
 from services.notifier.breakers import BreakerBoard, BreakerOpen
 from services.notifier.destinations import DeliveryError
+from services.notifier.group_commit import GroupCommit
 from services.notifier.settings import Settings
 from services.notifier.storage import ESCALATION, Delivery, DeliveryStore, utcnow
 
 log = logging.getLogger(__name__)
 
+SLOTS_PER_WORKER = 4  # claimed rows per worker: fewer claim transactions, still a queue of seconds at most
 ATTEMPTS = Counter("notifier_attempts_total", "Delivery attempts by destination and outcome", ["destination", "outcome"])
 
 
@@ -40,20 +43,20 @@ def backoff_delay(attempts: int, base_s: float, max_s: float) -> float:
 
 
 class Lane:
-    """The worker threads of one destination."""
+    """The worker threads of one destination, and how many claimed rows it may hold (running or queued)."""
 
-    def __init__(self, destination: str, workers: int, on_done: Callable[["Lane"], None]):
+    def __init__(self, destination: str, workers: int, slots: int, on_done: Callable[["Lane"], None]):
         self.destination = destination
-        self.workers = workers
-        self.maybe_more = False  # the last claim filled every idle worker, so more rows may be due
+        self.slots = slots
+        self.maybe_more = False  # the last claim filled every free slot, so more rows may be due
         self._on_done = on_done
         self._busy = 0
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"deliver-{destination}")
 
-    def idle_workers(self) -> int:
+    def free_slots(self) -> int:
         with self._lock:
-            return self.workers - self._busy
+            return self.slots - self._busy
 
     def submit(self, work: Callable[[], None]) -> None:
         with self._lock:
@@ -80,16 +83,19 @@ class Dispatcher:
         self.store = store
         self.senders = senders
         self.breakers = breakers
-        self.lanes = {name: Lane(name, self._workers_for(name), self._lane_done) for name in senders}
+        self.lanes = {name: self._lane(name) for name in senders}
+        self._delivered = GroupCommit(store.mark_delivered_many)
+        self._waiting_noted: dict[str, float] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._dispatch_lock = threading.Lock()
         self._pump = threading.Thread(target=self._pump_loop, name="dispatch", daemon=True)
 
-    def _workers_for(self, destination: str) -> int:
+    def _lane(self, destination: str) -> Lane:
         if destination == "monday" or (destination == "slack" and self.settings.slack_min_interval_s > 0):
-            return 1
-        return self.settings.workers
+            return Lane(destination, 1, 1, self._lane_done)
+        workers = self.settings.workers
+        return Lane(destination, workers, workers * SLOTS_PER_WORKER, self._lane_done)
 
     # --- running ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -124,26 +130,42 @@ class Dispatcher:
                     log.exception("claiming due deliveries failed")
 
     def _lane_done(self, lane: Lane) -> None:
-        if lane.maybe_more:
+        # Refill once half the slots are free: one claim transaction per batch, not per delivery.
+        if lane.maybe_more and lane.free_slots() * 2 >= lane.slots:
             self.wake()
 
     def dispatch_due(self) -> int:
-        """Claim due rows for every lane's idle workers and start them; returns how many were started."""
+        """Claim due rows for every lane's free slots and start them; returns how many were started."""
         started = 0
         with self._dispatch_lock:
             for lane in self.lanes.values():
                 if self._stopping.is_set():
                     break
-                idle = lane.idle_workers()
-                if idle <= 0:
+                free = lane.free_slots()
+                if free <= 0:
                     lane.maybe_more = True
                     continue
-                token, rows = self.store.claim_due(lane.destination, idle, self.settings.lease_s)
-                lane.maybe_more = len(rows) == idle
+                breaker = self.breakers[lane.destination]
+                refusal = breaker.refusal()
+                if refusal is not None:
+                    # Nothing is claimed while the breaker refuses: the queue waits without churning.
+                    self._note_waiting(lane.destination, str(refusal))
+                    continue
+                # Closed: fill the free slots. Open or half-open: one row, the trial call.
+                limit = free if breaker.state == "closed" else 1
+                token, rows = self.store.claim_due(lane.destination, limit, self.settings.lease_s)
+                lane.maybe_more = len(rows) == limit
                 for row in rows:
                     lane.submit(lambda row=row, token=token: self.deliver(row, token))
                 started += len(rows)
         return started
+
+    def _note_waiting(self, destination: str, reason: str) -> None:
+        """At most once per poll interval: give never-tried rows the reason they wait."""
+        now = time.monotonic()
+        if now - self._waiting_noted.get(destination, 0.0) >= self.settings.poll_interval_s:
+            self._waiting_noted[destination] = now
+            self.store.note_waiting(destination, reason)
 
     # --- one delivery -----------------------------------------------------------------------------------------
     def deliver(self, row: Delivery, token: str) -> None:
@@ -190,7 +212,7 @@ class Dispatcher:
 
     def _record_delivered(self, row: Delivery, token: str, external_id: str) -> None:
         ATTEMPTS.labels(row.destination, "delivered").inc()
-        if not _with_retries(lambda: self.store.mark_delivered(row.id, token, external_id)):
+        if not _with_retries(lambda: self._delivered.record((row.id, token, external_id))):
             log.warning("delivered, but the lease had expired", extra={"delivery_id": row.id})
 
     def _record_failure(self, row: Delivery, token: str, error: DeliveryError) -> None:

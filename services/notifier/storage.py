@@ -55,7 +55,6 @@ class DeliveryRow(Base):
     __table_args__ = (
         Index("ix_deliveries_due", "status", "destination", "next_attempt_at"),
         Index("ix_deliveries_delivered_at", "status", "delivered_at"),
-        Index("ix_deliveries_claimed_by", "claimed_by"),
     )
 
 
@@ -150,33 +149,31 @@ class DeliveryStore:
             return token, []
         now = utcnow()
         free = or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now)
+        due = (
+            select(DeliveryRow.id)
+            .where(
+                DeliveryRow.status == PENDING,
+                DeliveryRow.destination == destination,
+                DeliveryRow.next_attempt_at <= now,
+                free,
+            )
+            .order_by(DeliveryRow.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         with self.db.session() as s:
-            candidates = s.scalars(
-                select(DeliveryRow.id)
-                .where(
-                    DeliveryRow.status == PENDING,
-                    DeliveryRow.destination == destination,
-                    DeliveryRow.next_attempt_at <= now,
-                    free,
-                )
-                .order_by(DeliveryRow.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if not candidates:
-                return token, []
-            s.execute(
+            rows = s.scalars(
                 update(DeliveryRow)
-                .where(DeliveryRow.id.in_(candidates), DeliveryRow.status == PENDING, free)
+                .where(DeliveryRow.id.in_(due.scalar_subquery()), DeliveryRow.status == PENDING, free)
                 .values(
                     claimed_by=token,
                     lease_until=now + timedelta(seconds=lease_s),
                     attempts=DeliveryRow.attempts + 1,
                     updated_at=now,
                 )
-                .execution_options(synchronize_session=False)
-            )
-            rows = s.scalars(select(DeliveryRow).where(DeliveryRow.claimed_by == token)).all()
+                .returning(DeliveryRow),
+                execution_options={"synchronize_session": False},
+            ).all()
             return token, [Delivery.of(r) for r in rows]
 
     def _finish(self, s, delivery_id: str, token: str, **values) -> bool:
@@ -188,12 +185,6 @@ class DeliveryStore:
         )
         return result.rowcount == 1
 
-    def mark_delivered(self, delivery_id: str, token: str, external_id: str = "") -> bool:
-        with self.db.session() as s:
-            return self._finish(
-                s, delivery_id, token, status=DELIVERED, delivered_at=utcnow(), external_id=external_id, last_error=""
-            )
-
     def mark_retry(
         self, delivery_id: str, token: str, error: str, next_attempt_at: datetime, attempted: bool = True
     ) -> bool:
@@ -203,6 +194,32 @@ class DeliveryStore:
             return self._finish(
                 s, delivery_id, token, last_error=error[:2000], next_attempt_at=next_attempt_at, **values
             )
+
+    def note_waiting(self, destination: str, reason: str) -> int:
+        """Tell the operator why queued rows that were never tried are waiting (the breaker is open)."""
+        with self.db.session() as s:
+            result = s.execute(
+                update(DeliveryRow)
+                .where(
+                    DeliveryRow.status == PENDING,
+                    DeliveryRow.destination == destination,
+                    DeliveryRow.last_error == "",
+                    DeliveryRow.claimed_by.is_(None),
+                )
+                .values(last_error=reason[:2000])
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount
+
+    def mark_delivered_many(self, results: list[tuple[str, str, str]]) -> list[bool]:
+        """(id, claim token, external id) of deliveries that went out, recorded in one transaction."""
+        with self.db.session() as s:
+            now = utcnow()
+            return [
+                self._finish(s, delivery_id, token, status=DELIVERED, delivered_at=now, external_id=external_id,
+                             last_error="")
+                for delivery_id, token, external_id in results
+            ]
 
     def bring_forward(self, destination: str) -> int:
         """The destination works again: everything waiting for it is due now."""

@@ -34,11 +34,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_deliveries_due", "deliveries", ["status", "destination", "next_attempt_at"])
     op.create_index("ix_deliveries_delivered_at", "deliveries", ["status", "delivered_at"])
-    op.create_index("ix_deliveries_claimed_by", "deliveries", ["claimed_by"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_deliveries_claimed_by", table_name="deliveries")
     op.drop_index("ix_deliveries_delivered_at", table_name="deliveries")
     op.drop_index("ix_deliveries_due", table_name="deliveries")
     op.drop_table("deliveries")
