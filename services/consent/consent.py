@@ -189,7 +189,7 @@ class ConsentService:
                 },
             )
             if after is not None:
-                after(conn, subject, email, request_id)
+                after(conn, subject, email)
             return Status(email, processing, marketing, action, row["recorded_at"])
 
         with self._database_errors():
@@ -217,7 +217,8 @@ class ConsentService:
         appender.add_subject(subject_hash, subject_id, wrapped)
         return Subject(subject_id, key)
 
-    def _queue_erasure(self, conn: Connection, subject: Subject, email: str, request_id: str | None) -> None:
+    def _queue_erasure(self, conn: Connection, subject: Subject, email: str) -> None:
+        """One pending erasure per subject, with its own id: chat carries out an erasure id once."""
         already = conn.execute(
             select(pending_erasures.c.id).where(pending_erasures.c.subject_id == subject.subject_id)
         ).first()
@@ -227,7 +228,7 @@ class ConsentService:
         conn.execute(
             pending_erasures.insert().values(
                 subject_id=subject.subject_id,
-                request_id=request_id or f"revoke-{uuid.uuid4().hex}",
+                request_id=f"erase-{uuid.uuid4().hex}",
                 email_enc=self.crypto.encrypt(subject.key, subject.subject_id, "pending_email", email),
                 attempts=0,
                 next_attempt_at=now,

@@ -31,14 +31,14 @@ def fresh_secrets() -> Secrets:
     return Secrets(base64.b64decode(new_secret_text()), base64.b64decode(new_secret_text()))
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition", interval: float = 0.05):
     """Poll until predicate() is truthy; returns its value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout}s")
 
 

@@ -25,7 +25,7 @@ def test_erasure_is_retried_while_chat_is_unavailable_then_completes(tmp_path):
 
         wait_for(lambda: len(consent.chat.erased) == 1, what="erasure accepted by chat")
         assert len(consent.chat.attempts) == 4  # three UNAVAILABLE, then success
-        assert {request_id for _, request_id in consent.chat.attempts} == {"rev-7"}
+        assert len({request_id for _, request_id in consent.chat.attempts}) == 1  # chat erases that id once
         wait_for(lambda: _pending_detail(admin).startswith("0 pending"), what="pending erasure cleared")
 
         with consent.db.engine.connect() as conn:
