@@ -195,21 +195,25 @@ class DeliveryStore:
                 s, delivery_id, token, last_error=error[:2000], next_attempt_at=next_attempt_at, **values
             )
 
-    def note_waiting(self, destination: str, reason: str) -> int:
-        """Tell the operator why queued rows that were never tried are waiting (the breaker is open)."""
+    def _update_queued(self, destination: str, *conditions, **values) -> int:
+        """Update the pending, unclaimed rows of one destination that match `conditions`."""
         with self.db.session() as s:
             result = s.execute(
                 update(DeliveryRow)
                 .where(
                     DeliveryRow.status == PENDING,
                     DeliveryRow.destination == destination,
-                    DeliveryRow.last_error == "",
                     DeliveryRow.claimed_by.is_(None),
+                    *conditions,
                 )
-                .values(last_error=reason[:2000])
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
             return result.rowcount
+
+    def note_waiting(self, destination: str, reason: str) -> int:
+        """Tell the operator why queued rows that were never tried are waiting (the breaker is open)."""
+        return self._update_queued(destination, DeliveryRow.last_error == "", last_error=reason[:2000])
 
     def mark_delivered_many(self, results: list[tuple[str, str, str]]) -> list[bool]:
         """(id, claim token, external id) of deliveries that went out, recorded in one transaction."""
@@ -224,19 +228,7 @@ class DeliveryStore:
     def bring_forward(self, destination: str) -> int:
         """The destination works again: everything waiting for it is due now."""
         now = utcnow()
-        with self.db.session() as s:
-            result = s.execute(
-                update(DeliveryRow)
-                .where(
-                    DeliveryRow.status == PENDING,
-                    DeliveryRow.destination == destination,
-                    DeliveryRow.next_attempt_at > now,
-                    DeliveryRow.claimed_by.is_(None),
-                )
-                .values(next_attempt_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            return result.rowcount
+        return self._update_queued(destination, DeliveryRow.next_attempt_at > now, next_attempt_at=now)
 
     def mark_dead(self, delivery_id: str, token: str, error: str) -> bool:
         with self.db.session() as s:
