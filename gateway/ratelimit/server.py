@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         for limit in limiter.policy.limits():
             print(f"{limit.name}: {limit.item}{' (shadow)' if limit.shadow_mode else ''}")
         return 0
-    service = GrpcService("ratelimit", 50054, readiness={"storage": lambda: _require(limiter.healthy())})
+    # Each decision is microseconds of Python: a few workers contend less for the GIL than many.
+    service = GrpcService("ratelimit", 50054, readiness={"storage": lambda: _require(limiter.healthy())},
+                          default_workers=4)
     service.add(rls_pb2_grpc.add_RateLimitServiceServicer_to_server, RateLimitServicer(limiter),
                 "envoy.service.ratelimit.v3.RateLimitService")
     service.run()

@@ -32,7 +32,8 @@ LIVENESS_SERVICE = "novahouse.liveness"
 class GrpcService:
     """One server process: register servicers, then run() until SIGTERM or SIGINT."""
 
-    def __init__(self, name: str, default_port: int, readiness: dict[str, ReadinessCheck] | None = None):
+    def __init__(self, name: str, default_port: int, readiness: dict[str, ReadinessCheck] | None = None,
+                 default_workers: int = 16):
         self.name = name
         self.port = env_int("GRPC_PORT", default_port, minimum=0)
         self.host = env_str("GRPC_HOST", "127.0.0.1")
@@ -41,7 +42,7 @@ class GrpcService:
         self.check_interval_s = env_float("HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.05)
         self.readiness = dict(readiness or {})
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=env_int("GRPC_WORKERS", 16, minimum=1)),
+            futures.ThreadPoolExecutor(max_workers=env_int("GRPC_WORKERS", default_workers, minimum=1)),
             interceptors=[MetricsInterceptor()],
             options=[("grpc.so_reuseport", 0)],
         )
