@@ -26,7 +26,8 @@ RUNBOOKS = REPO / "docs" / "runbooks"
 SERVICES = ("chat", "consent", "notifier", "ratelimit")
 DB_SERVICES = ("chat", "consent", "notifier")
 # Set by the stack for every process, or meaningful only inside a cluster.
-CLUSTER_ONLY = {"GRPC_HOST", "GRPC_PORT", "METRICS_HOST", "METRICS_PORT", "DATA_DIR", "REDIS_URL", "RATELIMIT_POLICY",
+CLUSTER_ONLY = {"GRPC_HOST", "GRPC_PORT", "METRICS_HOST", "METRICS_PORT", "DATA_DIR", "REDIS_URL", "REDIS_KEY_PREFIX",
+                "RATELIMIT_POLICY",
                 "CHAT_ADDR", "CONSENT_ADDR", "NOTIFIER_ADDR", "RATELIMIT_ADDR"}
 CRON_OUTPUT = {
     "chat-purge-cache": r"expired cache entries removed: \d+",
