@@ -425,6 +425,14 @@ def check_secrets(source: str, objects: list[dict]) -> list[Problem]:
     return problems
 
 
+def check_autoscaled(source: str, objects: list[dict]) -> list[Problem]:
+    """A Deployment an HPA scales must not set replicas: every `kubectl apply` would undo the autoscaler."""
+    scaled = {o["spec"]["scaleTargetRef"]["name"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    return [Problem("replicas", f"{source}: Deployment/{o['metadata']['name']}",
+                    "sets spec.replicas although an HPA scales it")
+            for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] in scaled and "replicas" in o["spec"]]
+
+
 def check_exposure(source: str, objects: list[dict], kind_config: dict | None) -> list[Problem]:
     problems, public_node_ports = [], set()
     for obj in objects:
@@ -562,6 +570,7 @@ def run_checks(root: Path, entrypoints: bool = True, schema: bool = True) -> tup
         problems += check_cronjobs(source, objects)
         problems += check_secrets(source, objects)
         problems += check_exposure(source, objects, kind_config)
+        problems += check_autoscaled(source, objects)
         for work in workloads(source, objects):
             problems += check_probes(work) + check_security(work) + check_entrypoint_shape(work)
             problems += check_env(root, work, config)

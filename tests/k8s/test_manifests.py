@@ -142,3 +142,15 @@ def test_a_command_that_is_no_entrypoint_fails_the_check():
     assert check.run_help(REPO, ("python", "-m", "services.chat.manage", "purge-cache")) is None
     assert "exited 2" in check.run_help(REPO, ("python", "-m", "services.chat.manage", "purge-everything"))
     assert "exited 1" in check.run_help(REPO, ("python", "-m", "services.chat.no_such_module"))
+
+
+def test_fixed_replicas_on_an_autoscaled_deployment_fails_the_check(tree):
+    assert problems(tree, "replicas") == []
+
+    def fixed_replicas(doc):
+        if doc["kind"] == "Deployment":
+            doc["spec"]["replicas"] = 3
+
+    edit_yaml(tree / BASE / "gateway.yaml", fixed_replicas)
+
+    assert any("Deployment/gateway: sets spec.replicas although an HPA scales it" in p for p in problems(tree, "replicas"))
