@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
@@ -65,10 +66,28 @@ class Database:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
+        # SQLite has one writer at a time. Threads of this process queue on a lock instead of in SQLite's busy
+        # handler, which sleeps with back-off (up to 100 ms a step) and turns contention into long tails; other
+        # processes on the same file still wait in the busy handler.
+        writer_gate = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn):
-            # Take the write lock at BEGIN so concurrent writers queue instead of failing on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if not writer_gate.acquire(timeout=30):
+                raise TimeoutError("the SQLite database stayed busy for 30 s")
+            conn.info["holds_writer_gate"] = True
+            try:
+                # Take the write lock at BEGIN so concurrent writers queue instead of failing on upgrade.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release(conn)
+                raise
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _release(conn):
+            if conn.info.pop("holds_writer_gate", False):
+                writer_gate.release()
 
         return engine
 
