@@ -83,3 +83,49 @@ def run_load(port: int, path: str, body_for: Callable[[int, int], dict], *, thre
         w.join()
     result.elapsed_s = max(1e-9, min(time.monotonic(), stop_at) - measure_from)
     return result
+
+
+def run_rate(port: int, path: str, body_for: Callable[[int, int], dict], *, rate: float, duration_s: float,
+             threads: int = 16, warmup_s: float = 1.0) -> LoadResult:
+    """Open loop: requests are due at a fixed rate whatever the answers do; each latency counts from the moment
+    the request was due, so a stall is charged to every request it delays (no coordinated omission)."""
+    result = LoadResult()
+    lock = threading.Lock()
+    start = time.monotonic() + 0.05
+    total = int(rate * (warmup_s + duration_s))
+    measured_from = int(rate * warmup_s)
+
+    def worker(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for slot in range(index, total, threads):
+            due = start + slot / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                conn.request("POST", path, body=json.dumps(body_for(index, slot)).encode(),
+                             headers={"content-type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                status = 0
+            latency = time.monotonic() - due
+            if slot >= measured_from:
+                with lock:
+                    result.statuses[status] = result.statuses.get(status, 0) + 1
+                    if status == 200:
+                        result.latencies_s.append(latency)
+                    else:
+                        result.errors += 1
+        conn.close()
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    result.elapsed_s = duration_s
+    return result
