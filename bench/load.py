@@ -17,6 +17,13 @@ class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
+    def record(self, status: int, latency_s: float) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status == 200:
+            self.latencies_s.append(latency_s)
+        else:
+            self.errors += 1
+
     @property
     def rps(self) -> float:
         return len(self.latencies_s) / self.elapsed_s if self.elapsed_s else 0.0
@@ -30,6 +37,18 @@ class LoadResult:
     @property
     def p50_ms(self) -> float:
         return statistics.median(self.latencies_s) * 1000 if self.latencies_s else float("nan")
+
+
+def _post(conn: http.client.HTTPConnection, port: int, path: str, payload: bytes):
+    """One POST on a keep-alive connection: (status, connection to use next); status 0 when it failed."""
+    try:
+        conn.request("POST", path, body=payload, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, conn
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        return 0, http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
 
 def run_load(port: int, path: str, body_for: Callable[[int, int], dict], *, threads: int, duration_s: float,
@@ -54,26 +73,12 @@ def run_load(port: int, path: str, body_for: Callable[[int, int], dict], *, thre
             payload = json.dumps(body_for(index, n)).encode()
             counted = time.monotonic() >= measure_from
             t0 = time.perf_counter()
-            try:
-                conn.request("POST", path, body=payload, headers={"content-type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                with lock:
-                    result.errors += 1
-                continue
+            status, conn = _post(conn, port, path, payload)
             latency = time.perf_counter() - t0
             n += 1
             if counted:
                 with lock:
-                    result.statuses[status] = result.statuses.get(status, 0) + 1
-                    if status == 200:
-                        result.latencies_s.append(latency)
-                    else:
-                        result.errors += 1
+                    result.record(status, latency)
         conn.close()
 
     workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
@@ -102,24 +107,11 @@ def run_rate(port: int, path: str, body_for: Callable[[int, int], dict], *, rate
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            try:
-                conn.request("POST", path, body=json.dumps(body_for(index, slot)).encode(),
-                             headers={"content-type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                status = 0
+            status, conn = _post(conn, port, path, json.dumps(body_for(index, slot)).encode())
             latency = time.monotonic() - due
             if slot >= measured_from:
                 with lock:
-                    result.statuses[status] = result.statuses.get(status, 0) + 1
-                    if status == 200:
-                        result.latencies_s.append(latency)
-                    else:
-                        result.errors += 1
+                    result.record(status, latency)
         conn.close()
 
     workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]

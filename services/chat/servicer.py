@@ -1,7 +1,6 @@
 """gRPC servicers of the chat service: proto in, domain call, proto out. No logic lives here."""
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.health.v1 import health_pb2_grpc
@@ -12,12 +11,8 @@ from services.chat.platform_health import PlatformHealth
 from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.errors import grpc_errors
+from services.runtime.timestamps import to_timestamp
 
-
-def _timestamp(value) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _lead(progress: LeadProgress) -> chat_pb2.LeadProgress:
@@ -61,9 +56,9 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         transcript = self.app.chat.transcript(request.session_id)
         return chat_pb2.Conversation(
             session_id=transcript.session_id,
-            created_at=_timestamp(transcript.created_at),
+            created_at=to_timestamp(transcript.created_at),
             messages=[
-                chat_pb2.ChatMessage(role=m.role, text=m.text, created_at=_timestamp(m.created_at))
+                chat_pb2.ChatMessage(role=m.role, text=m.text, created_at=to_timestamp(m.created_at))
                 for m in transcript.messages
             ],
             lead=_lead(transcript.lead),

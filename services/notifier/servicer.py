@@ -1,7 +1,6 @@
 """gRPC servicers of the notifier: proto in, domain call, proto out. Nothing else lives here."""
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from novahouse.notifier.v1 import notifier_pb2 as pb
 from novahouse.notifier.v1 import notifier_pb2_grpc
@@ -9,6 +8,7 @@ from services.notifier.outbox import Notifier
 from services.notifier.storage import Delivery
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.errors import grpc_errors
+from services.runtime.timestamps import to_timestamp
 
 DESTINATION_NAMES = {pb.SLACK: "slack", pb.MONDAY: "monday", pb.EMAIL: "email"}
 DESTINATION_ENUMS = {name: value for value, name in DESTINATION_NAMES.items()}
@@ -30,13 +30,6 @@ def _payload(request: pb.NotifyRequest) -> tuple[str, dict]:
     return "", {}
 
 
-def _timestamp(value) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
 
 def delivery_message(d: Delivery) -> pb.Delivery:
     return pb.Delivery(
@@ -47,9 +40,9 @@ def delivery_message(d: Delivery) -> pb.Delivery:
         attempts=d.attempts,
         last_error=d.last_error,
         external_id=d.external_id,
-        created_at=_timestamp(d.created_at),
-        next_attempt_at=_timestamp(d.next_attempt_at),
-        delivered_at=_timestamp(d.delivered_at),
+        created_at=to_timestamp(d.created_at),
+        next_attempt_at=to_timestamp(d.next_attempt_at),
+        delivered_at=to_timestamp(d.delivered_at),
         payload_json=d.payload,
     )
 
