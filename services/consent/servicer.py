@@ -1,7 +1,6 @@
 """Thin gRPC layer: proto in, domain call, proto out. Public, internal and admin services are separate classes."""
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from services.consent.consent import ConsentService, ExportedEntry, Origin, Status
@@ -9,14 +8,8 @@ from services.consent.ledger import Verification
 from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.errors import grpc_errors
+from services.runtime.timestamps import to_timestamp
 
-
-def _timestamp(moment) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def status_proto(status: Status) -> consent_pb2.ConsentStatus:
@@ -25,12 +18,12 @@ def status_proto(status: Status) -> consent_pb2.ConsentStatus:
         processing_consent=status.processing_consent,
         marketing_consent=status.marketing_consent,
         last_action=status.last_action,
-        last_action_at=_timestamp(status.last_action_at),
+        last_action_at=to_timestamp(status.last_action_at),
     )
 
 
 def entry_proto(entry: ExportedEntry) -> consent_pb2.LedgerEntry:
-    fields = {**vars(entry), "recorded_at": _timestamp(entry.recorded_at)}
+    fields = {**vars(entry), "recorded_at": to_timestamp(entry.recorded_at)}
     return consent_pb2.LedgerEntry(**fields)
 
 
