@@ -1,7 +1,6 @@
 """gRPC servicers of the chat service: proto in, domain call, proto out. No logic lives here."""
 from __future__ import annotations
 
-
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.health.v1 import health_pb2_grpc
 from services.chat import privacy
@@ -12,7 +11,6 @@ from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.errors import grpc_errors
 from services.runtime.timestamps import to_timestamp
-
 
 
 def _lead(progress: LeadProgress) -> chat_pb2.LeadProgress:

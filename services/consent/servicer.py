@@ -1,7 +1,6 @@
 """Thin gRPC layer: proto in, domain call, proto out. Public, internal and admin services are separate classes."""
 from __future__ import annotations
 
-
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from services.consent.consent import ConsentService, ExportedEntry, Origin, Status
 from services.consent.ledger import Verification
@@ -9,7 +8,6 @@ from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.errors import grpc_errors
 from services.runtime.timestamps import to_timestamp
-
 
 
 def status_proto(status: Status) -> consent_pb2.ConsentStatus:

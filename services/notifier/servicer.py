@@ -1,7 +1,6 @@
 """gRPC servicers of the notifier: proto in, domain call, proto out. Nothing else lives here."""
 from __future__ import annotations
 
-
 from novahouse.notifier.v1 import notifier_pb2 as pb
 from novahouse.notifier.v1 import notifier_pb2_grpc
 from services.notifier.outbox import Notifier
@@ -28,7 +27,6 @@ def _payload(request: pb.NotifyRequest) -> tuple[str, dict]:
         email = request.email
         return "email", {"to": email.to, "subject": email.subject, "body": email.body}
     return "", {}
-
 
 
 def delivery_message(d: Delivery) -> pb.Delivery:
