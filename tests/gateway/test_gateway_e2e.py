@@ -89,7 +89,7 @@ def test_thirty_chat_messages_a_minute_per_address(gw):
     assert headers["ratelimit-remaining"] == "0" and headers["ratelimit-limit"].startswith("30")
     assert json.loads(body) == {"error": "rate_limited", "retry_after_s": int(headers["retry-after"])}
     # Another visitor is unaffected...
-    assert chat_from("127.0.0.21", port)[0] == 200
+    assert chat_from("127.0.0.2", port)[0] == 200
     # ...and a forged X-Forwarded-For buys no fresh budget.
     assert chat_from("127.0.0.20", port, {"X-Forwarded-For": "203.0.113.77"})[0] == 429
     assert chat_from("127.0.0.20", port, {"X-Forwarded-For": "127.0.0.99", "X-Real-IP": "127.0.0.99"})[0] == 429
