@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
-from sqlalchemy import DateTime, LargeBinary, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -27,24 +29,37 @@ _MICROSECOND = timedelta(microseconds=1)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-# Columns whose database values need one canonical form: datetimes (SQLite hands them back naive, PostgreSQL in
-# the session's time zone) become microseconds since the epoch, binary ciphertexts become hex.
-_TIME_INDEXES = tuple(i for i, n in enumerate(HASHED_COLUMNS) if isinstance(ledger_entries.c[n].type, DateTime))
-_BINARY_INDEXES = tuple(i for i, n in enumerate(HASHED_COLUMNS) if isinstance(ledger_entries.c[n].type, LargeBinary))
+# The order entry_hash covers the columns in; the table must keep exactly these (checked at import).
+_CANONICAL_COLUMNS = (
+    "seq", "recorded_at", "action", "subject_id", "processing_consent", "marketing_consent", "text_version",
+    "source", "session_id", "conversation_id", "lead_id", "request_id", "email_enc", "client_ip_enc",
+    "user_agent_enc", "reason_enc", "prev_hash",
+)
+if HASHED_COLUMNS != _CANONICAL_COLUMNS:
+    raise RuntimeError("ledger_entries columns changed: update hash_values() and _CANONICAL_COLUMNS together")
+_sha256 = hashlib.sha256
+_encode = _ENCODER.encode
 
 
 def hash_values(values: Sequence) -> str:
-    """entry_hash of a row given its HASHED_COLUMNS values, in that order (called a million times by verify)."""
-    canonical = list(values)
-    for i in _TIME_INDEXES:
-        moment = canonical[i]
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        canonical[i] = (moment - _EPOCH) // _MICROSECOND
-    for i in _BINARY_INDEXES:
-        if canonical[i] is not None:
-            canonical[i] = canonical[i].hex()
-    return hashlib.sha256(_ENCODER.encode(canonical).encode()).hexdigest()
+    """entry_hash of a row given its HASHED_COLUMNS values, in that order (called a million times by verify).
+
+    Datetimes (SQLite hands them back naive, PostgreSQL in the session's time zone) become microseconds since the
+    epoch, binary ciphertexts become hex; the canonical JSON list of the result is what is hashed.
+    """
+    (seq, recorded_at, action, subject_id, processing, marketing, text_version, source, session_id,
+     conversation_id, lead_id, request_id, email_enc, client_ip_enc, user_agent_enc, reason_enc, prev_hash) = values
+    if recorded_at.tzinfo is None:
+        recorded_at = recorded_at.replace(tzinfo=timezone.utc)
+    return _sha256(_encode((
+        seq, (recorded_at - _EPOCH) // _MICROSECOND, action, subject_id, processing, marketing, text_version,
+        source, session_id, conversation_id, lead_id, request_id,
+        None if email_enc is None else email_enc.hex(),
+        None if client_ip_enc is None else client_ip_enc.hex(),
+        None if user_agent_enc is None else user_agent_enc.hex(),
+        None if reason_enc is None else reason_enc.hex(),
+        prev_hash,
+    )).encode()).hexdigest()
 
 
 @dataclass
@@ -224,34 +239,137 @@ class Verification:
     problem: str = ""
 
 
-def verify_rows(rows: Iterable[Sequence], head_seq: int, head_hash: str) -> Verification:
-    """Walk rows (HASHED_COLUMNS values then entry_hash, in seq order) and name the first that does not fit."""
-    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+@dataclass
+class _Walk:
+    """What walking one contiguous range of the chain found: where it ended, and the first entry that did not fit."""
+
+    start_seq: int
+    next_seq: int
+    checked: int = 0
+    first_prev_hash: str | None = None
+    last_hash: str | None = None
+    bad: Verification | None = None
+
+
+def _walk(rows: Iterable[Sequence], first_seq: int, prev_hash: str | None) -> _Walk:
+    """Check rows (HASHED_COLUMNS values then entry_hash, in seq order) from first_seq on.
+
+    prev_hash None leaves the first row's link to the caller, which checks it at the seam with the range before.
+    """
+    walk = _Walk(first_seq, first_seq)
+    expected_seq, checked, last_hash = first_seq, 0, prev_hash
     for row in rows:
         seq = row[0]
         if seq != expected_seq:
-            return Verification(False, checked, expected_seq, f"entry {expected_seq} is missing (next found: {seq})")
+            problem = f"entry {expected_seq} is missing (next found: {seq})"
+            walk.bad = Verification(False, checked, expected_seq, problem)
+            break
         if hash_values(row[:_ENTRY_HASH_INDEX]) != row[_ENTRY_HASH_INDEX]:
-            return Verification(False, checked, seq, f"entry {seq} does not match its hash (content changed)")
-        if row[_PREV_INDEX] != prev_hash:
-            return Verification(False, checked, seq, f"entry {seq} does not link to entry {seq - 1}")
-        prev_hash, expected_seq, checked = row[_ENTRY_HASH_INDEX], seq + 1, checked + 1
+            walk.bad = Verification(False, checked, seq, f"entry {seq} does not match its hash (content changed)")
+            break
+        if last_hash is None:
+            walk.first_prev_hash = row[_PREV_INDEX]
+        elif row[_PREV_INDEX] != last_hash:
+            walk.bad = Verification(False, checked, seq, f"entry {seq} does not link to entry {seq - 1}")
+            break
+        last_hash, expected_seq, checked = row[_ENTRY_HASH_INDEX], seq + 1, checked + 1
+    walk.next_seq, walk.checked, walk.last_hash = expected_seq, checked, last_hash
+    return walk
+
+
+def _joined(first: _Walk, second: _Walk) -> _Walk:
+    """Two adjacent ranges as one: the second must start where the first ended and link to its last entry."""
+    if first.bad is not None:
+        return first
+    checked = first.checked
+    if first.next_seq != second.start_seq:
+        missing = first.next_seq
+        return _Walk(1, missing, checked, bad=Verification(False, checked, missing, f"entry {missing} is missing"))
+    if second.first_prev_hash is not None and second.first_prev_hash != first.last_hash:
+        seq = second.start_seq
+        problem = f"entry {seq} does not link to entry {seq - 1}"
+        return _Walk(1, seq, checked, bad=Verification(False, checked, seq, problem))
+    if second.bad is not None:
+        bad = second.bad
+        return _Walk(1, second.next_seq, checked + second.checked,
+                     bad=Verification(False, checked + bad.entries_checked, bad.first_bad_seq, bad.problem))
+    return _Walk(1, second.next_seq, checked + second.checked, first.first_prev_hash,
+                 second.last_hash if second.checked else first.last_hash)
+
+
+def _against_head(walk: _Walk, head_seq: int, head_hash: str) -> Verification:
+    """The walked chain must end exactly at the entry the ledger head recorded."""
+    checked = walk.checked
+    if walk.bad is not None:
+        return walk.bad
     if head_seq > checked:
         return Verification(False, checked, checked + 1, f"entries {checked + 1}..{head_seq} are missing")
     if head_seq < checked:
         return Verification(False, checked, head_seq + 1, f"entries after {head_seq} are not in the ledger head")
-    if head_hash != prev_hash:
+    if head_hash != (walk.last_hash or GENESIS_HASH):
         return Verification(False, checked, head_seq, f"entry {head_seq} differs from the hash the head recorded")
     return Verification(True, checked)
 
 
-def verify(db: Database, batch_rows: int = 20000) -> Verification:
+def verify_rows(rows: Iterable[Sequence], head_seq: int, head_hash: str) -> Verification:
+    """Walk all rows of the chain in seq order and name the first that does not fit."""
+    return _against_head(_walk(rows, 1, GENESIS_HASH), head_seq, head_hash)
+
+
+# Below this many entries a second process costs more to start than it saves.
+PARALLEL_MIN_ENTRIES = 200_000
+_SELECT_ROWS = f"SELECT {', '.join((*HASHED_COLUMNS, 'entry_hash'))} FROM ledger_entries"
+
+
+def _postgres_rows(pg, where: str, bound: int, batch_rows: int) -> Iterator[tuple]:
+    """Rows straight from a psycopg server-side cursor in binary form: no ORM rows, no text parsing."""
+    with pg.cursor(name="ledger_verify", binary=True) as cursor:
+        cursor.execute(f"{_SELECT_ROWS} WHERE seq {where} %s ORDER BY seq", (bound,))
+        while batch := cursor.fetchmany(batch_rows):
+            yield from batch
+
+
+def _walk_later_range(conninfo: str, schema: str, snapshot: str, after_seq: int, batch_rows: int) -> _Walk:
+    """In a second process: the entries after after_seq, read in the snapshot the first process exported."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(conninfo, options=f"-csearch_path={schema}") as pg:
+        pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        pg.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        return _walk(_postgres_rows(pg, ">", after_seq, batch_rows), after_seq + 1, None)
+
+
+def _verify_postgres(
+    db: Database, conn: Connection, head_seq: int, head_hash: str, batch_rows: int, parallel_from: int
+) -> Verification:
+    """Two contiguous ranges walked at once, by this process and a spawned one, from one exported snapshot.
+
+    Each range checks its own links and hashes; the seam check is that the second range's first prev_hash is the
+    first range's last entry_hash, so together they prove exactly what one walk would.
+    """
+    pg = conn.connection.driver_connection
+    if head_seq < parallel_from:
+        return _against_head(_walk(_postgres_rows(pg, ">=", 1, batch_rows), 1, GENESIS_HASH), head_seq, head_hash)
+    snapshot = pg.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    split = head_seq // 2
+    conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        later = pool.submit(_walk_later_range, conninfo, db.schema, snapshot, split, batch_rows)
+        first = _walk(_postgres_rows(pg, "<=", split, batch_rows), 1, GENESIS_HASH)
+        second = later.result()
+    return _against_head(_joined(first, second), head_seq, head_hash)
+
+
+def verify(db: Database, batch_rows: int = 20000, parallel_from: int = PARALLEL_MIN_ENTRIES) -> Verification:
     """Verify the whole chain from one consistent snapshot, streaming rows in seq order."""
-    columns = [ledger_entries.c[name] for name in (*HASHED_COLUMNS, "entry_hash")]
     options = {"isolation_level": "REPEATABLE READ"} if db.is_postgres else {}
     with db.engine.connect().execution_options(**options) as conn:
         with conn.begin():
             head = conn.execute(select(ledger_head.c.seq, ledger_head.c.entry_hash).where(ledger_head.c.id == 1)).one()
+            if db.is_postgres:
+                return _verify_postgres(db, conn, head.seq, head.entry_hash, batch_rows, parallel_from)
+            columns = [ledger_entries.c[name] for name in (*HASHED_COLUMNS, "entry_hash")]
             result = conn.execution_options(yield_per=batch_rows).execute(
                 select(*columns).order_by(ledger_entries.c.seq)
             )

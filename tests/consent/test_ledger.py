@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from sqlalchemy import select, text, update
 
+from services.consent.ledger import HASHED_COLUMNS, hash_values, verify as verify_ledger
 from services.consent.consent import Origin
 from services.consent.storage import ledger_entries
 from tests.consent.support import BACKENDS, consent_service, migrated_database
@@ -140,3 +141,36 @@ def test_concurrent_appends_from_eight_replicas_never_fork():
             distinct_prev = conn.execute(text("SELECT count(DISTINCT prev_hash) FROM ledger_entries")).scalar_one()
         assert seqs == list(range(1, threads * per_thread + 1))
         assert distinct_prev == threads * per_thread
+
+
+def test_verify_split_across_two_processes_finds_tampering_on_either_side_of_the_seam():
+    """Large ledgers are verified as two ranges in two processes; a break at, before or after the seam is named."""
+    with migrated_database("postgres", None) as db:
+        consent = consent_service(db)
+        for i in range(8):
+            consent.unsubscribe(f"split{i % 3}@example.com", f"reason {i}", f"split-{i}")
+        consent.writer.stop()
+        assert verify_ledger(db, parallel_from=2) == verify_ledger(db, parallel_from=10**9)
+        assert verify_ledger(db, parallel_from=2).entries_checked == 8
+        for seq, column in ((4, "action"), (5, "prev_hash"), (7, "reason_enc")):
+            with db.engine.connect() as conn:
+                original = conn.execute(
+                    select(ledger_entries.c[column]).where(ledger_entries.c.seq == seq)
+                ).scalar_one()
+            _write_bypassing_guard(db, column, seq, _tampered(original))
+            try:
+                result = verify_ledger(db, parallel_from=2)
+                assert (result.ok, result.first_bad_seq) == (False, seq), result.problem
+            finally:
+                _write_bypassing_guard(db, column, seq, original)
+        # Entry 4, the last of the first range, rewritten with a recomputed hash: only the seam can see it.
+        with db.engine.connect() as conn:
+            row = conn.execute(
+                select(*[ledger_entries.c[n] for n in HASHED_COLUMNS]).where(ledger_entries.c.seq == 4)
+            ).one()
+        forged = {**row._asdict(), "action": "opt-in"}
+        _write_bypassing_guard(db, "action", 4, "opt-in")
+        _write_bypassing_guard(db, "entry_hash", 4, hash_values([forged[n] for n in HASHED_COLUMNS]))
+        result = verify_ledger(db, parallel_from=2)
+        assert (result.ok, result.first_bad_seq) == (False, 5), result.problem
+        assert "does not link" in result.problem
