@@ -112,9 +112,10 @@ class LedgerWriter:
             self._connection = self.db.engine.connect()
         try:
             with self._connection.begin():
-                appender = Appender.locked(self._connection)
-                appender.prefetch(
-                    [r.subject_hash for r in batch if r.subject_hash], [r.request_id for r in batch if r.request_id]
+                appender = Appender.locked(
+                    self._connection,
+                    [r.subject_hash for r in batch if r.subject_hash],
+                    [r.request_id for r in batch if r.request_id],
                 )
                 results = [request.work(self._connection, appender) for request in batch]
                 appender.save()

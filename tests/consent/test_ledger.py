@@ -11,6 +11,7 @@ from sqlalchemy import select, text, update
 from services.consent.ledger import HASHED_COLUMNS, hash_values, verify as verify_ledger
 from services.consent.consent import Origin
 from services.consent.storage import ledger_entries
+from services.runtime.errors import UnavailableError
 from tests.consent.support import BACKENDS, consent_service, migrated_database
 from tests.support import backing
 
@@ -174,3 +175,19 @@ def test_verify_split_across_two_processes_finds_tampering_on_either_side_of_the
         result = verify_ledger(db, parallel_from=2)
         assert (result.ok, result.first_bad_seq) == (False, 5), result.problem
         assert "does not link" in result.problem
+
+
+def test_lost_database_connection_answers_unavailable_then_recovers():
+    """The writer's connection killed by the server: that append is UNAVAILABLE, the next one commits."""
+    with migrated_database("postgres", None) as db:
+        consent = consent_service(db)
+        consent.unsubscribe("before@example.com")
+        backend_pid = consent.writer._connection.connection.driver_connection.info.backend_pid
+        with backing.postgres_connect() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        with pytest.raises(UnavailableError):
+            consent.unsubscribe("during@example.com")
+        assert consent.unsubscribe("after@example.com").last_action == "unsubscribe"
+        consent.writer.stop()
+        assert consent.status("during@example.com").last_action == ""
+        assert consent.verify().entries_checked == 2
