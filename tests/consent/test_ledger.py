@@ -1,8 +1,10 @@
 """The ledger is append-only in the database itself, tamper-evident down to any single field, and never forks."""
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -191,3 +193,18 @@ def test_lost_database_connection_answers_unavailable_then_recovers():
         consent.writer.stop()
         assert consent.status("during@example.com").last_action == ""
         assert consent.verify().entries_checked == 2
+
+
+@pytest.mark.parametrize("text", ["plain", 'quo"te \\ back', "tab\tnew\nline\x00\x1f\x7f", "zażółć 😀 \u2028", ""])
+def test_entry_hash_is_sha256_of_the_compact_json_of_the_row(text):
+    """Entries already stored were hashed with json.dumps: the hand-written canonical form must be the same bytes."""
+    recorded_at = datetime(2025, 3, 1, 12, 30, 5, 123456, tzinfo=timezone.utc)
+    for request_id, blob in ((None, None), (text, b"\x00\xff" + text.encode())):
+        values = [7, recorded_at, text, "subject", True, False, text, text, text, text, text, request_id,
+                  blob, None, blob, blob, "ab" * 32]
+        reference = [7, (recorded_at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1),
+                     *values[2:12], *(None if b is None else b.hex() for b in values[12:16]), values[16]]
+        canonical = json.dumps(reference, ensure_ascii=False, separators=(",", ":")).encode()
+        assert hash_values(values) == hashlib.sha256(canonical).hexdigest()
+        naive = [values[0], recorded_at.replace(tzinfo=None), *values[2:]]
+        assert hash_values(naive) == hash_values(values)
