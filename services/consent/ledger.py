@@ -104,8 +104,18 @@ _STATE_COLUMNS = tuple(c.name for c in consent_state.columns if c.name != "subje
 _SUBJECT_COLUMNS = ("subject_id", "subject_hash", "wrapped_key", "created_at")
 
 
-def _named(columns: Sequence[str]) -> str:
-    return ", ".join(f"%({name})s" for name in columns)
+class _MultiRowInsert:
+    """INSERT of many rows as one statement (one Bind, one result) instead of one per row."""
+
+    def __init__(self, table: str, columns: Sequence[str], suffix: str = ""):
+        self.columns = tuple(columns)
+        self._prefix = f"INSERT INTO {table} ({', '.join(self.columns)}) VALUES "
+        self._row = f"({', '.join(['%s'] * len(self.columns))})"
+        self._suffix = suffix
+
+    def execute(self, cursor, rows: Sequence[dict]) -> None:
+        statement = self._prefix + ", ".join([self._row] * len(rows)) + self._suffix
+        cursor.execute(statement, [row[name] for row in rows for name in self.columns])
 
 
 class _PostgresSQL:
@@ -121,15 +131,11 @@ class _PostgresSQL:
         "FROM subjects s LEFT JOIN consent_state c ON c.subject_id = s.subject_id WHERE s.subject_hash = ANY(%s)"
     )
     requests = "SELECT request_id, action, subject_id FROM ledger_entries WHERE request_id = ANY(%s)"
-    insert_subjects = f"INSERT INTO subjects ({', '.join(_SUBJECT_COLUMNS)}) VALUES ({_named(_SUBJECT_COLUMNS)})"
-    insert_entries = (
-        f"INSERT INTO ledger_entries ({', '.join(c.name for c in ledger_entries.columns)}) "
-        f"VALUES ({_named([c.name for c in ledger_entries.columns])})"
-    )
-    upsert_states = (
-        f"INSERT INTO consent_state (subject_id, {', '.join(_STATE_COLUMNS)}) "
-        f"VALUES (%(subject_id)s, {_named(_STATE_COLUMNS)}) ON CONFLICT (subject_id) DO UPDATE SET "
-        + ", ".join(f"{n} = EXCLUDED.{n}" for n in _STATE_COLUMNS)
+    insert_subjects = _MultiRowInsert("subjects", _SUBJECT_COLUMNS)
+    insert_entries = _MultiRowInsert("ledger_entries", [c.name for c in ledger_entries.columns])
+    upsert_states = _MultiRowInsert(
+        "consent_state", ["subject_id", *_STATE_COLUMNS],
+        " ON CONFLICT (subject_id) DO UPDATE SET " + ", ".join(f"{n} = EXCLUDED.{n}" for n in _STATE_COLUMNS),
     )
     delete_states = "DELETE FROM consent_state WHERE subject_id = ANY(%s)"
     update_head = "UPDATE ledger_head SET seq = %s, entry_hash = %s WHERE id = 1"
@@ -312,10 +318,10 @@ class Appender:
         pg = self.connection.connection.driver_connection
         with _as_sqlalchemy_errors(self.connection), pg.pipeline(), pg.cursor() as cursor:
             if self._new_subjects:
-                cursor.executemany(_PostgresSQL.insert_subjects, self._new_subjects)
-            cursor.executemany(_PostgresSQL.insert_entries, self.appended)
+                _PostgresSQL.insert_subjects.execute(cursor, self._new_subjects)
+            _PostgresSQL.insert_entries.execute(cursor, self.appended)
             if upserts:
-                cursor.executemany(_PostgresSQL.upsert_states, upserts)
+                _PostgresSQL.upsert_states.execute(cursor, upserts)
             if forgotten:
                 cursor.execute(_PostgresSQL.delete_states, (forgotten,))
             cursor.execute(_PostgresSQL.update_head, (self.seq, self.entry_hash))
