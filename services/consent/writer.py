@@ -2,7 +2,8 @@
 
 Appends must be serialised (each entry hashes its predecessor), so one transaction per request would cap the
 ledger at one disk flush per event. Instead one thread takes whatever requests are waiting, runs them in a single
-transaction under the head lock and commits once. A request that fails makes its batch roll back; the batch is
+transaction under the head lock and commits once. When fewer requests wait than callers are inside run(), it
+lingers up to linger_s for the rest, which keeps the batches whole under steady load. A request that fails makes its batch roll back; the batch is
 then retried one request per transaction, so only the failing request sees the error.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Callable, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -34,9 +36,12 @@ class _Request:
 
 
 class LedgerWriter:
-    def __init__(self, db: Database, max_batch: int = 200):
+    def __init__(self, db: Database, max_batch: int = 200, linger_s: float = 0.001):
         self.db = db
         self.max_batch = max_batch
+        self.linger_s = linger_s
+        self._callers = 0  # requests submitted and not yet returned to their callers
+        self._callers_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -52,8 +57,14 @@ class LedgerWriter:
             raise RuntimeError("the ledger writer is stopped")
         request = _Request(work, subject_hash, request_id)
         self._ensure_thread()
-        self._queue.put(request)
-        request.done.wait()
+        with self._callers_lock:
+            self._callers += 1
+        try:
+            self._queue.put(request)
+            request.done.wait()
+        finally:
+            with self._callers_lock:
+                self._callers -= 1
         if request.error is not None:
             raise request.error
         return request.result
@@ -79,16 +90,29 @@ class LedgerWriter:
             if first is None:
                 return
             batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(nxt)
+            stopping = self._drain(batch, lambda: False)
+            if not stopping and len(batch) < self._callers:
+                # Callers just answered by the last batch are on their way back with their next request: wait for
+                # them briefly, so one commit serves all callers instead of two half-size batches alternating.
+                deadline = time.monotonic() + self.linger_s
+                stopping = self._drain(batch, lambda: len(batch) < self._callers and time.monotonic() < deadline)
             self._commit(batch)
+            if stopping:
+                return
+
+    def _drain(self, batch: list, keep_waiting: Callable[[], bool]) -> bool:
+        """Move requests into batch: those already queued, then more while keep_waiting(). True once stopping."""
+        while len(batch) < self.max_batch:
+            try:
+                nxt = self._queue.get(timeout=0.0001) if keep_waiting() else self._queue.get_nowait()
+            except queue.Empty:
+                if keep_waiting():
+                    continue
+                return False
+            if nxt is None:
+                return True
+            batch.append(nxt)
+        return False
 
     def _commit(self, batch: list[_Request]) -> None:
         try:
