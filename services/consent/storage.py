@@ -23,7 +23,7 @@ metadata = MetaData()
 GENESIS_HASH = "0" * 64
 
 # One row per consent event, never updated or deleted. Personal fields (*_enc) are AES-GCM ciphertexts under the
-# subject's key; every column but entry_hash is covered by entry_hash (see ledger.canonical_bytes).
+# subject's key; every column but entry_hash is covered by entry_hash (see ledger.hash_values).
 ledger_entries = Table(
     "ledger_entries",
     metadata,
