@@ -87,7 +87,7 @@ def _delivered_by(metrics_port: int) -> float:
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_two_replicas_on_postgresql_drain_one_backlog_without_double_delivery(
-    start_notifier, slack_receiver, tmp_path, pg_url, pg_schema, redis_url, redis_prefix
+    redis_url, redis_prefix, pg_url, pg_schema, start_notifier, slack_receiver, tmp_path
 ):
     shared = {
         "SLACK_WEBHOOK_URL": slack_receiver.url,
