@@ -51,6 +51,14 @@ def _post(conn: http.client.HTTPConnection, port: int, path: str, payload: bytes
         return 0, http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
 
+def _run_threads(worker: Callable[[int], None], threads: int) -> None:
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
 def run_load(port: int, path: str, body_for: Callable[[int, int], dict], *, threads: int, duration_s: float,
              warmup_s: float = 1.0, max_requests: int = 200_000) -> LoadResult:
     """POST JSON as fast as each thread's previous answer allows; only requests after warm-up are counted."""
@@ -81,11 +89,7 @@ def run_load(port: int, path: str, body_for: Callable[[int, int], dict], *, thre
                     result.record(status, latency)
         conn.close()
 
-    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    _run_threads(worker, threads)
     result.elapsed_s = max(1e-9, min(time.monotonic(), stop_at) - measure_from)
     return result
 
@@ -114,10 +118,6 @@ def run_rate(port: int, path: str, body_for: Callable[[int, int], dict], *, rate
                     result.record(status, latency)
         conn.close()
 
-    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    _run_threads(worker, threads)
     result.elapsed_s = duration_s
     return result

@@ -112,8 +112,7 @@ def start_envoy(stack_config, env: dict[str, str], log_dir: Path, timeout: float
     })
     config_path = Path(stack_config.data_dir) / f"envoy-{stack_config.public_port}.yaml"
     config_path.write_text(render(env))
-    name = "envoy" if "envoy" not in getattr(stack_config, "_envoys", ()) else f"envoy-{stack_config.public_port}"
-    proc = ManagedProcess(name, envoy_argv(config_path, stack_config.base_id), env, log_dir).start()
+    proc = ManagedProcess("envoy", envoy_argv(config_path, stack_config.base_id), env, log_dir).start()
 
     def ready() -> bool:
         try:
