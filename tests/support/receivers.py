@@ -52,6 +52,9 @@ class HttpReceiver:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    self.close_connection = True  # the sender died mid-request: a real server drops it too
+                    return
                 receiver._handle(self, Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
