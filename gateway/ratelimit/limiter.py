@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from limits import storage, strategies
 
+from gateway.ratelimit.memory import InProcessMovingWindow
 from gateway.ratelimit.policy import Limit, Policy
 
 log = logging.getLogger(__name__)
@@ -27,16 +28,10 @@ class Decision:
 
 ALLOW = Decision(True)
 
-_STRATEGIES = {
-    "moving-window": strategies.MovingWindowRateLimiter,
-    "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
-}
-
-
 def storage_for(redis_url: str, key_prefix: str, timeout_s: float):
-    """memory:// by default; Redis (shared by every limiter replica) when REDIS_URL is set."""
+    """In-process by default; Redis (shared by every limiter replica) when REDIS_URL is set."""
     if not redis_url:
-        return storage.MemoryStorage()
+        return InProcessMovingWindow()
     return storage.storage_from_string(
         redis_url,
         key_prefix=f"{key_prefix}ratelimit",
@@ -49,7 +44,7 @@ class DescriptorLimiter:
     def __init__(self, policy: Policy, backend):
         self.policy = policy
         self.backend = backend
-        self.strategy = _STRATEGIES[policy.strategy](backend)
+        self.strategy = strategies.MovingWindowRateLimiter(backend)
         self._refused_until: dict[str, float] = {}
         self._lock = threading.Lock()
 

@@ -14,7 +14,7 @@ import yaml
 from limits import RateLimitItem, parse
 
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-STRATEGIES = ("moving-window", "sliding-window-counter")
+STRATEGIES = ("moving-window",)  # exact: every hit of the last window counts, none estimated
 _NODE_KEYS = {"key", "value", "rate_limit", "descriptors", "shadow_mode", "override_env"}
 
 
@@ -58,7 +58,6 @@ class Node:
 @dataclass
 class Policy:
     domain: str
-    strategy: str
     root: Node
 
     def limit_for(self, entries: list[tuple[str, str]]) -> Limit | None:
@@ -184,9 +183,9 @@ def load_policy(path: str | Path) -> Policy:
     if "domain" not in top:
         raise PolicyError(f"{_where(path, document)}: the policy needs a domain")
     domain = _scalar(path, top["domain"], "domain")
-    strategy = _scalar(path, top["strategy"], "strategy") if "strategy" in top else "moving-window"
+    strategy = _scalar(path, top["strategy"], "strategy") if "strategy" in top else STRATEGIES[0]
     if strategy not in STRATEGIES:
         raise PolicyError(f"{_where(path, top['strategy'])}: strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     if "descriptors" not in top:
         raise PolicyError(f"{_where(path, document)}: the policy needs descriptors")
-    return Policy(domain=domain, strategy=strategy, root=Node("", None, None, _children(path, top["descriptors"], domain)))
+    return Policy(domain=domain, root=Node("", None, None, _children(path, top["descriptors"], domain)))
