@@ -55,6 +55,8 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         "ADMIN_BIND": get("ADMIN_BIND", "127.0.0.1"),
         "ADMIN_PORT": get("ADMIN_PORT", "8081"),
         "ENVOY_ADMIN_PORT": get("ENVOY_ADMIN_PORT", "9901"),
+        "ENVOY_METRICS_BIND": get("ENVOY_METRICS_BIND", "127.0.0.1"),
+        "ENVOY_METRICS_PORT": get("ENVOY_METRICS_PORT", "0"),
         "TRUSTED_PROXY_HOPS": get("TRUSTED_PROXY_HOPS", "0"),
         "DESCRIPTOR_PATH": str(Path(get("DESCRIPTOR_PATH", str(ROOT / "gen" / "novahouse.pb"))).resolve()),
         "RATELIMIT_DOMAIN": load_policy(get("RATELIMIT_POLICY", str(HERE / "ratelimit" / "policy.yaml"))).domain,
@@ -67,7 +69,7 @@ def settings(env: dict[str, str]) -> dict[str, str]:
     for service, default in (("CHAT", "127.0.0.1:50051"), ("CONSENT", "127.0.0.1:50052"),
                              ("NOTIFIER", "127.0.0.1:50053"), ("RATELIMIT", "127.0.0.1:50054")):
         values[f"{service}_HOST"], values[f"{service}_PORT"] = _split(get(f"{service}_ADDR", default))
-    for name in ("PUBLIC_PORT", "ADMIN_PORT", "ENVOY_ADMIN_PORT", "TRUSTED_PROXY_HOPS", "RATELIMIT_TIMEOUT_MS",
+    for name in ("PUBLIC_PORT", "ADMIN_PORT", "ENVOY_ADMIN_PORT", "ENVOY_METRICS_PORT", "TRUSTED_PROXY_HOPS", "RATELIMIT_TIMEOUT_MS",
                  "SHIELD_BURST", "SHIELD_PER_SECOND", "SHIELD_MAX_ADDRESSES"):
         if not values[name].isdigit():
             raise ValueError(f"{name}={values[name]!r} must be a whole number")
@@ -76,9 +78,13 @@ def settings(env: dict[str, str]) -> dict[str, str]:
 
 
 def render(env: dict[str, str]) -> str:
-    """The Envoy YAML; LOCAL_RATE_LIMIT_DISABLED / GLOBAL_RATE_LIMIT_DISABLED drop a limiter (benchmarks compare)."""
-    text = string.Template(TEMPLATE.read_text()).substitute(settings(env))
-    config = yaml.safe_load(text)
+    """The Envoy YAML; LOCAL_RATE_LIMIT_DISABLED / GLOBAL_RATE_LIMIT_DISABLED drop a limiter (benchmarks compare);
+    the metrics listener is there only with an ENVOY_METRICS_PORT."""
+    values = settings(env)
+    config = yaml.safe_load(string.Template(TEMPLATE.read_text()).substitute(values))
+    if values["ENVOY_METRICS_PORT"] == "0":
+        listeners = config["static_resources"]["listeners"]
+        listeners[:] = [listener for listener in listeners if listener["name"] != "metrics"]
     dropped = set()
     if _flag(env, "LOCAL_RATE_LIMIT_DISABLED"):
         dropped.add("envoy.filters.http.local_ratelimit")

@@ -158,3 +158,20 @@ def test_hung_limiter_never_stalls_a_request(gw, tmp_path, fail_closed, expected
             assert chat_from("127.0.0.52", other.stack.config.public_port)[0] == expected
     finally:
         black_hole.close()
+
+
+def test_metrics_listener_serves_envoy_stats_and_nothing_else_of_the_admin_interface(gw, tmp_path):
+    from deploy.local.processes import free_port
+
+    metrics_port = free_port()
+    with extra_gateway(gw, tmp_path, env={"ENVOY_METRICS_PORT": str(metrics_port)}) as other:
+        assert chat_from("127.0.0.53", other.stack.config.public_port)[0] == 200
+        metrics = f"http://127.0.0.1:{metrics_port}"
+        scrape = requests.get(f"{metrics}/metrics", timeout=10)
+        assert scrape.status_code == 200
+        # the limiter's wait, in the per-millisecond buckets an operator needs to tell 2 ms from 4 ms
+        assert 'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="ratelimit",le="2"}' in scrape.text
+        assert requests.post(f"{metrics}/quitquitquit", timeout=10).status_code == 404
+        assert requests.get(f"{metrics}/clusters", timeout=10).status_code == 404
+        assert requests.post(f"{metrics}/metrics", timeout=10).status_code == 404
+        assert chat_from("127.0.0.53", other.stack.config.public_port)[0] == 200  # Envoy still up
