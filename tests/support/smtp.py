@@ -77,6 +77,8 @@ class SmtpReceiver:
                             continue
                         self.reply("354 end with <CRLF>.<CRLF>")
                         data = self._read_data()
+                        if data is None:
+                            return  # the client died before the final ".": a real server discards the message
                         if failure:
                             self.reply(f"{failure} try again later")
                         else:
@@ -93,11 +95,13 @@ class SmtpReceiver:
                     else:
                         self.reply("502 command not implemented")
 
-            def _read_data(self) -> bytes:
+            def _read_data(self) -> bytes | None:
                 lines = []
                 while True:
                     raw = self.rfile.readline(1 << 20)
-                    if not raw or raw in (b".\r\n", b".\n"):
+                    if not raw:
+                        return None
+                    if raw in (b".\r\n", b".\n"):
                         break
                     lines.append(raw[1:] if raw.startswith(b"..") else raw)
                 return b"".join(lines).replace(b"\r\n", b"\n")
