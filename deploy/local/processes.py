@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,10 +14,37 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port() -> int:
+    """A port no socket holds, below the kernel's ephemeral range.
+
+    A port the kernel hands out for bind(0) comes from the ephemeral range, where any outgoing connection
+    (to Redis, to an upstream) may take it as its local port before the server that was meant to listen on
+    it starts; below that range only listeners compete. Checked on 0.0.0.0, as Envoy binds, and never
+    handed out twice by one process."""
+    floor = _ephemeral_floor()
+    low = max(1024, floor - 12000)
+    for _ in range(1000):
+        port = random.randrange(low, floor)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{floor - 1}")
 
 
 def grpc_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
