@@ -90,7 +90,7 @@ def main() -> None:
         waits.append(limiter_wait_buckets(limiter_admin))
         rate = round(FIXED_RATE_SHARE * merge(runs["no limiter"]).rps)
         paced: dict[str, list[LoadResult]] = {name: [] for name in VARIANTS}
-        for _ in range(ROUNDS // 2):
+        for _ in range(ROUNDS):
             for name, port in ports.items():
                 paced[name].append(run_rate(port, "/api/chatbot/chat", body, rate=rate, duration_s=SECONDS))
         time.sleep(STATS_FLUSH_S)
@@ -106,14 +106,20 @@ def main() -> None:
         print(f"{name:20s} {r.rps:8.1f} {r.p50_ms:8.2f} {r.percentile_ms(0.99):8.2f} {r.errors:7d} "
               f"{r.rps / base.rps:13.3f} {statistics.median(rounds):15.3f} ({rounds[0]:.3f}-{rounds[-1]:.3f}) "
               f"{r.percentile_ms(0.99) - base.percentile_ms(0.99):8.2f}")
+    growth = base.percentile_ms(0.99) * (base.rps / results["global limiter"].rps - 1)
+    print(f"(closed loop: {THREADS} requests always in flight, so latency grows as throughput falls (Little's law); "
+          f"the global limiter's throughput alone accounts for +{growth:.2f} ms at p99)")
     print(f"\nLatency at a fixed {rate} req/s ({FIXED_RATE_SHARE:.0%} of the no-limiter throughput above), open loop, "
-          f"timed from when each request was due, {ROUNDS // 2} x {SECONDS:.0f} s per variant")
-    print(f"{'variant':20s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} {'p50 +ms':>8s} {'p99 +ms':>8s}")
+          f"timed from when each request was due, {ROUNDS} x {SECONDS:.0f} s per variant")
+    print(f"{'variant':20s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} {'p50 +ms':>8s} {'p99 +ms':>8s} "
+          f"{'per-round p99 +ms (median, min-max)':>37s}")
     fixed = {name: merge(r) for name, r in paced.items()}
     for name, r in fixed.items():
+        added = sorted(a.percentile_ms(0.99) - b.percentile_ms(0.99) for a, b in zip(paced[name], paced["no limiter"]))
         print(f"{name:20s} {r.p50_ms:8.2f} {r.percentile_ms(0.99):8.2f} {r.errors:7d} "
               f"{r.p50_ms - fixed['no limiter'].p50_ms:8.2f} "
-              f"{r.percentile_ms(0.99) - fixed['no limiter'].percentile_ms(0.99):8.2f}")
+              f"{r.percentile_ms(0.99) - fixed['no limiter'].percentile_ms(0.99):8.2f} "
+              f"{statistics.median(added):17.2f} ({added[0]:.2f} to {added[-1]:.2f})")
     print("\nEnvoy's wait on the global limiter, per request (whole milliseconds, as Envoy records them)")
     for phase, before, after in (("closed loop", waits[0], waits[1]), (f"fixed {rate} req/s", waits[1], waits[2])):
         p50, total = wait_percentile(before, after, 0.5)
