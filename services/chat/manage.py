@@ -2,12 +2,13 @@
 
   migrate          bring the database schema to the newest revision
   run-followups    hand over pending leads, then send the due follow-ups (exactly once each)
-  purge-cache      remove expired entries from the running server's in-process cache (ChatAdmin.PurgeCache)
+  purge-cache      remove expired entries from every chat server's in-process cache (ChatAdmin.PurgeCache)
   purge-retention  delete conversations without a lead idle for more than RETENTION_DAYS, in batches
 """
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 
 import grpc
@@ -16,7 +17,8 @@ from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from services.chat import privacy
 from services.chat.app import ChatApp
 from services.runtime import logs
-from services.runtime.clients import service_channel
+from services.runtime.clients import channel_to
+from services.runtime.config import service_addr
 
 
 def migrate(app: ChatApp, _args) -> int:
@@ -36,15 +38,38 @@ def run_followups(app: ChatApp, args) -> int:
     return 1 if run.failed or leads.pending else 0
 
 
-def purge_cache(app: ChatApp, args) -> int:
-    stub = chat_pb2_grpc.ChatAdminStub(service_channel("chat"))
+def replica_addresses(target: str) -> list[str]:
+    """Every chat server behind CHAT_ADDR: each address its name resolves to (a headless Service resolves to every
+    pod), or the explicit list of gRPC's `ipv4:host:port,host:port` form."""
+    if target.startswith("ipv4:"):
+        return [address for address in target.removeprefix("ipv4:").split(",") if address]
+    host, _, port = target.rpartition(":")
     try:
-        reply = stub.PurgeCache(chat_pb2.PurgeCacheRequest(), timeout=args.timeout)
-    except grpc.RpcError as exc:
-        print(f"purge-cache failed: the chat server did not answer ({exc.code().name})", file=sys.stderr)
-        return 1
-    print(f"expired cache entries removed: {reply.removed}")
-    return 0
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, ValueError):
+        return [target]
+    resolved = [info[4][0] for info in infos]
+    return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in dict.fromkeys(resolved)]
+
+
+def purge_cache(app: ChatApp, args) -> int:
+    """Each replica keeps its own in-process fallback entries, so every one of them is asked."""
+    addresses = replica_addresses(service_addr("chat"))
+    removed, failed = 0, []
+    for address in addresses:
+        stub = chat_pb2_grpc.ChatAdminStub(channel_to(address))
+        try:
+            reply = stub.PurgeCache(chat_pb2.PurgeCacheRequest(), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            failed.append(address)
+            print(f"purge-cache failed: the chat server at {address} did not answer ({exc.code().name})",
+                  file=sys.stderr)
+            continue
+        removed += reply.removed
+        print(f"  {address}: {reply.removed} removed")
+    print(f"expired cache entries removed: {removed} (chat servers purged: {len(addresses) - len(failed)} of "
+          f"{len(addresses)})")
+    return 1 if failed else 0
 
 
 def purge_retention(app: ChatApp, args) -> int:
@@ -65,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     followups = commands.add_parser("run-followups", help="send due follow-ups and retry pending leads")
     followups.add_argument("--limit", type=int, default=0, help="at most this many follow-ups (0: FOLLOWUP_BATCH)")
     followups.set_defaults(run=run_followups)
-    cache = commands.add_parser("purge-cache", help="purge expired in-process cache entries of the server at CHAT_ADDR")
+    cache = commands.add_parser("purge-cache", help="purge expired in-process cache entries of every chat server at CHAT_ADDR")
     cache.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     cache.set_defaults(run=purge_cache)
     retention = commands.add_parser("purge-retention", help="delete old conversations without a lead")

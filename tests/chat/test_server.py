@@ -151,3 +151,54 @@ def test_purge_cache_without_a_server_fails_and_says_why(server):
         env={**server.env, "CHAT_ADDR": f"127.0.0.1:{free_port()}"}, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1 and "did not answer" in result.stderr
+
+
+def test_purge_cache_reaches_every_chat_replica_and_names_one_that_does_not_answer(tmp_path):
+    """In a cluster CHAT_ADDR names a headless Service, which resolves to every pod; here two replicas on
+    127.0.0.1 and 127.0.0.2, listed as gRPC's ipv4: target, stand in for its two addresses."""
+    import time
+
+    peers = PeerServer().start()
+    port = free_port()
+    replicas = {}
+    try:
+        for ip in ("127.0.0.1", "127.0.0.2"):
+            data = tmp_path / ip
+            data.mkdir()
+            env = {**os.environ, "GRPC_HOST": ip, "GRPC_PORT": str(port), "DATA_DIR": str(data),
+                   "CONSENT_ADDR": peers.address, "NOTIFIER_ADDR": peers.address, "CACHE_TTL_SECONDS": "1"}
+            env.pop("REDIS_URL", None)  # the in-process store, which only the replica itself can purge
+            env.pop("DATABASE_URL", None)
+            replicas[ip] = ManagedProcess(f"chat-{ip}", python_module("services.chat.server"), env, data).start()
+        for ip, replica in replicas.items():
+            replica.wait_until(lambda: grpc_serving(f"{ip}:{port}"), 60, "SERVING")
+            with grpc.insecure_channel(f"{ip}:{port}") as channel:
+                chat_pb2_grpc.ChatStub(channel).SendMessage(chat_pb2.SendMessageRequest(message="Dzień dobry"))
+        time.sleep(1.5)  # let both replicas' one-second cache entries expire
+
+        both = f"ipv4:127.0.0.1:{port},127.0.0.2:{port}"
+        run = subprocess.run([sys.executable, "-m", "services.chat.manage", "purge-cache", "--timeout", "5"],
+                             env={**os.environ, "CHAT_ADDR": both, "DATA_DIR": str(tmp_path / "127.0.0.1")},
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert f"127.0.0.1:{port}: 1 removed" in run.stdout and f"127.0.0.2:{port}: 1 removed" in run.stdout
+        assert "expired cache entries removed: 2 (chat servers purged: 2 of 2)" in run.stdout
+
+        replicas["127.0.0.2"].stop()
+        run = subprocess.run([sys.executable, "-m", "services.chat.manage", "purge-cache", "--timeout", "2"],
+                             env={**os.environ, "CHAT_ADDR": both, "DATA_DIR": str(tmp_path / "127.0.0.1")},
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1
+        assert f"the chat server at 127.0.0.2:{port} did not answer" in run.stderr
+        assert "expired cache entries removed: 0 (chat servers purged: 1 of 2)" in run.stdout
+    finally:
+        for replica in replicas.values():
+            replica.stop()
+        peers.stop()
+
+
+def test_purge_cache_asks_each_address_a_name_resolves_to():
+    from services.chat.manage import replica_addresses
+
+    assert "127.0.0.1:50051" in replica_addresses("localhost:50051")
+    assert replica_addresses("ipv4:10.0.0.1:50051,10.0.0.2:50051") == ["10.0.0.1:50051", "10.0.0.2:50051"]
