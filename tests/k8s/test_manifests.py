@@ -154,3 +154,14 @@ def test_fixed_replicas_on_an_autoscaled_deployment_fails_the_check(tree):
     edit_yaml(tree / BASE / "gateway.yaml", fixed_replicas)
 
     assert any("Deployment/gateway: sets spec.replicas although an HPA scales it" in p for p in problems(tree, "replicas"))
+
+
+def test_the_cache_purge_cronjob_addresses_every_chat_pod_through_a_headless_service():
+    """Each chat pod keeps its own in-process fallback entries: a ClusterIP name would reach one pod per run."""
+    objects = check.render(REPO / "deploy" / "k8s" / "overlays" / "kind")
+    cron = next(w for w in check.workloads("kind", objects) if w.kind == "CronJob" and w.name == "chat-purge-cache")
+    env, _ = check.Config(objects, {}).container_env(cron, cron.pod["containers"][0])
+    service_name = env["CHAT_ADDR"].rsplit(":", 1)[0]
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == service_name)
+    assert service["spec"].get("clusterIP") == "None"
+    assert service["spec"]["selector"]["app.kubernetes.io/name"] == "chat"
