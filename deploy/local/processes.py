@@ -1,6 +1,7 @@
 """Child processes of the local stack and the tests: started with their own env, awaited on health, stopped cleanly."""
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 _handed_out: set[int] = set()
 
 
+@functools.cache
 def _ephemeral_floor() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
@@ -156,8 +157,6 @@ def test_purge_cache_without_a_server_fails_and_says_why(server):
 def test_purge_cache_reaches_every_chat_replica_and_names_one_that_does_not_answer(tmp_path):
     """In a cluster CHAT_ADDR names a headless Service, which resolves to every pod; here two replicas on
     127.0.0.1 and 127.0.0.2, listed as gRPC's ipv4: target, stand in for its two addresses."""
-    import time
-
     peers = PeerServer().start()
     port = free_port()
     replicas = {}
@@ -176,18 +175,21 @@ def test_purge_cache_reaches_every_chat_replica_and_names_one_that_does_not_answ
                 chat_pb2_grpc.ChatStub(channel).SendMessage(chat_pb2.SendMessageRequest(message="Dzień dobry"))
         time.sleep(1.5)  # let both replicas' one-second cache entries expire
 
-        both = f"ipv4:127.0.0.1:{port},127.0.0.2:{port}"
-        run = subprocess.run([sys.executable, "-m", "services.chat.manage", "purge-cache", "--timeout", "5"],
-                             env={**os.environ, "CHAT_ADDR": both, "DATA_DIR": str(tmp_path / "127.0.0.1")},
-                             capture_output=True, text=True, timeout=60)
+        def purge(timeout: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "services.chat.manage", "purge-cache", "--timeout", timeout],
+                env={**os.environ, "CHAT_ADDR": f"ipv4:127.0.0.1:{port},127.0.0.2:{port}",
+                     "DATA_DIR": str(tmp_path / "127.0.0.1")},
+                capture_output=True, text=True, timeout=60,
+            )
+
+        run = purge("5")
         assert run.returncode == 0, run.stderr
         assert f"127.0.0.1:{port}: 1 removed" in run.stdout and f"127.0.0.2:{port}: 1 removed" in run.stdout
         assert "expired cache entries removed: 2 (chat servers purged: 2 of 2)" in run.stdout
 
         replicas["127.0.0.2"].stop()
-        run = subprocess.run([sys.executable, "-m", "services.chat.manage", "purge-cache", "--timeout", "2"],
-                             env={**os.environ, "CHAT_ADDR": both, "DATA_DIR": str(tmp_path / "127.0.0.1")},
-                             capture_output=True, text=True, timeout=60)
+        run = purge("2")
         assert run.returncode == 1
         assert f"the chat server at 127.0.0.2:{port} did not answer" in run.stderr
         assert "expired cache entries removed: 0 (chat servers purged: 1 of 2)" in run.stdout
