@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 
-from services.consent.consent import Origin
+from services.runtime.request_context import Caller
 from services.consent.ledger import HASHED_COLUMNS, hash_values, utc_now, verify
 from services.consent.storage import GENESIS_HASH
 from services.runtime.db import Database
@@ -27,7 +27,7 @@ VERIFY_SIZES = (100_000, 1_000_000)
 
 def _append_rate(db: Database, callers: int, total: int) -> tuple[int, float]:
     consent = consent_service(db)
-    origin = Origin("203.0.113.10", "Mozilla/5.0 (bench)")
+    origin = Caller("203.0.113.10", "Mozilla/5.0 (bench)")
     per_caller = total // callers
     deadline = time.monotonic() + TIME_LIMIT_S
     done = [0] * callers

@@ -21,19 +21,12 @@ from services.chat.slots import SLOTS, extract
 from services.chat.storage import Conversation, Lead, Message, conversation_by_session, messages_of, utcnow
 from services.runtime.db import Database
 from services.runtime.errors import NotFoundError, ValidationError
+from services.runtime.request_context import Caller
 
 SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 _YES = frozenset("tak yes y t ok okay zgoda zgadzam sure agree oczywiscie jasne yep yeah".split())
 _NO = frozenset("nie no n nope not".split())
-
-
-@dataclass
-class Caller:
-    """Who sent the message, as the gateway saw it."""
-
-    client_ip: str = ""
-    user_agent: str = ""
 
 
 @dataclass

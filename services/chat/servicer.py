@@ -5,11 +5,10 @@ from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.health.v1 import health_pb2_grpc
 from services.chat import privacy
 from services.chat.app import ChatApp
-from services.chat.conversation import Caller, LeadProgress
+from services.chat.conversation import LeadProgress
 from services.chat.platform_health import PlatformHealth
 from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
-from services.runtime.errors import grpc_errors
 from services.runtime.timestamps import to_timestamp
 
 
@@ -27,14 +26,13 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     def __init__(self, app: ChatApp):
         self.app = app
 
-    @grpc_errors
     def SendMessage(self, request, context):
         reply = self.app.chat.send_message(
             request.session_id,
             request.message,
             request.processing_consent if request.HasField("processing_consent") else None,
             request.marketing_consent if request.HasField("marketing_consent") else None,
-            Caller(request_context.client_ip(context), request_context.user_agent(context)),
+            request_context.caller(context),
         )
         prompt = None
         if reply.consent_prompt:
@@ -49,7 +47,6 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             consent_prompt=prompt,
         )
 
-    @grpc_errors
     def GetConversation(self, request, context):
         transcript = self.app.chat.transcript(request.session_id)
         return chat_pb2.Conversation(
@@ -67,7 +64,6 @@ class ChatInternalServicer(chat_pb2_grpc.ChatInternalServicer):
     def __init__(self, app: ChatApp):
         self.app = app
 
-    @grpc_errors
     def EraseSubject(self, request, context):
         result = privacy.erase_subject(self.app.db, request.email, request.request_id)
         return chat_pb2.EraseSubjectResponse(**vars(result))
@@ -78,17 +74,14 @@ class ChatAdminServicer(chat_pb2_grpc.ChatAdminServicer):
         self.app = app
         self.diagnostics = diagnostics
 
-    @grpc_errors
     def RunFollowups(self, request, context):
         self.app.leads.retry_pending()
         run = self.app.followups.run(limit=max(0, request.limit))
         return chat_pb2.RunFollowupsResponse(**vars(run))
 
-    @grpc_errors
     def PurgeCache(self, request, context):
         return chat_pb2.PurgeCacheResponse(removed=self.app.cache.purge_expired())
 
-    @grpc_errors
     def PurgeRetention(self, request, context):
         settings = self.app.settings
         deleted = privacy.purge_retention(
@@ -96,7 +89,6 @@ class ChatAdminServicer(chat_pb2_grpc.ChatAdminServicer):
         )
         return chat_pb2.PurgeRetentionResponse(deleted=deleted)
 
-    @grpc_errors
     def Diagnose(self, request, context):
         return self.diagnostics.report()
 
@@ -105,10 +97,8 @@ class PlatformHealthServicer(health_pb2_grpc.PlatformHealthServicer):
     def __init__(self, health: PlatformHealth):
         self.health = health
 
-    @grpc_errors
     def Live(self, request, context):
         return self.health.live()
 
-    @grpc_errors
     def Deep(self, request, context):
         return self.health.deep()

@@ -22,6 +22,7 @@ from services.consent.storage import consent_state, ledger_entries, pending_eras
 from services.consent.writer import LedgerWriter
 from services.runtime.db import Database
 from services.runtime.errors import UnavailableError, ValidationError
+from services.runtime.request_context import Caller
 
 OPT_IN, UNSUBSCRIBE, REVOKE, ERASURE_COMPLETED = "opt-in", "unsubscribe", "revoke", "erasure-completed"
 PERSONAL_FIELDS = ("email", "client_ip", "user_agent", "reason")
@@ -34,14 +35,6 @@ class Status:
     marketing_consent: bool = False
     last_action: str = ""
     last_action_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Who asked: the edge-verified client address and user agent."""
-
-    client_ip: str = ""
-    user_agent: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,7 +88,7 @@ class ConsentService:
 
     # --- changes -----------------------------------------------------------------------------------------
 
-    def unsubscribe(self, email: str, reason: str = "", request_id: str = "", origin: Origin = Origin()) -> Status:
+    def unsubscribe(self, email: str, reason: str = "", request_id: str = "", origin: Caller = Caller()) -> Status:
         """Marketing off at once (Art. 21); processing consent stays as it was."""
         return self._change(
             UNSUBSCRIBE, email, request_id, origin,
@@ -103,7 +96,7 @@ class ConsentService:
             rule=lambda processing, _marketing: (processing, False),
         )
 
-    def revoke(self, email: str, reason: str = "", request_id: str = "", origin: Origin = Origin()) -> Status:
+    def revoke(self, email: str, reason: str = "", request_id: str = "", origin: Caller = Caller()) -> Status:
         """Processing and marketing off, and erasure in the chat service queued in the same transaction."""
         status = self._change(
             REVOKE, email, request_id, origin,
@@ -125,7 +118,7 @@ class ConsentService:
         conversation_id: str = "",
         lead_id: str = "",
         request_id: str = "",
-        origin: Origin = Origin(),
+        origin: Caller = Caller(),
     ) -> Status:
         """An opt-in collected by the chat service, with the consent text version and where it was given."""
         if not processing_consent:

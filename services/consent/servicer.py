@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
-from services.consent.consent import ConsentService, ExportedEntry, Origin, Status
+from services.consent.consent import ConsentService, ExportedEntry, Status
 from services.consent.ledger import Verification
 from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
-from services.runtime.errors import grpc_errors
 from services.runtime.timestamps import to_timestamp
 
 
@@ -32,23 +31,16 @@ def verification_proto(result: Verification) -> consent_pb2.VerifyLedgerResponse
     )
 
 
-def _origin(context) -> Origin:
-    return Origin(request_context.client_ip(context), request_context.user_agent(context))
-
-
 class ConsentServicer(consent_pb2_grpc.ConsentServicer):
     def __init__(self, consent: ConsentService):
         self.consent = consent
 
-    @grpc_errors
     def Unsubscribe(self, request, context):
-        return status_proto(self.consent.unsubscribe(request.email, request.reason, request.request_id, _origin(context)))
+        return status_proto(self.consent.unsubscribe(request.email, request.reason, request.request_id, request_context.caller(context)))
 
-    @grpc_errors
     def RevokeConsent(self, request, context):
-        return status_proto(self.consent.revoke(request.email, request.reason, request.request_id, _origin(context)))
+        return status_proto(self.consent.revoke(request.email, request.reason, request.request_id, request_context.caller(context)))
 
-    @grpc_errors
     def GetStatus(self, request, context):
         return status_proto(self.consent.status(request.email))
 
@@ -57,7 +49,6 @@ class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
     def __init__(self, consent: ConsentService):
         self.consent = consent
 
-    @grpc_errors
     def RecordConsent(self, request, context):
         return status_proto(
             self.consent.record_consent(
@@ -70,7 +61,7 @@ class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
                 conversation_id=request.conversation_id,
                 lead_id=request.lead_id,
                 request_id=request.request_id,
-                origin=Origin(request.client_ip, request.user_agent),
+                origin=request_context.Caller(request.client_ip, request.user_agent),
             )
         )
 
@@ -80,15 +71,12 @@ class ConsentAdminServicer(consent_pb2_grpc.ConsentAdminServicer):
         self.consent = consent
         self.diagnostics = diagnostics
 
-    @grpc_errors
     def ExportSubject(self, request, context):
         email, entries = self.consent.export(request.email)
         return consent_pb2.ExportSubjectResponse(email=email, entries=[entry_proto(e) for e in entries])
 
-    @grpc_errors
     def VerifyLedger(self, request, context):
         return verification_proto(self.consent.verify())
 
-    @grpc_errors
     def Diagnose(self, request, context):
         return self.diagnostics.report()

@@ -6,7 +6,6 @@ from novahouse.notifier.v1 import notifier_pb2_grpc
 from services.notifier.outbox import Notifier
 from services.notifier.storage import Delivery
 from services.runtime.diagnostics import Diagnostics
-from services.runtime.errors import grpc_errors
 from services.runtime.timestamps import to_timestamp
 
 DESTINATION_NAMES = {pb.SLACK: "slack", pb.MONDAY: "monday", pb.EMAIL: "email"}
@@ -49,7 +48,6 @@ class NotifierInternalServicer(notifier_pb2_grpc.NotifierInternalServicer):
     def __init__(self, notifier: Notifier):
         self.notifier = notifier
 
-    @grpc_errors
     def Notify(self, request, context):
         destination, payload = _payload(request)
         delivery, duplicate = self.notifier.notify(request.idempotency_key, destination, payload)
@@ -60,7 +58,6 @@ class NotifierInternalServicer(notifier_pb2_grpc.NotifierInternalServicer):
             external_id=delivery.external_id,
         )
 
-    @grpc_errors
     def GetDelivery(self, request, context):
         return delivery_message(self.notifier.get_delivery(request.idempotency_key))
 
@@ -70,7 +67,6 @@ class NotifierAdminServicer(notifier_pb2_grpc.NotifierAdminServicer):
         self.notifier = notifier
         self.diagnostics = diagnostics
 
-    @grpc_errors
     def GetDlqStats(self, request, context):
         stats = self.notifier.dlq_stats()
         counts = [
@@ -81,31 +77,25 @@ class NotifierAdminServicer(notifier_pb2_grpc.NotifierAdminServicer):
             counts=counts, pending=stats["pending"], failed=stats["failed"], dead=stats["dead"]
         )
 
-    @grpc_errors
     def ListDeadLetters(self, request, context):
         entries = self.notifier.list_dead_letters(
             DESTINATION_NAMES.get(request.destination), STATUS_NAMES.get(request.status), request.limit
         )
         return pb.ListDeadLettersResponse(entries=[delivery_message(e) for e in entries])
 
-    @grpc_errors
     def ReplayDeadLetters(self, request, context):
         return pb.ReplayDeadLettersResponse(
             replayed=self.notifier.replay(list(request.delivery_ids), request.all_failed)
         )
 
-    @grpc_errors
     def PurgeDeadLetters(self, request, context):
         return pb.PurgeDeadLettersResponse(deleted=self.notifier.purge_delivered(request.older_than_days))
 
-    @grpc_errors
     def GetBreakers(self, request, context):
         return pb.GetBreakersResponse(breakers=[pb.Breaker(**b) for b in self.notifier.breaker_states()])
 
-    @grpc_errors
     def ResetBreaker(self, request, context):
         return pb.Breaker(**self.notifier.reset_breaker(request.name))
 
-    @grpc_errors
     def Diagnose(self, request, context):
         return self.diagnostics.report()

@@ -6,14 +6,17 @@ import functools
 import grpc
 
 from services.runtime.config import service_addr
+from services.runtime.request_context import RequestIdClientInterceptor
 
 
 @functools.lru_cache(maxsize=None)
 def channel_to(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(
+    """A channel whose calls carry the current request id."""
+    channel = grpc.insecure_channel(
         address,
         options=[("grpc.keepalive_time_ms", 30000), ("grpc.enable_retries", 1)],
     )
+    return grpc.intercept_channel(channel, RequestIdClientInterceptor())
 
 
 def service_channel(service: str) -> grpc.Channel:

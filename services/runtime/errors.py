@@ -1,12 +1,20 @@
-"""Domain errors and their mapping to gRPC status codes (which Envoy turns into REST codes with a JSON body)."""
+"""Domain errors and their mapping to gRPC status codes (which Envoy turns into REST codes with a JSON body).
+
+Domain code raises these; `ErrorInterceptor` maps them on every RPC of every server, so no servicer method maps
+errors itself.
+"""
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
+from collections.abc import Iterator
+from typing import NoReturn
 
 import grpc
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
+
+from services.runtime.interceptors import ScopedInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +38,24 @@ _MAPPING = (
 )
 
 
-def abort(context: grpc.ServicerContext, code: int, message: str):
+def abort(context: grpc.ServicerContext, code: int, message: str) -> NoReturn:
     """Abort with a google.rpc.Status, so the transcoder can answer REST with a JSON body."""
     context.abort_with_status(rpc_status.to_status(status_pb2.Status(code=code, message=message)))
+    raise AssertionError("abort_with_status returned")  # it always raises; this tells the type checker so
 
 
-def grpc_errors(method):
-    """Decorator for servicer methods: domain errors become the right status, anything else INTERNAL."""
+class ErrorInterceptor(ScopedInterceptor):
+    """Domain errors become their status; anything unexpected is logged once and answers INTERNAL, no details."""
 
-    @functools.wraps(method)
-    def wrapper(self, request, context):
+    @contextlib.contextmanager
+    def scope(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
         try:
-            return method(self, request, context)
+            yield
         except Exception as exc:  # noqa: BLE001 - every failure must become a status, never a crash
             if context.code() not in (None, grpc.StatusCode.OK):
-                raise  # the method aborted on purpose
+                raise  # the handler aborted on purpose
             for kind, code in _MAPPING:
                 if isinstance(exc, kind):
                     abort(context, code, str(exc))
-            log.exception("unhandled error in %s", method.__name__)
+            log.exception("unhandled error in %s", method)
             abort(context, code_pb2.INTERNAL, "internal error")
-
-    return wrapper

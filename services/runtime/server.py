@@ -17,7 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import env_float, env_int, env_str
+from services.runtime.errors import ErrorInterceptor
 from services.runtime.metrics import MetricsInterceptor, serve_metrics
+from services.runtime.request_context import RequestIdInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,12 @@ ReadinessCheck = Callable[[], None]  # raises when the dependency is not usable
 # dependencies say: Kubernetes liveness probes ask for it, so a database or Redis outage makes pods unready, not
 # restarted.
 LIVENESS_SERVICE = "novahouse.liveness"
+
+
+def server_interceptors() -> list[grpc.ServerInterceptor]:
+    """Outermost first: the request id is set before metrics and errors, so their log lines carry it; errors are
+    mapped innermost, so metrics count the status the caller gets."""
+    return [RequestIdInterceptor(), MetricsInterceptor(), ErrorInterceptor()]
 
 
 class GrpcService:
@@ -43,7 +51,7 @@ class GrpcService:
         self.readiness = dict(readiness or {})
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=env_int("GRPC_WORKERS", default_workers, minimum=1)),
-            interceptors=[MetricsInterceptor()],
+            interceptors=server_interceptors(),
             options=[("grpc.so_reuseport", 0)],
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from services.chat.conversation import Caller
+from services.runtime.request_context import Caller
 from services.chat.storage import Conversation, Lead, Message
 from services.runtime.errors import NotFoundError, ValidationError
 from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from services.consent.ledger import HASHED_COLUMNS, hash_values, verify as verify_ledger
-from services.consent.consent import Origin
+from services.runtime.request_context import Caller
 from services.consent.storage import ledger_entries
 from services.runtime.errors import UnavailableError
 from tests.consent.support import BACKENDS, consent_service, migrated_database
@@ -24,7 +24,7 @@ TARGET_SEQ = 2  # a middle entry with every column filled: an unsubscribe with r
 def ledger(request, tmp_path_factory):
     with migrated_database(request.param, tmp_path_factory.mktemp("ledger")) as db:
         consent = consent_service(db)
-        origin = Origin("203.0.113.9", "Mozilla/5.0")
+        origin = Caller("203.0.113.9", "Mozilla/5.0")
         consent.record_consent("a@example.com", True, True, "rodo-1", "chat-widget", "s", "c", "l", "opt-a", origin)
         consent.unsubscribe("a@example.com", "Too many emails", "unsub-a", origin)
         consent.record_consent("b@example.com", True, False, "rodo-1", "chat-widget", "s2", "c2", "l2", "opt-b", origin)

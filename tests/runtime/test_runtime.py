@@ -1,6 +1,7 @@
 """The shared runtime every server stands on: health that tells the truth, draining, redaction, DB, config."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from concurrent import futures
 
 import grpc
 import pytest
@@ -15,11 +17,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
 from deploy.local.processes import free_port, grpc_serving
-from services.runtime import logs
+from services.runtime import logs, request_context
+from services.runtime.clients import channel_to
 from services.runtime.config import ConfigError, env_bool, env_int
 from services.runtime.db import Database
-from services.runtime.errors import ValidationError, grpc_errors
-from services.runtime.server import GrpcService
+from services.runtime.errors import ValidationError
+from services.runtime.server import GrpcService, server_interceptors
 
 
 def health_status(port: int) -> int:
@@ -135,31 +138,75 @@ def test_postgres_keeps_each_service_in_its_own_schema(monkeypatch, pg_url, pg_s
     db.dispose()
 
 
-class _Servicer:
-    @grpc_errors
-    def Method(self, request, context):
-        if request == b"bad":
-            raise ValidationError("message must not be empty")
-        if request == b"boom":
-            raise RuntimeError("secret detail jan@example.com")
-        return b"ok"
+def _method(request, context):
+    if request == b"bad":
+        raise ValidationError("message must not be empty")
+    if request == b"boom":
+        raise RuntimeError("secret detail jan@example.com")
+    return request_context.current_request_id().encode()
 
 
-@pytest.mark.parametrize("payload, code, detail", [
-    (b"bad", grpc.StatusCode.INVALID_ARGUMENT, "message must not be empty"),
-    (b"boom", grpc.StatusCode.INTERNAL, "internal error"),
-])
-def test_domain_errors_become_status_codes_and_internals_stay_hidden(payload, code, detail):
-    server = grpc.server(__import__("concurrent.futures").futures.ThreadPoolExecutor(2))
-    handler = grpc.method_handlers_generic_handler("t.T", {"Method": grpc.unary_unary_rpc_method_handler(
-        _Servicer().Method)})
+def _stream(request, context):
+    yield b"first"
+    _method(request, context)
+    yield b"never"
+
+
+@contextlib.contextmanager
+def _served():
+    """A bare grpc server with the runtime's interceptors and no error handling of its own in the methods."""
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=server_interceptors())
+    handler = grpc.method_handlers_generic_handler("t.T", {
+        "Method": grpc.unary_unary_rpc_method_handler(_method),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+    })
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(grpc.RpcError) as err:
-                channel.unary_unary("/t.T/Method")(payload, timeout=5)
-        assert err.value.code() == code and err.value.details() == detail
+            yield channel
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.parametrize("method", ["Method", "Stream"])
+@pytest.mark.parametrize("payload, code, detail", [
+    (b"bad", grpc.StatusCode.INVALID_ARGUMENT, "message must not be empty"),
+    (b"boom", grpc.StatusCode.INTERNAL, "internal error"),
+])
+def test_domain_errors_become_status_codes_and_internals_stay_hidden(method, payload, code, detail, caplog):
+    with _served() as channel, pytest.raises(grpc.RpcError) as err:
+        call = channel.unary_unary if method == "Method" else channel.unary_stream
+        result = call(f"/t.T/{method}")(payload, timeout=5)
+        if method == "Stream":
+            list(result)
+    assert err.value.code() == code and err.value.details() == detail
+    unhandled = [r for r in caplog.records if r.getMessage().startswith("unhandled error")]
+    assert len(unhandled) == (1 if code == grpc.StatusCode.INTERNAL else 0)
+
+
+def test_a_valid_request_id_is_kept_and_a_forged_one_replaced():
+    with _served() as channel:
+        method = channel.unary_unary("/t.T/Method")
+        kept = method(b"ok", metadata=(("x-request-id", "edge-assigned-0001"),), timeout=5)
+        replaced = method(b"ok", metadata=(("x-request-id", 'x" injected\\n'),), timeout=5)
+        minted = method(b"ok", timeout=5)
+    assert kept == b"edge-assigned-0001"
+    assert request_context.valid_request_id(replaced.decode()) and b"injected" not in replaced
+    assert request_context.valid_request_id(minted.decode())
+
+
+def test_calls_made_while_handling_a_request_carry_its_id():
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=server_interceptors())
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "t.T", {"Method": grpc.unary_unary_rpc_method_handler(_method)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        outgoing = channel_to(f"127.0.0.1:{port}").unary_unary("/t.T/Method")
+        with request_context.request_scope("visitor-request-0042"):
+            seen = outgoing(b"ok", timeout=5)
+        assert seen == b"visitor-request-0042"
     finally:
         server.stop(0)

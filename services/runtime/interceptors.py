@@ -1,0 +1,59 @@
+"""Server interceptors that run code around every RPC, whatever its kind (unary or streaming).
+
+Each cross-cutting concern (request ids, metrics, error mapping) is one interceptor with one `scope`: a context
+manager entered before the handler runs and left when its response is complete, with any exception passing
+through it. So a new servicer or RPC cannot forget any of them.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import grpc
+
+# A servicer behaviour: (request or request iterator, context) -> response or response iterator. The request and
+# response types differ per RPC, so they are Any here; the generated stubs type each servicer method.
+Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):  # type: ignore[misc]  # grpc's base is untyped
+    @abc.abstractmethod
+    def scope(self, method: str, context: grpc.ServicerContext) -> AbstractContextManager[object]:
+        """Entered before the handler runs, left once its response is complete (or it raised)."""
+
+    def _unary(self, method: str, inner: Behaviour) -> Behaviour:
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+            with self.scope(method, context):
+                return inner(request, context)
+
+        return behaviour
+
+    def _streaming(self, method: str, inner: Behaviour) -> Behaviour:
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with self.scope(method, context):
+                yield from inner(request, context)
+
+        return behaviour
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._unary(method, handler.unary_unary), **codecs)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(self._unary(method, handler.stream_unary), **codecs)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(self._streaming(method, handler.unary_stream), **codecs)
+        return grpc.stream_stream_rpc_method_handler(self._streaming(method, handler.stream_stream), **codecs)
