@@ -9,7 +9,7 @@ from services.runtime.config import service_addr
 from services.runtime.request_context import RequestIdClientInterceptor
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def channel_to(address: str) -> grpc.Channel:
     """A channel whose calls carry the current request id."""
     channel = grpc.insecure_channel(

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime.config import ConfigError, data_dir, env_int, env_str
@@ -57,7 +58,7 @@ class Database:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):
+        def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -72,7 +73,7 @@ class Database:
         writer_gate = threading.Lock()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):
+        def _begin_immediate(conn: Connection) -> None:
             if not writer_gate.acquire(timeout=30):
                 raise TimeoutError("the SQLite database stayed busy for 30 s")
             conn.info["holds_writer_gate"] = True
@@ -85,7 +86,7 @@ class Database:
 
         @event.listens_for(engine, "commit")
         @event.listens_for(engine, "rollback")
-        def _release(conn):
+        def _release(conn: Connection) -> None:
             if conn.info.pop("holds_writer_gate", False):
                 writer_gate.release()
 

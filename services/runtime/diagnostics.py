@@ -1,7 +1,7 @@
 """What a service reports about itself for /api/health/deep: its dependencies plus its own components."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from novahouse.common.v1 import diagnostics_pb2
 

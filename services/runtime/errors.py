@@ -14,7 +14,7 @@ import grpc
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime.interceptors import ScopedInterceptor
+from services.runtime.interceptors import ScopedInterceptor, status_code
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ class ErrorInterceptor(ScopedInterceptor):
     def scope(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
         try:
             yield
-        except Exception as exc:  # noqa: BLE001 - every failure must become a status, never a crash
-            if context.code() not in (None, grpc.StatusCode.OK):
+        except Exception as exc:
+            if status_code(context) not in (None, grpc.StatusCode.OK):
                 raise  # the handler aborted on purpose
             for kind, code in _MAPPING:
                 if isinstance(exc, kind):

@@ -18,7 +18,12 @@ import grpc
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
 
-class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):  # type: ignore[misc]  # grpc's base is untyped
+def status_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The code the handler set or aborted with, None if none yet."""
+    return context.code()  # type: ignore[attr-defined,no-any-return]  # grpcio has had code() since 1.38; its stubs lack it
+
+
+class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):
     @abc.abstractmethod
     def scope(self, method: str, context: grpc.ServicerContext) -> AbstractContextManager[object]:
         """Entered before the handler runs, left once its response is complete (or it raised)."""
@@ -39,9 +44,9 @@ class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):  # type: ignore[misc] 
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -56,4 +61,6 @@ class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):  # type: ignore[misc] 
             return grpc.stream_unary_rpc_method_handler(self._unary(method, handler.stream_unary), **codecs)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(self._streaming(method, handler.unary_stream), **codecs)
-        return grpc.stream_stream_rpc_method_handler(self._streaming(method, handler.stream_stream), **codecs)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(self._streaming(method, handler.stream_stream), **codecs)
+        return handler

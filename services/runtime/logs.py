@@ -25,7 +25,7 @@ def redact(text: str) -> str:
     return _PHONE.sub("[phone]", text)
 
 
-def _clean(value):
+def _clean(value: object) -> object:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
@@ -41,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "service": self.service,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 
@@ -9,7 +10,9 @@ import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
 from services.runtime.config import env_str
-from services.runtime.interceptors import ScopedInterceptor
+from services.runtime.interceptors import ScopedInterceptor, status_code
+
+log = logging.getLogger("rpc")
 
 GRPC_HANDLED = Counter(
     "grpc_server_handled_total", "RPCs completed, by method and status code", ["grpc_method", "grpc_code"]
@@ -28,8 +31,13 @@ def serve_metrics(port: int) -> None:
         start_http_server(port, addr=env_str("METRICS_HOST", "127.0.0.1"))
 
 
+# Probes and tooling, called every few seconds: counted, never logged.
+_UNLOGGED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
 class MetricsInterceptor(ScopedInterceptor):
-    """Counts every call by method and final status code, and times it."""
+    """Counts every call by method and final status code, times it, and logs one line for it (an access log whose
+    lines carry the request id, so one visitor's request can be followed through every service)."""
 
     @contextlib.contextmanager
     def scope(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
@@ -38,8 +46,11 @@ class MetricsInterceptor(ScopedInterceptor):
         try:
             yield
         except Exception:
-            code = (context.code() or grpc.StatusCode.UNKNOWN).name
+            code = (status_code(context) or grpc.StatusCode.UNKNOWN).name
             raise
         finally:
+            elapsed = time.perf_counter() - start
             GRPC_HANDLED.labels(method, code).inc()
-            GRPC_LATENCY.labels(method).observe(time.perf_counter() - start)
+            GRPC_LATENCY.labels(method).observe(elapsed)
+            if not method.startswith(_UNLOGGED_PREFIXES):
+                log.info("rpc", extra={"method": method, "code": code, "ms": round(elapsed * 1000, 1)})

@@ -26,7 +26,7 @@ def main(src: str, out: str) -> int:
         f"--descriptor_set_out={Path(out) / 'novahouse.pb'}",
         *protos,
     ]
-    return protoc.main(args)
+    return int(protoc.main(args))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 
@@ -84,16 +84,19 @@ class RequestIdInterceptor(ScopedInterceptor):
         return request_scope(incoming_request_id(context))
 
 
-class _CallDetails(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: tuple[tuple[str, str | bytes], ...] | None
-    credentials: grpc.CallCredentials | None
-    wait_for_ready: bool | None
-    compression: grpc.Compression | None
+class _CallDetails(grpc.ClientCallDetails):
+    """The details of an outgoing call with other metadata (grpc has no constructor for its own)."""
+
+    def __init__(self, base: grpc.ClientCallDetails, metadata: tuple[tuple[str, str | bytes], ...]):
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = base.wait_for_ready
+        self.compression = base.compression
 
 
-class RequestIdClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]  # grpc's bases are untyped
+class RequestIdClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
     """Every outgoing call made on a request's behalf carries its id, so the callee's log lines join the caller's."""
 
     def _with_id(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
@@ -101,8 +104,7 @@ class RequestIdClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStr
         if not rid:
             return details
         metadata = tuple((k, v) for k, v in (details.metadata or ()) if k != REQUEST_ID_HEADER)
-        return _CallDetails(details.method, details.timeout, (*metadata, (REQUEST_ID_HEADER, rid)),
-                            details.credentials, details.wait_for_ready, details.compression)
+        return _CallDetails(details, (*metadata, (REQUEST_ID_HEADER, rid)))
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails,
                               request: Any) -> Any:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
+from types import FrameType
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,6 +24,8 @@ from services.runtime.metrics import MetricsInterceptor, serve_metrics
 from services.runtime.request_context import RequestIdInterceptor
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")  # a generated servicer class
 
 ReadinessCheck = Callable[[], None]  # raises when the dependency is not usable
 
@@ -63,8 +67,8 @@ class GrpcService:
         self._ready_once = threading.Event()
         self.bound_port = 0
 
-    def add(self, add_to_server: Callable, servicer, full_name: str) -> None:
-        """Register a servicer, e.g. add(chat_pb2_grpc.add_ChatServicer_to_server, servicer, 'novahouse.chat.v1.Chat')."""
+    def add(self, add_to_server: Callable[[S, grpc.Server], None], servicer: S, full_name: str) -> None:
+        """Register a servicer: add(chat_pb2_grpc.add_ChatServicer_to_server, servicer, 'novahouse.chat.v1.Chat')."""
         add_to_server(servicer, self.server)
         self._service_names.append(full_name)
 
@@ -75,7 +79,7 @@ class GrpcService:
     def on_stop(self, hook: Callable[[], None]) -> None:
         self._on_stop.append(hook)
 
-    def _set_all(self, status) -> None:
+    def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ["", *self._service_names]:
             self.health.set(name, status)
 
@@ -131,7 +135,7 @@ class GrpcService:
         for hook in self._on_stop:
             try:
                 hook()
-            except Exception:  # noqa: BLE001 - shutdown goes on whatever one hook does
+            except Exception:
                 log.exception("stop hook failed")
         log.info("stopped")
 
@@ -139,9 +143,13 @@ class GrpcService:
         self.start()
         done = threading.Event()
 
-        def _terminate(signum, _frame):
+        def _stop_and_finish() -> None:
+            self.stop()
+            done.set()
+
+        def _terminate(signum: int, _frame: FrameType | None) -> None:
             log.info("signal received", extra={"signal": signal.Signals(signum).name})
-            threading.Thread(target=lambda: (self.stop(), done.set()), daemon=True).start()
+            threading.Thread(target=_stop_and_finish, daemon=True).start()
 
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)
