@@ -58,12 +58,10 @@ def data_dir() -> Path:
     return path
 
 
-DEFAULT_ADDRS = {
-    "chat": "127.0.0.1:50051",
-    "consent": "127.0.0.1:50052",
-    "notifier": "127.0.0.1:50053",
-    "ratelimit": "127.0.0.1:50054",
-}
+# The one place for where each service listens by default (GRPC_PORT overrides it in the service itself, and
+# <NAME>_ADDR where the others reach it).
+DEFAULT_PORTS = {"chat": 50051, "consent": 50052, "notifier": 50053, "ratelimit": 50054}
+DEFAULT_ADDRS = {service: f"127.0.0.1:{port}" for service, port in DEFAULT_PORTS.items()}
 
 
 def service_addr(service: str) -> str:

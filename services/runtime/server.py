@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime.config import env_float, env_int, env_str
+from services.runtime.config import DEFAULT_PORTS, env_float, env_int, env_str
 from services.runtime.errors import ErrorInterceptor
 from services.runtime.metrics import MetricsInterceptor, serve_metrics
 from services.runtime.request_context import RequestIdInterceptor
@@ -44,10 +44,10 @@ def server_interceptors() -> list[grpc.ServerInterceptor]:
 class GrpcService:
     """One server process: register servicers, then run() until SIGTERM or SIGINT."""
 
-    def __init__(self, name: str, default_port: int, readiness: dict[str, ReadinessCheck] | None = None,
-                 default_workers: int = 16):
+    def __init__(self, name: str, default_port: int | None = None,
+                 readiness: dict[str, ReadinessCheck] | None = None, default_workers: int = 16):
         self.name = name
-        self.port = env_int("GRPC_PORT", default_port, minimum=0)
+        self.port = env_int("GRPC_PORT", DEFAULT_PORTS[name] if default_port is None else default_port, minimum=0)
         self.host = env_str("GRPC_HOST", "127.0.0.1")
         self.metrics_port = env_int("METRICS_PORT", 0, minimum=0)
         self.grace_s = env_float("SHUTDOWN_GRACE_S", 10.0, minimum=0)
