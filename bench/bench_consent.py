@@ -12,11 +12,11 @@ import threading
 import time
 import uuid
 
-from services.runtime.request_context import Caller
 from services.consent.ledger import HASHED_COLUMNS, hash_values, utc_now, verify
 from services.consent.storage import GENESIS_HASH
 from services.runtime.db import Database
-from tests.consent.support import consent_service, migrated_database
+from services.runtime.request_context import Caller
+from testsupport.consent import consent_service, migrated_database
 
 CALLERS = 16            # the server's default gRPC worker threads
 APPENDS = 6000          # per concurrent run

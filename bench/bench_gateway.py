@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 
 from bench.load import LoadResult, run_load, run_rate
-from tests.support.stack import extra_gateway, running_stack
+from testsupport.stack import extra_gateway, running_stack
 
 QUESTIONS = ["Dzień dobry", "Ile kosztuje remont mieszkania?", "How long does a renovation take?",
              "Czy działacie w Krakowie?", "What packages do you offer?"]

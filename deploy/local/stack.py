@@ -12,8 +12,10 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from deploy.local.processes import ManagedProcess, free_port, grpc_serving, python_module
+from deploy.local.processes import ManagedProcess, free_port, grpc_serving, http_ok, python_module
+from gateway.envoy import envoy_argv, render
 
 SERVICES = ("consent", "notifier", "chat")
 
@@ -33,7 +35,7 @@ class StackConfig:
     base_id: int = 0
 
     @classmethod
-    def on_free_ports(cls, data_dir: Path, **kwargs) -> "StackConfig":
+    def on_free_ports(cls, data_dir: Path, **kwargs: Any) -> StackConfig:  # Any: the dataclass's other fields
         return cls(
             data_dir=data_dir,
             public_port=free_port(),
@@ -76,18 +78,30 @@ class LocalStack:
         return proc
 
     def start_ratelimit(self, timeout: float = 30.0) -> ManagedProcess:
-        proc = ManagedProcess("ratelimit", python_module("gateway.ratelimit.server"), self._env("ratelimit"), self.log_dir)
+        proc = ManagedProcess("ratelimit", python_module("gateway.ratelimit.server"), self._env("ratelimit"),
+                              self.log_dir)
         self.processes["ratelimit"] = proc.start()
         proc.wait_until(lambda: grpc_serving(self.config.addr("ratelimit")), timeout, "SERVING")
         return proc
 
     def start_gateway(self, timeout: float = 30.0) -> ManagedProcess:
-        from gateway.envoy import start_envoy
+        """Envoy, its configuration rendered for this stack's ports; up when its admin interface says ready."""
+        cfg = self.config
+        env = self._env("envoy")
+        env.update({
+            "PUBLIC_PORT": str(cfg.public_port),
+            "ADMIN_PORT": str(cfg.admin_port),
+            "ENVOY_ADMIN_PORT": str(cfg.envoy_admin_port),
+        })
+        env.setdefault("PUBLIC_BIND", "0.0.0.0")
+        config_path = Path(cfg.data_dir) / f"envoy-{cfg.public_port}.yaml"
+        config_path.write_text(render(env))
+        proc = ManagedProcess("envoy", envoy_argv(config_path, cfg.base_id), env, self.log_dir)
+        self.processes["envoy"] = proc.start()
+        proc.wait_until(lambda: http_ok(f"http://127.0.0.1:{cfg.envoy_admin_port}/ready"), timeout, "ready")
+        return proc
 
-        self.processes["envoy"] = start_envoy(self.config, self._env("envoy"), self.log_dir, timeout)
-        return self.processes["envoy"]
-
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             for name in SERVICES:
@@ -132,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    print("starting NovaHouse (logs in %s) ..." % stack.log_dir, flush=True)
+    print(f"starting NovaHouse (logs in {stack.log_dir}) ...", flush=True)
     try:
         stack.start()
     except (RuntimeError, TimeoutError) as exc:

@@ -6,9 +6,10 @@ import shutil
 import pytest
 import redis
 
-from deploy.local.processes import ManagedProcess, free_port, tcp_open
+from deploy.local.processes import ManagedProcess, free_port
 from services.chat.cache import Cache, MemoryCache
 from services.runtime.redis_client import redis_from_env
+from testsupport.probes import tcp_open
 
 
 class Clock:

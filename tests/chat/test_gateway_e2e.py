@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import grpc
 import pytest
 
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE
-from tests.support.receivers import HttpReceiver, monday_graphql
-from tests.support.stack import running_stack
+from testsupport.receivers import HttpReceiver, monday_graphql
+from testsupport.stack import running_stack
+from testsupport.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +27,6 @@ def platform(tmp_path_factory):
         }
         with running_stack(tmp_path_factory.mktemp("chat-e2e"), env=env) as gw:
             yield type("Platform", (), {"gw": gw, "slack": slack, "monday": monday})
-
-
-def wait_for(condition, timeout=30.0):
-    """Poll a condition the notifier reaches asynchronously; bounded in time."""
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return condition()
 
 
 def items_for(receiver: HttpReceiver, lead_id: str) -> int:
@@ -60,7 +52,10 @@ def test_polish_visitor_over_rest_becomes_one_monday_item_and_one_slack_alert(pl
     status = gw.rest("GET", "/api/unsubscribe/status/jan.kowalski@example.com").json()
     assert status["processing_consent"] is True and status["marketing_consent"] is True
 
-    assert wait_for(lambda: items_for(platform.monday, lead["lead_id"]) >= 1 and items_for(platform.slack, lead["lead_id"]) >= 1)
+    wait_for(
+        lambda: items_for(platform.monday, lead["lead_id"]) >= 1 and items_for(platform.slack, lead["lead_id"]) >= 1,
+        what="the lead's Monday.com item and Slack alert",
+    )
     assert items_for(platform.monday, lead["lead_id"]) == 1
     assert items_for(platform.slack, lead["lead_id"]) == 1
 
@@ -77,7 +72,7 @@ def test_english_visitor_over_grpc_becomes_one_monday_item_and_no_alert(platform
     assert reply.intent == "lead_stored" and reply.language == "en" and reply.lead.score == 50
     status = platform.gw.rest("GET", "/api/unsubscribe/status/john.smith@example.org").json()
     assert status["processing_consent"] is True and status["marketing_consent"] is True
-    assert wait_for(lambda: items_for(platform.monday, reply.lead.lead_id) >= 1)
+    wait_for(lambda: items_for(platform.monday, reply.lead.lead_id) >= 1, what="the lead's Monday.com item")
     assert items_for(platform.monday, reply.lead.lead_id) == 1
     assert items_for(platform.slack, reply.lead.lead_id) == 0
 

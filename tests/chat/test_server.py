@@ -10,12 +10,13 @@ import time
 import grpc
 import pytest
 
-from deploy.local.processes import ManagedProcess, free_port, grpc_serving, python_module, tcp_open
+from deploy.local.processes import ManagedProcess, free_port, grpc_serving, python_module
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.common.v1 import diagnostics_pb2
 from novahouse.health.v1 import health_pb2, health_pb2_grpc
-from tests.chat.peers import PeerServer
 from tests.chat.scripts import POLISH_HIGH_SCORE
+from testsupport.peers import PeerServer
+from testsupport.probes import tcp_open
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from novahouse.consent.v1 import consent_pb2 as pb
 from novahouse.consent.v1 import consent_pb2_grpc
-from tests.consent.support import running_consent
+from testsupport.consent import running_consent
 
 VALID_OPT_IN = dict(
     email="ok@example.com", processing_consent=True, marketing_consent=True, text_version="rodo-2025-01",

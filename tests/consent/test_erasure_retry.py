@@ -5,7 +5,8 @@ from novahouse.common.v1 import diagnostics_pb2
 from novahouse.consent.v1 import consent_pb2 as pb
 from novahouse.consent.v1 import consent_pb2_grpc
 from services.consent.storage import ledger_entries, pending_erasures
-from tests.consent.support import running_consent, wait_for
+from testsupport.consent import running_consent
+from testsupport.waiting import wait_for
 
 
 def _pending_detail(admin) -> str:

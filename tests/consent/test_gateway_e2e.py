@@ -9,8 +9,8 @@ import pytest
 from novahouse.consent.v1 import consent_pb2 as pb
 from novahouse.consent.v1 import consent_pb2_grpc
 from tests.chat.scripts import POLISH_HIGH_SCORE
-from tests.consent.support import wait_for
-from tests.support.stack import running_stack
+from testsupport.stack import running_stack
+from testsupport.waiting import wait_for
 
 EMAIL = "anna.e2e@example.com"
 VISITOR = [text.replace("jan.kowalski@example.com", EMAIL) for text in POLISH_HIGH_SCORE]

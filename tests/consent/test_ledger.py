@@ -10,12 +10,13 @@ import psycopg
 import pytest
 from sqlalchemy import select, text, update
 
-from services.consent.ledger import HASHED_COLUMNS, hash_values, verify as verify_ledger
-from services.runtime.request_context import Caller
+from services.consent.ledger import HASHED_COLUMNS, hash_values
+from services.consent.ledger import verify as verify_ledger
 from services.consent.storage import ledger_entries
 from services.runtime.errors import UnavailableError
-from tests.consent.support import BACKENDS, consent_service, migrated_database
-from tests.support import backing
+from services.runtime.request_context import Caller
+from testsupport import backing
+from testsupport.consent import BACKENDS, consent_service, migrated_database
 
 TARGET_SEQ = 2  # a middle entry with every column filled: an unsubscribe with reason, IP, agent and request id
 

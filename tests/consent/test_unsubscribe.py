@@ -11,7 +11,8 @@ from novahouse.consent.v1 import consent_pb2_grpc
 from services.consent.crypto import KeyDestroyed
 from services.consent.storage import ledger_entries, subjects
 from services.runtime.request_context import CLIENT_IP_HEADER
-from tests.consent.support import BACKENDS, running_consent, wait_for
+from testsupport.consent import BACKENDS, running_consent
+from testsupport.waiting import wait_for
 
 EDGE_IP = "203.0.113.7"
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.support import contracts
-from tests.support.proto_compat import BASELINE, breaking_changes, summarize
+from testsupport import contracts
+from testsupport.proto_compat import BASELINE, breaking_changes, summarize
 
 
 def test_protos_are_compatible_with_the_committed_baseline():

@@ -10,7 +10,7 @@ import requests
 
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.common.v1 import diagnostics_pb2
-from tests.support.stack import extra_gateway, post_from, running_stack
+from testsupport.stack import extra_gateway, post_from, running_stack
 
 CHAT = "/api/chatbot/chat"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.chat.scripts import ENGLISH_LOW_SCORE
-from tests.support.receivers import HttpReceiver, monday_graphql
-from tests.support.stack import running_stack
+from testsupport.receivers import HttpReceiver, monday_graphql
+from testsupport.stack import running_stack
 
 
 def log_lines(log_dir: Path, service: str) -> list[dict[str, object]]:

@@ -2,17 +2,10 @@
 (out of the Service) but never gets it restarted; draining ends liveness too."""
 from __future__ import annotations
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from services.runtime.server import LIVENESS_SERVICE, GrpcService
-
-
-def health_status(port: int, service: str) -> int:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=5
-        ).status
+from testsupport.probes import health_status
 
 
 def test_a_server_whose_database_is_down_is_alive_but_not_ready(monkeypatch):

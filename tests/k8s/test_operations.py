@@ -17,9 +17,9 @@ from deploy.k8s import check, kind_secrets
 from deploy.local.processes import free_port
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
-from tests.support import backing
-from tests.support.receivers import HttpReceiver
-from tests.support.stack import running_stack
+from testsupport import backing
+from testsupport.receivers import HttpReceiver
+from testsupport.stack import running_stack
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = REPO / "docs" / "runbooks"

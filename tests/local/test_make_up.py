@@ -9,7 +9,7 @@ import threading
 
 import requests
 
-from deploy.local.processes import tcp_open
+from testsupport.probes import tcp_open
 
 
 def test_stack_command_starts_everything_and_ctrl_c_stops_it(tmp_path):

@@ -5,16 +5,16 @@ import grpc
 import pytest
 
 from novahouse.notifier.v1 import notifier_pb2 as pb
-from tests.notifier.helpers import NotifierProcess, payload, slack_titles, wait_for
+from testsupport.notifier import payload, slack_titles
+from testsupport.waiting import wait_for
 
 ESCALATION = "ops@novahouse.test"
 
 
 @pytest.fixture(scope="module")
-def notifier(tmp_path_factory, module_receivers):
+def notifier(module_receivers, start_module_notifier):
     slack, monday, smtp = module_receivers
-    process = NotifierProcess(
-        tmp_path_factory.mktemp("notifier"),
+    return start_module_notifier(
         {
             "SLACK_WEBHOOK_URL": slack.url,
             "MONDAY_API_URL": monday.url,
@@ -25,8 +25,6 @@ def notifier(tmp_path_factory, module_receivers):
             "DLQ_MAX_RETRIES": "2",
         },
     )
-    yield process.start()
-    process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from deploy.local.processes import free_port, grpc_serving
 from novahouse.common.v1 import diagnostics_pb2
 from novahouse.notifier.v1 import notifier_pb2 as pb
-from tests.notifier.helpers import NotifierProcess, wait_for
-from tests.support.receivers import HttpReceiver
+from testsupport.receivers import HttpReceiver
+from testsupport.waiting import wait_for
 
 PACING_S = 0.3
 
@@ -29,10 +29,9 @@ def arrivals():
 
 
 @pytest.fixture(scope="module")
-def notifier(tmp_path_factory, arrivals):
+def notifier(arrivals, start_module_notifier):
     slack, _ = arrivals
-    process = NotifierProcess(
-        tmp_path_factory.mktemp("notifier"),
+    return start_module_notifier(
         {
             "SLACK_WEBHOOK_URL": slack.url,
             "SLACK_MIN_INTERVAL_S": str(PACING_S),
@@ -41,8 +40,6 @@ def notifier(tmp_path_factory, arrivals):
             "DLQ_MAX_RETRIES": "50",
         },
     )
-    yield process.start()
-    process.stop()
 
 
 def test_slack_alerts_are_paced_to_the_configured_interval(notifier, arrivals):

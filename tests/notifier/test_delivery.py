@@ -7,16 +7,16 @@ import grpc
 import pytest
 
 from novahouse.notifier.v1 import notifier_pb2 as pb
-from tests.notifier.helpers import NotifierProcess, monday_variables, slack_titles, wait_for
+from testsupport.notifier import monday_variables, slack_titles
+from testsupport.waiting import wait_for
 
 ESCALATION = "ops@novahouse.test"
 
 
 @pytest.fixture(scope="module")
-def notifier(tmp_path_factory, module_receivers):
+def notifier(module_receivers, start_module_notifier):
     slack, monday, smtp = module_receivers
-    process = NotifierProcess(
-        tmp_path_factory.mktemp("notifier"),
+    return start_module_notifier(
         {
             "SLACK_WEBHOOK_URL": f"{slack.url}/services/T000/B000/XXX",
             "MONDAY_API_URL": f"{monday.url}/v2",
@@ -25,8 +25,6 @@ def notifier(tmp_path_factory, module_receivers):
             "ESCALATION_EMAIL": ESCALATION,
         },
     )
-    yield process.start()
-    process.stop()
 
 
 def test_a_slack_alert_arrives_as_blocks_once(notifier, module_receivers):

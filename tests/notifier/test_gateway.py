@@ -7,8 +7,9 @@ import pytest
 
 from novahouse.notifier.v1 import notifier_pb2 as pb
 from novahouse.notifier.v1 import notifier_pb2_grpc
-from tests.notifier.helpers import FAST, wait_for
-from tests.support.stack import running_stack
+from testsupport.notifier import FAST
+from testsupport.stack import running_stack
+from testsupport.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

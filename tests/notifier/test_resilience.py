@@ -11,7 +11,8 @@ import requests
 
 from deploy.local.processes import free_port
 from novahouse.notifier.v1 import notifier_pb2 as pb
-from tests.notifier.helpers import NotifierProcess, slack_titles, wait_for
+from testsupport.notifier import NotifierProcess, slack_titles
+from testsupport.waiting import wait_for
 
 BURST = 1000
 

@@ -13,7 +13,7 @@ from concurrent import futures
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from sqlalchemy import text
 
 from deploy.local.processes import free_port, grpc_serving
@@ -23,25 +23,8 @@ from services.runtime.config import ConfigError, env_bool, env_int
 from services.runtime.db import Database
 from services.runtime.errors import ValidationError
 from services.runtime.server import GrpcService, server_interceptors
-
-
-def health_status(port: int) -> int:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
-
-
-def wait_for(predicate, timeout=10.0):
-    done = threading.Event()
-    deadline = threading.Timer(timeout, done.set)
-    deadline.start()
-    try:
-        while not done.is_set():
-            if predicate():
-                return True
-            done.wait(0.02)
-        return False
-    finally:
-        deadline.cancel()
+from testsupport.probes import health_status
+from testsupport.waiting import wait_for
 
 
 def test_health_follows_the_dependencies_and_drains(monkeypatch):
@@ -59,11 +42,11 @@ def test_health_follows_the_dependencies_and_drains(monkeypatch):
     try:
         assert health_status(port) == health_pb2.HealthCheckResponse.NOT_SERVING
         database_up.set()
-        assert wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.SERVING)
+        wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.SERVING, what="SERVING")
         database_up.clear()
-        assert wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.NOT_SERVING)
+        wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.NOT_SERVING, what="NOT_SERVING")
         database_up.set()
-        assert wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.SERVING)
+        wait_for(lambda: health_status(port) == health_pb2.HealthCheckResponse.SERVING, what="SERVING")
     finally:
         service.stop()
     assert not grpc_serving(f"127.0.0.1:{port}")
@@ -75,7 +58,7 @@ def test_sigterm_stops_a_server_cleanly(tmp_path):
                             env={"GRPC_PORT": str(port), "PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path)},
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_for(lambda: grpc_serving(f"127.0.0.1:{port}"), timeout=30)
+        wait_for(lambda: grpc_serving(f"127.0.0.1:{port}"), timeout=30, what="SERVING")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

@@ -1,18 +1,18 @@
-"""Helpers for the consent tests: a real ChatInternal gRPC server that fails on command, databases per backend,
-and an in-process consent server."""
+"""Consent for the tests and the benchmark: a database at head per backend, the domain object alone, a real
+ChatInternal gRPC server that fails on command, and an in-process consent server."""
 from __future__ import annotations
 
 import base64
 import contextlib
 import threading
-import time
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
 
+from deploy.local.processes import grpc_serving
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from services.consent.chat_eraser import ChatEraser
 from services.consent.consent import ConsentService
@@ -21,25 +21,14 @@ from services.consent.server import MIGRATIONS, ConsentApp, build
 from services.consent.writer import LedgerWriter
 from services.runtime.db import Database
 from services.runtime.migrate import upgrade_to_head
-from deploy.local.processes import grpc_serving
-from tests.support import backing
+from testsupport import backing
+from testsupport.waiting import wait_for
 
 BACKENDS = ("sqlite", "postgres")
 
 
 def fresh_secrets() -> Secrets:
     return Secrets(base64.b64decode(new_secret_text()), base64.b64decode(new_secret_text()))
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition", interval: float = 0.05):
-    """Poll until predicate() is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 @contextlib.contextmanager
@@ -89,7 +78,7 @@ class FakeChat(chat_pb2_grpc.ChatInternalServicer):
             self.erased.append((request.email, request.request_id))
         return chat_pb2.EraseSubjectResponse(conversations=1, messages_erased=2, leads_anonymised=1)
 
-    def __enter__(self) -> "FakeChat":
+    def __enter__(self) -> FakeChat:
         self.server.start()
         return self
 

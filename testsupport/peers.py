@@ -1,4 +1,4 @@
-"""Real gRPC servers that stand in for the consent and notifier services in the chat tests.
+"""Real gRPC servers that stand in for the consent and notifier services in the chat tests and benchmark.
 
 They count what chat hands over without deduplicating it, so a duplicate sent by chat shows up as a duplicate
 (the real notifier would hide it behind its idempotency keys). The end-to-end tests use the real services.
@@ -57,7 +57,8 @@ class ConsentBook(consent_pb2_grpc.ConsentServicer, consent_pb2_grpc.ConsentInte
     def GetStatus(self, request, context):
         with self._lock:
             processing, marketing = self.status.get(request.email, (False, False))
-        return consent_pb2.ConsentStatus(email=request.email, processing_consent=processing, marketing_consent=marketing)
+        return consent_pb2.ConsentStatus(email=request.email, processing_consent=processing,
+                                         marketing_consent=marketing)
 
     def allow_marketing(self, emails) -> None:
         with self._lock:
@@ -78,7 +79,7 @@ class PeerServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "PeerServer":
+    def start(self) -> PeerServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         notifier_pb2_grpc.add_NotifierInternalServicer_to_server(self.notifier, server)
         consent_pb2_grpc.add_ConsentServicer_to_server(self.consent, server)
@@ -93,7 +94,7 @@ class PeerServer:
             self._server.stop(0).wait()
             self._server = None
 
-    def __enter__(self) -> "PeerServer":
+    def __enter__(self) -> PeerServer:
         return self.start()
 
     def __exit__(self, *_exc) -> None:

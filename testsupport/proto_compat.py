@@ -11,7 +11,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from tests.support.contracts import ROOT, load_descriptor_set, project_files
+from testsupport.contracts import ROOT, load_descriptor_set, project_files
 
 BASELINE = ROOT / "protos" / "baseline.json"
 

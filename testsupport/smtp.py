@@ -115,7 +115,7 @@ class SmtpReceiver:
         self.url = f"smtp://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "SmtpReceiver":
+    def __enter__(self) -> SmtpReceiver:
         self._thread.start()
         return self
 

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import http.client
+import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import requests
 
+from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack, StackConfig
-from tests.support import contracts
+from testsupport import contracts
 
 
 class _RecordingInterceptor(grpc.UnaryUnaryClientInterceptor):
@@ -90,10 +94,6 @@ def extra_gateway(gw: Gateway, data_dir: Path, env: dict[str, str] | None = None
                   ratelimit_port: int | None = None) -> Iterator[Gateway]:
     """Another Envoy (and, unless ratelimit_port names an existing one, its own rate-limit service) in front of
     the same services: for limiter outages, fail modes and several gateways sharing one budget."""
-    import dataclasses
-
-    from deploy.local.processes import free_port
-
     base = gw.stack.config
     config = dataclasses.replace(
         base,
@@ -119,9 +119,6 @@ def extra_gateway(gw: Gateway, data_dir: Path, env: dict[str, str] | None = None
 
 def post_from(source_ip: str, port: int, path: str, body: dict, headers: dict[str, str] | None = None):
     """A REST POST whose connection comes from source_ip (any 127.0.0.0/8 address), as a different visitor."""
-    import http.client
-    import json
-
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source_ip, 0))
     try:
         conn.request("POST", path, body=json.dumps(body),

@@ -1,9 +1,8 @@
-"""Starting real notifier processes for tests, and talking to them over gRPC."""
+"""Real notifier processes for the tests and the benchmark, and talking to them over gRPC."""
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import grpc
@@ -11,6 +10,7 @@ import grpc
 from deploy.local.processes import ManagedProcess, free_port, grpc_serving, python_module
 from novahouse.notifier.v1 import notifier_pb2 as pb
 from novahouse.notifier.v1 import notifier_pb2_grpc
+from testsupport.waiting import wait_for
 
 # Retry delays shrunk the way Svix's tests do; pacing off unless a test switches it on.
 FAST = {
@@ -29,18 +29,6 @@ FAST = {
 _INHERITED_CONFIG = ("SLACK_WEBHOOK_URL", "MONDAY_API_URL", "SMTP_URL", "ESCALATION_EMAIL", "DATABASE_URL", "REDIS_URL")
 
 
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    """Poll until condition() is truthy and return it; fail with `what` after the timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 class NotifierProcess:
     """One `python -m services.notifier.server` child on a free port, with stubs for both of its gRPC services."""
 
@@ -48,13 +36,15 @@ class NotifierProcess:
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if k not in _INHERITED_CONFIG}
-        full_env.update({"DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **FAST, **env, "GRPC_PORT": str(self.port)})
-        self.process = ManagedProcess(name, python_module("services.notifier.server"), full_env, Path(data_dir) / "logs")
+        full_env.update({"DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **FAST, **env})
+        full_env["GRPC_PORT"] = str(self.port)
+        self.process = ManagedProcess(name, python_module("services.notifier.server"), full_env,
+                                      Path(data_dir) / "logs")
         self.channel = grpc.insecure_channel(self.addr)
         self.internal = notifier_pb2_grpc.NotifierInternalStub(self.channel)
         self.admin = notifier_pb2_grpc.NotifierAdminStub(self.channel)
 
-    def start(self, timeout: float = 60.0) -> "NotifierProcess":
+    def start(self, timeout: float = 60.0) -> NotifierProcess:
         self.process.start()
         self.process.wait_until(lambda: grpc_serving(self.addr), timeout, "SERVING")
         return self

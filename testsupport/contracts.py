@@ -13,7 +13,7 @@ from pathlib import Path
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DESCRIPTOR_SET = ROOT / "gen" / "novahouse.pb"
 
 RECORDED: set[str] = set()  # "/pkg.Service/Method" called through Envoy during this test session
