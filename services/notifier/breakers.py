@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 
 import pybreaker
+import redis
 from prometheus_client import Counter, Gauge
 
 from services.notifier.destinations import DeliveryError
-from services.runtime.redis_client import key_prefix
+from services.runtime.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,27 @@ class BreakerOpen(Exception):
         self.wait_s = wait_s
 
 
+@dataclass(frozen=True)
+class BreakerStatus:
+    """What operators see of one breaker."""
+
+    name: str
+    state: str
+    fail_counter: int
+    fail_max: int
+    reset_timeout_s: int
+
+
 class _StateLogger(pybreaker.CircuitBreakerListener):
-    def state_change(self, cb, old_state, new_state) -> None:
-        BREAKER_STATE.labels(cb.name).set(STATE_VALUE[new_state.name])
-        BREAKER_CHANGES.labels(cb.name, new_state.name).inc()
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        name = cb.name or ""
+        BREAKER_STATE.labels(name).set(STATE_VALUE[new_state.name])
+        BREAKER_CHANGES.labels(name, new_state.name).inc()
         log.warning(
             "breaker state changed",
             extra={"breaker": cb.name, "from": old_state.name if old_state else None, "to": new_state.name},
@@ -53,10 +73,15 @@ def _replay(outcome: BaseException | None) -> None:
 
 
 class DestinationBreaker:
-    def __init__(self, name: str, fail_max: int, reset_timeout_s: float, redis=None):
-        if redis is not None:
-            namespace = f"{key_prefix()}notifier:breaker:{name}"
-            self.storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, redis, namespace=namespace)
+    """One destination's breaker; with a Redis client its state lives under `<key_prefix>notifier:breaker:<name>`."""
+
+    def __init__(
+        self, name: str, fail_max: int, reset_timeout_s: float, client: redis.Redis | None = None, key_prefix: str = ""
+    ):
+        self.storage: pybreaker.CircuitBreakerStorage
+        if client is not None:
+            namespace = f"{key_prefix}notifier:breaker:{name}"
+            self.storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=namespace)
         else:
             self.storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
         self.breaker = pybreaker.CircuitBreaker(
@@ -84,7 +109,7 @@ class DestinationBreaker:
         if state == pybreaker.STATE_OPEN:
             opened_at = self.storage.opened_at
             reopens = opened_at + timedelta(seconds=self.breaker.reset_timeout) if opened_at else None
-            now = datetime.now(UTC)
+            now = utcnow()
             if reopens and now < reopens:
                 wait_s = (reopens - now).total_seconds()
                 return BreakerOpen(f"{self.name} breaker is open until {reopens:%H:%M:%S} UTC; not attempted", wait_s)
@@ -125,24 +150,33 @@ class DestinationBreaker:
     def reset(self) -> None:
         self.breaker.close()
 
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "state": self.state,
-            "fail_counter": self.breaker.fail_counter,
-            "fail_max": self.breaker.fail_max,
-            "reset_timeout_s": int(self.breaker.reset_timeout),
-        }
+    def describe(self) -> BreakerStatus:
+        return BreakerStatus(
+            name=self.name,
+            state=self.state,
+            fail_counter=self.breaker.fail_counter,
+            fail_max=self.breaker.fail_max,
+            reset_timeout_s=int(self.breaker.reset_timeout),
+        )
 
 
 class BreakerBoard:
     """The breakers of all destinations."""
 
-    def __init__(self, names, fail_max: int, reset_timeout_s: float, redis=None):
-        self.breakers = {name: DestinationBreaker(name, fail_max, reset_timeout_s, redis) for name in names}
+    def __init__(
+        self,
+        names: Iterable[str],
+        fail_max: int,
+        reset_timeout_s: float,
+        client: redis.Redis | None = None,
+        key_prefix: str = "",
+    ):
+        self.breakers = {
+            name: DestinationBreaker(name, fail_max, reset_timeout_s, client, key_prefix) for name in names
+        }
 
     def __getitem__(self, name: str) -> DestinationBreaker:
         return self.breakers[name]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[DestinationBreaker]:
         return iter(self.breakers.values())

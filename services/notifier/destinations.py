@@ -10,11 +10,16 @@ import smtplib
 import threading
 import time
 from email.message import EmailMessage
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import requests
 
 from services.notifier.settings import Settings
+
+# A message as the outbox stores it: the JSON object of one Slack alert, Monday.com item or email. Its fields were
+# checked by deliveries.validate before it was stored; each sender reads the ones its destination needs.
+Payload = dict[str, Any]  # Any: decoded JSON, whose value types depend on the destination
 
 
 class DeliveryError(Exception):
@@ -73,9 +78,12 @@ def _check_http(response: requests.Response, what: str) -> None:
     raise DeliveryError(detail, permanent=True)
 
 
-def _post(session: requests.Session, url: str, what: str, timeout: float, **kwargs) -> requests.Response:
+def _post(
+    session: requests.Session, url: str, what: str, timeout: float, body: Payload,
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
     try:
-        response = session.post(url, timeout=timeout, **kwargs)
+        response = session.post(url, timeout=timeout, json=body, headers=headers)
     except requests.Timeout:
         raise DeliveryError(f"{what} timed out after {timeout:g}s", counts_for_breaker=True) from None
     except requests.RequestException as exc:
@@ -84,10 +92,12 @@ def _post(session: requests.Session, url: str, what: str, timeout: float, **kwar
     return response
 
 
-def slack_message(alert: dict) -> dict:
+def slack_message(alert: Payload) -> Payload:
     """Incoming-webhook JSON: a header, the text, and the fields ten to a section (Slack's limit)."""
-    title, text, fields = alert.get("title", ""), alert.get("text", ""), alert.get("fields", {})
-    blocks: list[dict] = []
+    title: str = alert.get("title", "")
+    text: str = alert.get("text", "")
+    fields: dict[str, str] = alert.get("fields", {})
+    blocks: list[Payload] = []
     if title:
         blocks.append({"type": "header", "text": {"type": "plain_text", "text": title[:150]}})
     if text:
@@ -106,11 +116,11 @@ class SlackSender:
         self.pacer = Pacer(settings.slack_min_interval_s)
         self._local = threading.local()
 
-    def send(self, alert: dict) -> str:
+    def send(self, alert: Payload) -> str:
         if not self.url:
             raise DeliveryError("SLACK_WEBHOOK_URL is not set; the alert waits in the queue")
         self.pacer.wait_turn()
-        _post(_session(self._local), self.url, "Slack", self.timeout, json=slack_message(alert))
+        _post(_session(self._local), self.url, "Slack", self.timeout, slack_message(alert))
         return ""
 
 
@@ -121,9 +131,9 @@ MONDAY_CREATE_ITEM = (
 _MONDAY_RETRYABLE = ("complexity", "rate limit", "ratelimit", "internal server error", "maxconcurrency")
 
 
-def monday_column_values(columns: dict[str, str]) -> dict:
+def monday_column_values(columns: dict[str, str]) -> dict[str, str | Payload]:
     """Column values arrive as strings; JSON objects (status labels, dates, emails) are passed on as objects."""
-    values = {}
+    values: dict[str, str | Payload] = {}
     for column, raw in columns.items():
         try:
             parsed = json.loads(raw)
@@ -146,7 +156,7 @@ class MondaySender:
         self._one_call = threading.Lock()
         self._session = requests.Session()
 
-    def send(self, item: dict) -> str:
+    def send(self, item: Payload) -> str:
         if not (self.key and self.board_id):
             raise DeliveryError("MONDAY_API_KEY and MONDAY_BOARD_ID must be set; the item waits in the queue")
         variables = {
@@ -164,8 +174,8 @@ class MondaySender:
                     self.url,
                     "Monday.com",
                     self.timeout,
-                    json={"query": MONDAY_CREATE_ITEM, "variables": variables},
-                    headers=headers,
+                    {"query": MONDAY_CREATE_ITEM, "variables": variables},
+                    headers,
                 )
             except DeliveryError as exc:
                 if exc.retry_after_s is not None:
@@ -199,7 +209,7 @@ class EmailSender:
         self.sender = settings.smtp_from
         self.timeout = settings.http_timeout_s
 
-    def send(self, email: dict) -> str:
+    def send(self, email: Payload) -> str:
         if not self.url:
             raise DeliveryError("SMTP_URL is not set; the email waits in the queue")
         message = EmailMessage()
@@ -212,7 +222,9 @@ class EmailSender:
                 smtp.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
-            raise DeliveryError(f"SMTP refused the recipient ({codes})", permanent=all(c >= 500 for c in codes))
+            raise DeliveryError(
+                f"SMTP refused the recipient ({codes})", permanent=all(c >= 500 for c in codes)
+            ) from None
         except smtplib.SMTPResponseException as exc:
             reason = f"SMTP answered {exc.smtp_code}"
             if exc.smtp_code >= 500:
@@ -226,10 +238,12 @@ class EmailSender:
         url = urlparse(self.url)
         if url.scheme not in ("smtp", "smtps"):
             raise DeliveryError(f"SMTP_URL must start with smtp:// or smtps://, not {url.scheme}://")
+        host = url.hostname or ""
+        smtp: smtplib.SMTP
         if url.scheme == "smtps":
-            smtp = smtplib.SMTP_SSL(url.hostname, url.port or 465, timeout=self.timeout)
+            smtp = smtplib.SMTP_SSL(host, url.port or 465, timeout=self.timeout)
         else:
-            smtp = smtplib.SMTP(url.hostname, url.port or 25, timeout=self.timeout)
+            smtp = smtplib.SMTP(host, url.port or 25, timeout=self.timeout)
             if parse_qs(url.query).get("starttls", ["false"])[0].lower() == "true":
                 smtp.starttls()
         if url.username:

@@ -3,49 +3,56 @@
 Each destination has its own lane of worker threads, so a slow Slack never holds up email. A lane claims no more
 rows than it has free slots (a few per worker, one for a paced lane), so a lease covers a send and a short queue,
 never a backlog. Slack is paced by one worker when SLACK_MIN_INTERVAL_S is set, and Monday.com always gets one call
-at a time. A failed attempt goes back to the queue
-with exponential backoff and jitter; after the last retry the row is FAILED and one escalation email is queued.
+at a time. A failed attempt goes back to the queue with exponential backoff and jitter; after the last retry the row
+is FAILED and one escalation email is queued. Each send runs in the scope of the request that queued it, so its log
+lines carry that request's id.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Callable, Protocol
+from typing import Protocol
 
 from prometheus_client import Counter
 
 from services.notifier.breakers import BreakerBoard, BreakerOpen
-from services.notifier.destinations import DeliveryError
+from services.notifier.destinations import DeliveryError, Payload
 from services.notifier.group_commit import GroupCommit
 from services.notifier.settings import Settings
-from services.notifier.storage import ESCALATION, Delivery, DeliveryStore, utcnow
+from services.notifier.storage import ESCALATION, Delivery, DeliveryStore, Escalation
+from services.runtime.clock import utcnow
+from services.runtime.request_context import request_scope
 
 log = logging.getLogger(__name__)
 
 SLOTS_PER_WORKER = 4  # claimed rows per worker: fewer claim transactions, still a queue of seconds at most
-ATTEMPTS = Counter("notifier_attempts_total", "Delivery attempts by destination and outcome", ["destination", "outcome"])
+ATTEMPTS = Counter(
+    "notifier_attempts_total", "Delivery attempts by destination and outcome", ["destination", "outcome"]
+)
 
 
 class Sender(Protocol):
-    def send(self, payload: dict) -> str:
+    def send(self, payload: Payload) -> str:
         """Deliver; return the external id (Monday.com item id) or ''. Raise DeliveryError on failure."""
 
 
 def backoff_delay(attempts: int, base_s: float, max_s: float) -> float:
     """Exponential backoff with equal jitter: half the step is fixed, half random, so retries spread out."""
-    step = min(max_s, base_s * (2 ** max(0, attempts - 1)))
+    step = min(max_s, base_s * 2.0 ** max(0, attempts - 1))
     return step / 2 + random.uniform(0, step / 2)
 
 
 class Lane:
     """The worker threads of one destination, and how many claimed rows it may hold (running or queued)."""
 
-    def __init__(self, destination: str, workers: int, slots: int, on_done: Callable[["Lane"], None]):
+    def __init__(self, destination: str, workers: int, slots: int, on_done: Callable[[Lane], None]):
         self.destination = destination
         self.slots = slots
         self.maybe_more = False  # the last claim filled every free slot, so more rows may be due
@@ -58,16 +65,19 @@ class Lane:
         with self._lock:
             return self.slots - self._busy
 
-    def submit(self, work: Callable[[], None]) -> None:
+    def submit(self, request_id: str, work: Callable[[], None]) -> None:
+        """Run `work` on a worker thread, on behalf of the request `request_id` (its log lines carry the id)."""
         with self._lock:
             self._busy += 1
-        self._pool.submit(self._run, work)
+        self._pool.submit(self._run, request_id, work)
 
-    def _run(self, work: Callable[[], None]) -> None:
+    def _run(self, request_id: str, work: Callable[[], None]) -> None:
         try:
-            work()
-        except Exception:  # noqa: BLE001 - the row's lease expires and it is retried; the worker lives on
-            log.exception("delivery worker failed", extra={"destination": self.destination})
+            with request_scope(request_id):
+                try:
+                    work()
+                except Exception:  # the row's lease expires and it is retried; the worker lives on
+                    log.exception("delivery worker failed", extra={"destination": self.destination})
         finally:
             with self._lock:
                 self._busy -= 1
@@ -124,10 +134,11 @@ class Dispatcher:
             self._wake.wait()
             self._wake.clear()
             if not self._stopping.is_set():
-                try:
-                    self.dispatch_due()
-                except Exception:  # noqa: BLE001 - a database blip must not end the pump; the next wake retries
-                    log.exception("claiming due deliveries failed")
+                with request_scope():  # a claiming round is a job of its own: its log lines carry a fresh id
+                    try:
+                        self.dispatch_due()
+                    except Exception:  # a database blip must not end the pump; the next wake retries
+                        log.exception("claiming due deliveries failed")
 
     def _lane_done(self, lane: Lane) -> None:
         # Refill once half the slots are free: one claim transaction per batch, not per delivery.
@@ -156,7 +167,7 @@ class Dispatcher:
                 token, rows = self.store.claim_due(lane.destination, limit, self.settings.lease_s)
                 lane.maybe_more = len(rows) == limit
                 for row in rows:
-                    lane.submit(lambda row=row, token=token: self.deliver(row, token))
+                    lane.submit(row.request_id, functools.partial(self.deliver, row, token))
                 started += len(rows)
         return started
 
@@ -169,6 +180,7 @@ class Dispatcher:
 
     # --- one delivery -----------------------------------------------------------------------------------------
     def deliver(self, row: Delivery, token: str) -> None:
+        """Send one claimed row and record the outcome (on a lane's worker, in the scope of its request)."""
         if row.external_id:
             # A Monday.com item was created by an earlier attempt: never make a second one.
             self._record_delivered(row, token, row.external_id)
@@ -185,7 +197,7 @@ class Dispatcher:
             external_id = self.senders[row.destination].send(json.loads(row.payload))
         except DeliveryError as exc:
             failure = exc
-        except Exception as exc:  # noqa: BLE001 - an unexpected error is retried like any other, never lost
+        except Exception as exc:  # an unexpected error is retried like any other, never lost
             log.exception("unexpected error while sending", extra={"delivery_id": row.id})
             failure = DeliveryError(f"unexpected {type(exc).__name__} while sending")
         finally:
@@ -212,8 +224,11 @@ class Dispatcher:
 
     def _record_delivered(self, row: Delivery, token: str, external_id: str) -> None:
         ATTEMPTS.labels(row.destination, "delivered").inc()
-        if not _with_retries(lambda: self._delivered.record((row.id, token, external_id))):
-            log.warning("delivered, but the lease had expired", extra={"delivery_id": row.id})
+        context = {"delivery_id": row.id, "destination": row.destination, "attempts": row.attempts}
+        if _with_retries(lambda: self._delivered.record((row.id, token, external_id))):
+            log.info("delivered", extra=context)
+        else:
+            log.warning("delivered, but the lease had expired", extra=context)
 
     def _record_failure(self, row: Delivery, token: str, error: DeliveryError) -> None:
         context = {"delivery_id": row.id, "destination": row.destination, "attempts": row.attempts}
@@ -238,7 +253,7 @@ class Dispatcher:
             next_at = utcnow() + timedelta(seconds=delay)
             _with_retries(lambda: self.store.mark_retry(row.id, token, error.reason, next_at))
 
-    def _escalation(self, row: Delivery, reason: str) -> tuple[str, str] | None:
+    def _escalation(self, row: Delivery, reason: str) -> Escalation | None:
         """The one email to ESCALATION_EMAIL that carries the lost message's payload (never for an escalation)."""
         to = self.settings.escalation_email
         if row.kind == ESCALATION or not to:
@@ -251,7 +266,8 @@ class Dispatcher:
         )
         subject = f"[NovaHouse] {row.destination} delivery failed: {row.idempotency_key}"[:200]
         email = {"to": to, "subject": subject, "body": body}
-        return f"escalation:{row.id}", json.dumps(email, ensure_ascii=False)
+        # Carries the failed delivery's request id: the escalation's sending is logged under the same request.
+        return Escalation(f"escalation:{row.id}", json.dumps(email, ensure_ascii=False), row.request_id)
 
 
 def _with_retries(write: Callable[[], bool], tries: int = 3) -> bool:
@@ -259,7 +275,7 @@ def _with_retries(write: Callable[[], bool], tries: int = 3) -> bool:
     for attempt in range(tries):
         try:
             return write()
-        except Exception:  # noqa: BLE001
+        except Exception:
             if attempt == tries - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))

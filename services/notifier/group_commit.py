@@ -7,19 +7,20 @@ one per delivery is what lets a backlog drain at the speed of the destination ra
 from __future__ import annotations
 
 import threading
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-class _Entry(Generic[Item]):
+class _Entry(Generic[Item, Result]):
     __slots__ = ("item", "done", "result", "error")
+    result: Result  # set before `done` when the write succeeded; `error` is set instead when it failed
 
-    def __init__(self, item):
+    def __init__(self, item: Item):
         self.item = item
         self.done = threading.Event()
-        self.result = None
         self.error: BaseException | None = None
 
 
@@ -27,13 +28,13 @@ class GroupCommit(Generic[Item, Result]):
     def __init__(self, write_batch: Callable[[list[Item]], list[Result]], max_batch: int = 256):
         self._write_batch = write_batch
         self._max_batch = max_batch
-        self._queued: list[_Entry] = []
+        self._queued: list[_Entry[Item, Result]] = []
         self._lock = threading.Lock()
         self._writing = threading.Lock()
 
     def record(self, item: Item) -> Result:
         """Queue `item`, wait until a transaction carrying it has committed, and return its result."""
-        entry = _Entry(item)
+        entry: _Entry[Item, Result] = _Entry(item)
         with self._lock:
             self._queued.append(entry)
         while not entry.done.is_set():
@@ -54,12 +55,12 @@ class GroupCommit(Generic[Item, Result]):
         if not batch:
             return
         try:
-            results = self._write_batch([e.item for e in batch])
+            answered = list(zip(batch, self._write_batch([e.item for e in batch]), strict=True))
         except Exception as exc:  # noqa: BLE001 - every waiter gets the error and decides for itself
             for entry in batch:
                 entry.error = exc
                 entry.done.set()
             return
-        for entry, result in zip(batch, results):
+        for entry, result in answered:
             entry.result = result
             entry.done.set()

@@ -3,33 +3,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
-from services.notifier.server import MIGRATIONS
+from services.notifier.app import NotifierApp, build
 from services.notifier.settings import Settings
-from services.notifier.storage import DeliveryStore
 from services.runtime import logs
-from services.runtime.db import Database
-from services.runtime.migrate import upgrade_to_head
+from services.runtime.request_context import request_scope
 
 
-def migrate(db: Database, _args) -> str:
-    upgrade_to_head(db, MIGRATIONS)
+def migrate(app: NotifierApp, _args: argparse.Namespace) -> str:
+    app.migrate()
     return "notifier schema is at head"
 
 
-def purge_dlq(db: Database, args) -> str:
-    days = args.older_than_days if args.older_than_days is not None else Settings.from_env().cleanup_days
-    deleted = DeliveryStore(db).purge_delivered(days)
+def purge_dlq(app: NotifierApp, args: argparse.Namespace) -> str:
+    days: int = args.older_than_days if args.older_than_days is not None else app.settings.cleanup_days
+    deleted = app.store.purge_delivered(days)
     return f"purged {deleted} delivered entries older than {days} days"
 
 
-def dlq_stats(db: Database, _args) -> str:
-    counts = DeliveryStore(db).counts()
+def dlq_stats(app: NotifierApp, _args: argparse.Namespace) -> str:
+    counts = app.store.counts()
     lines = [f"{destination:8s} {status:10s} {count}" for destination, status, count in counts]
     return "\n".join(lines) if lines else "no deliveries"
 
 
-COMMANDS = {
+Command = Callable[[NotifierApp, argparse.Namespace], str]
+COMMANDS: dict[str, tuple[Command, str]] = {
     "migrate": (migrate, "bring the notifier's database schema to the newest revision"),
     "purge-dlq": (purge_dlq, "delete delivered entries older than DLQ_CLEANUP_DAYS (the CronJob)"),
     "dlq-stats": (dlq_stats, "print delivery counts by destination and status"),
@@ -45,14 +45,18 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--older-than-days", type=int, default=None, help="default: DLQ_CLEANUP_DAYS (30)")
     args = parser.parse_args(argv)
     logs.configure("notifier")
-    db = Database("notifier")
-    try:
-        print(COMMANDS[args.command][0](db, args))
-    except Exception as exc:  # noqa: BLE001 - a CronJob needs a message and a non-zero exit, not a traceback
-        print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        db.dispose()
+    app: NotifierApp | None = None
+    # A command is a job, not a request: its log lines carry an id of their own.
+    with request_scope():
+        try:
+            app = build(Settings.from_env())
+            print(COMMANDS[args.command][0](app, args))
+        except Exception as exc:  # noqa: BLE001 - a CronJob needs a message and a non-zero exit, not a traceback
+            print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if app is not None:
+                app.db.dispose()
     return 0
 
 

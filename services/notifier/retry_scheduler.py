@@ -1,4 +1,4 @@
-"""The DLQ retry job on APScheduler, with the in-memory job store only.
+"""The notifier's periodic job runner: APScheduler, in-memory job store, one job (`dlq-retry`).
 
 Every replica runs its own scheduler; the jobs never share a job store. They are safe to run everywhere at once
 because the work they start is claimed row by row in the database.
@@ -6,7 +6,7 @@ because the work they start is claimed row by row in the database.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC
 
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -14,6 +14,8 @@ from prometheus_client import Gauge
 
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.storage import DEAD, FAILED, PENDING, DeliveryStore
+from services.runtime.clock import utcnow
+from services.runtime.request_context import request_scope
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,8 @@ DLQ_ENTRIES = Gauge("notifier_dlq_entries", "Undelivered entries by status", ["s
 
 
 class RetryScheduler:
+    """Runs the `dlq-retry` job every `interval_s`: due retries (and rows whose worker died) start promptly."""
+
     def __init__(self, dispatcher: Dispatcher, store: DeliveryStore, interval_s: float):
         self.dispatcher = dispatcher
         self.store = store
@@ -30,24 +34,23 @@ class RetryScheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
-        self.scheduler.add_job(
-            self.retry_due, "interval", seconds=interval_s, id="dlq-retry", next_run_time=datetime.now(UTC)
-        )
+        self.scheduler.add_job(self.retry_due, "interval", seconds=interval_s, id="dlq-retry", next_run_time=utcnow())
 
     def retry_due(self) -> None:
         """Start every retry that is due (and every row whose worker died), then refresh the DLQ gauges."""
-        self.dispatcher.wake()
-        for status in (PENDING, FAILED, DEAD):
-            DLQ_ENTRIES.labels(status).set(self.store.count_status(status))
+        with request_scope():  # a job, not a request: its log lines carry an id of their own
+            self.dispatcher.wake()
+            for status in (PENDING, FAILED, DEAD):
+                DLQ_ENTRIES.labels(status).set(self.store.count_status(status))
 
     def start(self) -> None:
         self.scheduler.start()
         log.info("DLQ retry job scheduled", extra={"interval_s": self.interval_s})
 
     def stop(self) -> None:
-        if self.scheduler.running:
+        if self.running:
             self.scheduler.shutdown(wait=False)
 
     @property
     def running(self) -> bool:
-        return self.scheduler.running
+        return bool(self.scheduler.running)

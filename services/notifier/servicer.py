@@ -1,9 +1,14 @@
 """gRPC servicers of the notifier: proto in, domain call, proto out. Nothing else lives here."""
 from __future__ import annotations
 
+import grpc
+
+from novahouse.common.v1 import diagnostics_pb2
 from novahouse.notifier.v1 import notifier_pb2 as pb
 from novahouse.notifier.v1 import notifier_pb2_grpc
-from services.notifier.outbox import Notifier
+from services.notifier.breakers import BreakerStatus
+from services.notifier.deliveries import DeliveryService
+from services.notifier.destinations import Payload
 from services.notifier.storage import Delivery
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.timestamps import to_timestamp
@@ -14,14 +19,16 @@ STATUS_NAMES = {pb.PENDING: "pending", pb.DELIVERED: "delivered", pb.FAILED: "fa
 STATUS_ENUMS = {name: value for value, name in STATUS_NAMES.items()}
 
 
-def _payload(request: pb.NotifyRequest) -> tuple[str, dict]:
+def _payload(request: pb.NotifyRequest) -> tuple[str, Payload]:
     kind = request.WhichOneof("payload")
     if kind == "slack":
         alert = request.slack
         return "slack", {"title": alert.title, "text": alert.text, "fields": dict(alert.fields)}
     if kind == "monday":
         item = request.monday
-        return "monday", {"item_name": item.item_name, "column_values": dict(item.column_values), "group_id": item.group_id}
+        return "monday", {
+            "item_name": item.item_name, "column_values": dict(item.column_values), "group_id": item.group_id
+        }
     if kind == "email":
         email = request.email
         return "email", {"to": email.to, "subject": email.subject, "body": email.body}
@@ -41,16 +48,23 @@ def delivery_message(d: Delivery) -> pb.Delivery:
         next_attempt_at=to_timestamp(d.next_attempt_at),
         delivered_at=to_timestamp(d.delivered_at),
         payload_json=d.payload,
+        request_id=d.request_id,
+    )
+
+
+def breaker_message(b: BreakerStatus) -> pb.Breaker:
+    return pb.Breaker(
+        name=b.name, state=b.state, fail_counter=b.fail_counter, fail_max=b.fail_max, reset_timeout_s=b.reset_timeout_s
     )
 
 
 class NotifierInternalServicer(notifier_pb2_grpc.NotifierInternalServicer):
-    def __init__(self, notifier: Notifier):
-        self.notifier = notifier
+    def __init__(self, deliveries: DeliveryService):
+        self.deliveries = deliveries
 
-    def Notify(self, request, context):
+    def Notify(self, request: pb.NotifyRequest, context: grpc.ServicerContext) -> pb.NotifyResponse:
         destination, payload = _payload(request)
-        delivery, duplicate = self.notifier.notify(request.idempotency_key, destination, payload)
+        delivery, duplicate = self.deliveries.notify(request.idempotency_key, destination, payload)
         return pb.NotifyResponse(
             delivery_id=delivery.id,
             status=STATUS_ENUMS[delivery.status],
@@ -58,44 +72,52 @@ class NotifierInternalServicer(notifier_pb2_grpc.NotifierInternalServicer):
             external_id=delivery.external_id,
         )
 
-    def GetDelivery(self, request, context):
-        return delivery_message(self.notifier.get_delivery(request.idempotency_key))
+    def GetDelivery(self, request: pb.GetDeliveryRequest, context: grpc.ServicerContext) -> pb.Delivery:
+        return delivery_message(self.deliveries.get_delivery(request.idempotency_key))
 
 
 class NotifierAdminServicer(notifier_pb2_grpc.NotifierAdminServicer):
-    def __init__(self, notifier: Notifier, diagnostics: Diagnostics):
-        self.notifier = notifier
+    def __init__(self, deliveries: DeliveryService, diagnostics: Diagnostics):
+        self.deliveries = deliveries
         self.diagnostics = diagnostics
 
-    def GetDlqStats(self, request, context):
-        stats = self.notifier.dlq_stats()
+    def GetDlqStats(self, request: pb.GetDlqStatsRequest, context: grpc.ServicerContext) -> pb.GetDlqStatsResponse:
+        stats = self.deliveries.dlq_stats()
         counts = [
-            pb.DlqCount(destination=DESTINATION_ENUMS.get(d, 0), status=STATUS_ENUMS[s], count=n)
-            for d, s, n in stats["counts"]
+            pb.DlqCount(
+                destination=DESTINATION_ENUMS.get(d, pb.DESTINATION_UNSPECIFIED), status=STATUS_ENUMS[s], count=n
+            )
+            for d, s, n in stats.counts
         ]
-        return pb.GetDlqStatsResponse(
-            counts=counts, pending=stats["pending"], failed=stats["failed"], dead=stats["dead"]
-        )
+        return pb.GetDlqStatsResponse(counts=counts, pending=stats.pending, failed=stats.failed, dead=stats.dead)
 
-    def ListDeadLetters(self, request, context):
-        entries = self.notifier.list_dead_letters(
+    def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeadLettersResponse:
+        entries = self.deliveries.list_dead_letters(
             DESTINATION_NAMES.get(request.destination), STATUS_NAMES.get(request.status), request.limit
         )
         return pb.ListDeadLettersResponse(entries=[delivery_message(e) for e in entries])
 
-    def ReplayDeadLetters(self, request, context):
+    def ReplayDeadLetters(
+        self, request: pb.ReplayDeadLettersRequest, context: grpc.ServicerContext
+    ) -> pb.ReplayDeadLettersResponse:
         return pb.ReplayDeadLettersResponse(
-            replayed=self.notifier.replay(list(request.delivery_ids), request.all_failed)
+            replayed=self.deliveries.replay(list(request.delivery_ids), request.all_failed)
         )
 
-    def PurgeDeadLetters(self, request, context):
-        return pb.PurgeDeadLettersResponse(deleted=self.notifier.purge_delivered(request.older_than_days))
+    def PurgeDeadLetters(
+        self, request: pb.PurgeDeadLettersRequest, context: grpc.ServicerContext
+    ) -> pb.PurgeDeadLettersResponse:
+        return pb.PurgeDeadLettersResponse(deleted=self.deliveries.purge_delivered(request.older_than_days))
 
-    def GetBreakers(self, request, context):
-        return pb.GetBreakersResponse(breakers=[pb.Breaker(**b) for b in self.notifier.breaker_states()])
+    def GetBreakers(self, request: pb.GetBreakersRequest, context: grpc.ServicerContext) -> pb.GetBreakersResponse:
+        return pb.GetBreakersResponse(breakers=[breaker_message(b) for b in self.deliveries.breaker_states()])
 
-    def ResetBreaker(self, request, context):
-        return pb.Breaker(**self.notifier.reset_breaker(request.name))
+    def ResetBreaker(self, request: pb.ResetBreakerRequest, context: grpc.ServicerContext) -> pb.Breaker:
+        return breaker_message(self.deliveries.reset_breaker(request.name))
 
-    def Diagnose(self, request, context):
+    def Diagnose(
+        self, request: diagnostics_pb2.DiagnoseRequest, context: grpc.ServicerContext
+    ) -> diagnostics_pb2.DiagnosticsReport:
         return self.diagnostics.report()

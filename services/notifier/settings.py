@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.runtime.config import env_float, env_int, env_str
+from services.runtime.config import env_bool, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Settings:
     lease_s: float
     workers: int
     max_retry_after_s: float
+    migrate_on_start: bool
 
     @property
     def max_attempts(self) -> int:
@@ -34,7 +35,7 @@ class Settings:
         return 1 + self.max_retries
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         # DLQ_RETRY_DELAY_SECONDS overrides the minutes, so tests can shrink delays (as Svix's tests do).
         base_delay = env_float("DLQ_RETRY_DELAY_SECONDS", 0.0, minimum=0.0) or 60.0 * env_float(
             "DLQ_RETRY_DELAY_MINUTES", 5.0, minimum=0.0
@@ -59,4 +60,5 @@ class Settings:
             lease_s=env_float("DELIVERY_LEASE_S", 60.0, minimum=0.5),
             workers=env_int("DELIVERY_WORKERS", 8, minimum=1),
             max_retry_after_s=env_float("MAX_RETRY_AFTER_S", 30.0, minimum=0.0),
+            migrate_on_start=env_bool("MIGRATE_ON_START", True),
         )

@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, Index, Integer, String, Text, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    DateTime,
+    Executable,
+    Index,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from services.runtime.clock import naive_utc, utcnow
 from services.runtime.db import Database
 
 PENDING, DELIVERED, FAILED, DEAD = "pending", "delivered", "failed", "dead"
@@ -24,9 +39,9 @@ DESTINATIONS = ("slack", "monday", "email")
 MESSAGE, ESCALATION = "message", "escalation"
 
 
-def utcnow() -> datetime:
-    """Naive UTC, stored the same way on SQLite and PostgreSQL."""
-    return datetime.now(UTC).replace(tzinfo=None)
+def _now() -> datetime:
+    """The stored form of now: naive UTC, the same on SQLite and PostgreSQL."""
+    return naive_utc(utcnow())
 
 
 class Base(DeclarativeBase):
@@ -51,6 +66,8 @@ class DeliveryRow(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The request that queued the delivery, so the log lines of its sending join that request's ('' before 0002).
+    request_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     __table_args__ = (
         Index("ix_deliveries_due", "status", "destination", "next_attempt_at"),
@@ -74,10 +91,10 @@ class Delivery:
     created_at: datetime
     next_attempt_at: datetime
     delivered_at: datetime | None
-    claimed_by: str | None
+    request_id: str
 
     @classmethod
-    def of(cls, row: DeliveryRow) -> "Delivery":
+    def of(cls, row: DeliveryRow) -> Delivery:
         return cls(
             id=row.id,
             idempotency_key=row.idempotency_key,
@@ -91,11 +108,20 @@ class Delivery:
             created_at=row.created_at,
             next_attempt_at=row.next_attempt_at,
             delivered_at=row.delivered_at,
-            claimed_by=row.claimed_by,
+            request_id=row.request_id,
         )
 
 
-def _new_row(key: str, destination: str, payload: str, kind: str, now: datetime) -> DeliveryRow:
+@dataclass(frozen=True)
+class Escalation:
+    """The email that tells a person about a FAILED delivery, queued with it (key: once per failed delivery)."""
+
+    key: str
+    payload: str
+    request_id: str
+
+
+def _new_row(key: str, destination: str, payload: str, kind: str, request_id: str, now: datetime) -> DeliveryRow:
     return DeliveryRow(
         id=uuid.uuid4().hex,
         idempotency_key=key,
@@ -109,7 +135,16 @@ def _new_row(key: str, destination: str, payload: str, kind: str, now: datetime)
         created_at=now,
         updated_at=now,
         next_attempt_at=now,
+        request_id=request_id,
     )
+
+
+def _execute_dml(s: Session, statement: Executable) -> int:
+    """Run an UPDATE or DELETE without loading rows into the session; returns how many rows it matched."""
+    result = s.execute(statement, execution_options={"synchronize_session": False})
+    if not isinstance(result, CursorResult):  # Session.execute is typed as returning a plain Result
+        raise TypeError(f"{type(result).__name__} from a DML statement has no rowcount")
+    return result.rowcount
 
 
 class DeliveryStore:
@@ -117,11 +152,13 @@ class DeliveryStore:
         self.db = db
 
     # --- the outbox -------------------------------------------------------------------------------------------
-    def add(self, key: str, destination: str, payload: str, kind: str = MESSAGE) -> tuple[Delivery, bool]:
+    def add(
+        self, key: str, destination: str, payload: str, request_id: str, kind: str = MESSAGE
+    ) -> tuple[Delivery, bool]:
         """Store a new delivery; for a key seen before, return the first one and True."""
         try:
             with self.db.session() as s:
-                row = _new_row(key, destination, payload, kind, utcnow())
+                row = _new_row(key, destination, payload, kind, request_id, _now())
                 s.add(row)
                 s.flush()
                 return Delivery.of(row), False
@@ -136,18 +173,13 @@ class DeliveryStore:
             row = s.scalar(select(DeliveryRow).where(DeliveryRow.idempotency_key == key))
             return Delivery.of(row) if row else None
 
-    def by_id(self, delivery_id: str) -> Delivery | None:
-        with self.db.session() as s:
-            row = s.get(DeliveryRow, delivery_id)
-            return Delivery.of(row) if row else None
-
     # --- claiming and finishing -------------------------------------------------------------------------------
     def claim_due(self, destination: str, limit: int, lease_s: float) -> tuple[str, list[Delivery]]:
         """Lease up to `limit` due pending rows of one destination; each claim counts as an attempt."""
         token = uuid.uuid4().hex
         if limit <= 0:
             return token, []
-        now = utcnow()
+        now = _now()
         free = or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now)
         due = (
             select(DeliveryRow.id)
@@ -176,14 +208,16 @@ class DeliveryStore:
             ).all()
             return token, [Delivery.of(r) for r in rows]
 
-    def _finish(self, s, delivery_id: str, token: str, **values) -> bool:
-        result = s.execute(
+    @staticmethod
+    def _finish(s: Session, delivery_id: str, token: str, **values: object) -> bool:
+        """Release the claim and write the outcome, if the claim `token` still holds the row."""
+        matched = _execute_dml(
+            s,
             update(DeliveryRow)
             .where(DeliveryRow.id == delivery_id, DeliveryRow.claimed_by == token)
-            .values(claimed_by=None, lease_until=None, updated_at=utcnow(), **values)
-            .execution_options(synchronize_session=False)
+            .values(claimed_by=None, lease_until=None, updated_at=_now(), **values),
         )
-        return result.rowcount == 1
+        return matched == 1
 
     def mark_retry(
         self, delivery_id: str, token: str, error: str, next_attempt_at: datetime, attempted: bool = True
@@ -192,13 +226,14 @@ class DeliveryStore:
         values = {} if attempted else {"attempts": DeliveryRow.attempts - 1}
         with self.db.session() as s:
             return self._finish(
-                s, delivery_id, token, last_error=error[:2000], next_attempt_at=next_attempt_at, **values
+                s, delivery_id, token, last_error=error[:2000], next_attempt_at=naive_utc(next_attempt_at), **values
             )
 
-    def _update_queued(self, destination: str, *conditions, **values) -> int:
+    def _update_queued(self, destination: str, *conditions: ColumnElement[bool], **values: object) -> int:
         """Update the pending, unclaimed rows of one destination that match `conditions`."""
         with self.db.session() as s:
-            result = s.execute(
+            return _execute_dml(
+                s,
                 update(DeliveryRow)
                 .where(
                     DeliveryRow.status == PENDING,
@@ -206,10 +241,8 @@ class DeliveryStore:
                     DeliveryRow.claimed_by.is_(None),
                     *conditions,
                 )
-                .values(**values)
-                .execution_options(synchronize_session=False)
+                .values(**values),
             )
-            return result.rowcount
 
     def note_waiting(self, destination: str, reason: str) -> int:
         """Tell the operator why queued rows that were never tried are waiting (the breaker is open)."""
@@ -218,7 +251,7 @@ class DeliveryStore:
     def mark_delivered_many(self, results: list[tuple[str, str, str]]) -> list[bool]:
         """(id, claim token, external id) of deliveries that went out, recorded in one transaction."""
         with self.db.session() as s:
-            now = utcnow()
+            now = _now()
             return [
                 self._finish(s, delivery_id, token, status=DELIVERED, delivered_at=now, external_id=external_id,
                              last_error="")
@@ -227,22 +260,23 @@ class DeliveryStore:
 
     def bring_forward(self, destination: str) -> int:
         """The destination works again: everything waiting for it is due now."""
-        now = utcnow()
+        now = _now()
         return self._update_queued(destination, DeliveryRow.next_attempt_at > now, next_attempt_at=now)
 
     def mark_dead(self, delivery_id: str, token: str, error: str) -> bool:
         with self.db.session() as s:
             return self._finish(s, delivery_id, token, status=DEAD, last_error=error[:2000])
 
-    def mark_failed(self, delivery_id: str, token: str, error: str, escalation: tuple[str, str] | None) -> bool:
-        """Retries exhausted. `escalation` (key, email payload) is queued in the same transaction, once per key."""
+    def mark_failed(self, delivery_id: str, token: str, error: str, escalation: Escalation | None) -> bool:
+        """Retries exhausted. `escalation` is queued in the same transaction, once per key."""
         with self.db.session() as s:
             if not self._finish(s, delivery_id, token, status=FAILED, last_error=error[:2000]):
                 return False
             if escalation is not None:
-                key, payload = escalation
-                if s.scalar(select(DeliveryRow.id).where(DeliveryRow.idempotency_key == key)) is None:
-                    s.add(_new_row(key, "email", payload, ESCALATION, utcnow()))
+                known = s.scalar(select(DeliveryRow.id).where(DeliveryRow.idempotency_key == escalation.key))
+                if known is None:
+                    s.add(_new_row(escalation.key, "email", escalation.payload, ESCALATION, escalation.request_id,
+                                   _now()))
             return True
 
     # --- the dead-letter queue for operators ------------------------------------------------------------------
@@ -269,23 +303,18 @@ class DeliveryStore:
 
     def replay(self, ids: list[str] | None) -> int:
         """Put FAILED and DEAD rows (the given ones, or all) back in the queue with a fresh attempt budget."""
-        now = utcnow()
+        now = _now()
         query = update(DeliveryRow).where(DeliveryRow.status.in_((FAILED, DEAD)))
         if ids is not None:
             query = query.where(DeliveryRow.id.in_(ids))
         with self.db.session() as s:
-            result = s.execute(
-                query.values(status=PENDING, attempts=0, next_attempt_at=now, updated_at=now, lease_until=None)
-                .execution_options(synchronize_session=False)
+            return _execute_dml(
+                s, query.values(status=PENDING, attempts=0, next_attempt_at=now, updated_at=now, lease_until=None)
             )
-            return result.rowcount
 
     def purge_delivered(self, older_than_days: int) -> int:
-        cutoff = utcnow() - timedelta(days=older_than_days)
+        cutoff = _now() - timedelta(days=older_than_days)
         with self.db.session() as s:
-            result = s.execute(
-                delete(DeliveryRow)
-                .where(DeliveryRow.status == DELIVERED, DeliveryRow.delivered_at < cutoff)
-                .execution_options(synchronize_session=False)
+            return _execute_dml(
+                s, delete(DeliveryRow).where(DeliveryRow.status == DELIVERED, DeliveryRow.delivered_at < cutoff)
             )
-            return result.rowcount

@@ -1,18 +1,22 @@
-"""What the notifier promises its callers and operators, without any gRPC types.
+"""The notifier's deliveries as its callers and operators see them, without any gRPC types.
 
-Notify validates, stores the message (the outbox) and only then answers; the workers deliver it afterwards. The
-same idempotency key twice is one delivery, and the second call answers with the first one's state.
+Notify validates, stores the message (the outbox) and only then answers; the dispatcher delivers it afterwards. The
+same idempotency key twice is one delivery, and the second call answers with the first one's state. Operators read
+and replay the dead-letter queue and reset the destinations' breakers here too.
 """
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
-from services.notifier.breakers import BreakerBoard
+from services.notifier.breakers import BreakerBoard, BreakerStatus
+from services.notifier.destinations import Payload
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.settings import Settings
 from services.notifier.storage import DEAD, DESTINATIONS, FAILED, PENDING, STATUSES, Delivery, DeliveryStore
 from services.runtime.errors import NotFoundError, ValidationError
+from services.runtime.request_context import current_request_id
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
 _EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,}$")
@@ -30,7 +34,7 @@ def _text(value: str, what: str, limit: int, required: bool = False, single_line
     return value
 
 
-def validate(key: str, destination: str, payload: dict) -> dict:
+def validate(key: str, destination: str, payload: Payload) -> Payload:
     """The payload as stored; raises ValidationError naming what is wrong."""
     if not _KEY.match(key or ""):
         raise ValidationError("idempotency_key is required: 1-200 printable characters without spaces")
@@ -61,17 +65,31 @@ def validate(key: str, destination: str, payload: dict) -> dict:
     return payload
 
 
-class Notifier:
+@dataclass(frozen=True)
+class DlqStats:
+    counts: list[tuple[str, str, int]]  # (destination, status, rows)
+    pending: int
+    failed: int
+    dead: int
+
+
+class DeliveryService:
+    """The façade over the outbox, the dispatcher and the breakers that the servicers call."""
+
     def __init__(self, settings: Settings, store: DeliveryStore, dispatcher: Dispatcher, breakers: BreakerBoard):
         self.settings = settings
         self.store = store
         self.dispatcher = dispatcher
         self.breakers = breakers
 
-    def notify(self, key: str, destination: str, payload: dict) -> tuple[Delivery, bool]:
-        """Store durably, then wake the workers; returns the delivery and whether the key was seen before."""
+    def notify(self, key: str, destination: str, payload: Payload) -> tuple[Delivery, bool]:
+        """Store durably, then wake the workers; returns the delivery and whether the key was seen before.
+
+        The row keeps the id of the request that asked, so the log lines of its sending (later, on a worker
+        thread) join that request's."""
         payload = validate(key, destination, payload)
-        delivery, duplicate = self.store.add(key, destination, json.dumps(payload, ensure_ascii=False, sort_keys=True))
+        stored = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        delivery, duplicate = self.store.add(key, destination, stored, current_request_id())
         if not duplicate:
             self.dispatcher.wake()
         return delivery, duplicate
@@ -82,10 +100,10 @@ class Notifier:
             raise NotFoundError("no delivery with this idempotency key")
         return delivery
 
-    def dlq_stats(self) -> dict:
+    def dlq_stats(self) -> DlqStats:
         counts = self.store.counts()
         totals = {status: sum(n for _, s, n in counts if s == status) for status in STATUSES}
-        return {"counts": counts, "pending": totals[PENDING], "failed": totals[FAILED], "dead": totals[DEAD]}
+        return DlqStats(counts, totals[PENDING], totals[FAILED], totals[DEAD])
 
     def list_dead_letters(self, destination: str | None, status: str | None, limit: int) -> list[Delivery]:
         if limit < 0:
@@ -109,10 +127,10 @@ class Notifier:
             raise ValidationError("older_than_days must not be negative")
         return self.store.purge_delivered(older_than_days or self.settings.cleanup_days)
 
-    def breaker_states(self) -> list[dict]:
+    def breaker_states(self) -> list[BreakerStatus]:
         return [breaker.describe() for breaker in self.breakers]
 
-    def reset_breaker(self, name: str) -> dict:
+    def reset_breaker(self, name: str) -> BreakerStatus:
         if name not in DESTINATIONS:
             raise NotFoundError(f"no breaker named {name[:40]!r}; there are: {', '.join(DESTINATIONS)}")
         breaker = self.breakers[name]

@@ -1,0 +1,96 @@
+"""The one place the notifier is wired: every domain object built from Settings, for the server and manage.py."""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from services.notifier.breakers import BreakerBoard, DestinationBreaker
+from services.notifier.deliveries import DeliveryService
+from services.notifier.destinations import EmailSender, MondaySender, SlackSender
+from services.notifier.dispatcher import Dispatcher, Sender
+from services.notifier.retry_scheduler import RetryScheduler
+from services.notifier.settings import Settings
+from services.notifier.storage import DESTINATIONS, DeliveryStore
+from services.runtime.db import Database
+from services.runtime.diagnostics import Diagnostics
+from services.runtime.migrate import upgrade_to_head
+from services.runtime.redis_client import key_prefix, redis_from_env
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+@dataclass
+class NotifierApp:
+    settings: Settings
+    db: Database
+    store: DeliveryStore
+    breakers: BreakerBoard
+    dispatcher: Dispatcher
+    scheduler: RetryScheduler
+    deliveries: DeliveryService
+    redis: redis.Redis | None
+
+    def migrate(self) -> None:
+        upgrade_to_head(self.db, MIGRATIONS)
+
+
+def breaker_board(settings: Settings, client: redis.Redis | None) -> BreakerBoard:
+    """Breakers in Redis when it is configured and answers; in memory (per replica) otherwise."""
+    if client is not None:
+        try:
+            return BreakerBoard(DESTINATIONS, settings.cb_fail_max, settings.cb_reset_timeout_s, client, key_prefix())
+        except redis.RedisError as exc:
+            log.warning("Redis unreachable at start; breaker state is per replica", extra={"error": type(exc).__name__})
+    return BreakerBoard(DESTINATIONS, settings.cb_fail_max, settings.cb_reset_timeout_s)
+
+
+def build(settings: Settings) -> NotifierApp:
+    """Every object of the notifier; nothing runs until the server starts the dispatcher and the scheduler."""
+    db = Database("notifier")
+    store = DeliveryStore(db)
+    client = redis_from_env()
+    breakers = breaker_board(settings, client)
+    senders: dict[str, Sender] = {
+        "slack": SlackSender(settings), "monday": MondaySender(settings), "email": EmailSender(settings)
+    }
+    dispatcher = Dispatcher(settings, store, senders, breakers)
+    scheduler = RetryScheduler(dispatcher, store, settings.poll_interval_s)
+    deliveries = DeliveryService(settings, store, dispatcher, breakers)
+    return NotifierApp(settings, db, store, breakers, dispatcher, scheduler, deliveries, client)
+
+
+def diagnostics(app: NotifierApp) -> Diagnostics:
+    """What NotifierAdmin.Diagnose reports: database, Redis, each breaker, the DLQ's depth, and the workers."""
+    report = Diagnostics("notifier")
+    report.add_dependency("database", app.db.ping)
+    client = app.redis
+    if client is not None:
+        report.add_dependency("redis", lambda: _ping(client))
+    for breaker in app.breakers:
+        report.add(f"breaker:{breaker.name}", functools.partial(_breaker_state, breaker))
+
+    def dlq_depth() -> tuple[bool, str]:
+        stats = app.deliveries.dlq_stats()
+        return True, f"{stats.pending} pending, {stats.failed} failed, {stats.dead} dead"
+
+    def running(part: RetryScheduler | Dispatcher) -> tuple[bool, str]:
+        return part.running, "running" if part.running else "stopped"
+
+    report.add("dlq", dlq_depth)
+    report.add("scheduler", lambda: running(app.scheduler))
+    report.add("dispatcher", lambda: running(app.dispatcher))
+    return report
+
+
+def _breaker_state(breaker: DestinationBreaker) -> tuple[bool, str]:
+    return breaker.state != "open", breaker.state
+
+
+def _ping(client: redis.Redis) -> None:
+    client.ping()
