@@ -15,6 +15,7 @@ from limits import storage, strategies
 
 from gateway.ratelimit.memory import InProcessMovingWindow
 from gateway.ratelimit.policy import Limit, Policy
+from services.runtime.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +29,24 @@ class Decision:
 
 ALLOW = Decision(True)
 
-def storage_for(redis_url: str, key_prefix: str, timeout_s: float):
+
+def storage_for(redis_url: str, key_prefix: str, timeout_s: float) -> storage.Storage:
     """In-process by default; Redis (shared by every limiter replica) when REDIS_URL is set."""
     if not redis_url:
         return InProcessMovingWindow()
-    return storage.storage_from_string(
+    backend = storage.storage_from_string(
         redis_url,
         key_prefix=f"{key_prefix}ratelimit",
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
     )
+    if not isinstance(backend, storage.Storage):
+        raise ConfigError(f"REDIS_URL names an asyncio storage ({type(backend).__name__}); the limiter needs redis://")
+    return backend
 
 
 class DescriptorLimiter:
-    def __init__(self, policy: Policy, backend):
+    def __init__(self, policy: Policy, backend: storage.Storage):
         self.policy = policy
         self.backend = backend
         self.strategy = strategies.MovingWindowRateLimiter(backend)

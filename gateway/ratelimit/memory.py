@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Callable
+from collections.abc import Callable
 
 from limits.storage import MovingWindowSupport, Storage
 
@@ -52,7 +52,8 @@ class InProcessMovingWindow(Storage, MovingWindowSupport):
         """(time of the oldest hit still in the window, hits in the window), as limits' strategies expect."""
         now = self._clock()
         with self._lock:
-            hits = self._by_window.get(expiry, {}).get(key)
+            keys = self._by_window.get(expiry)
+            hits = keys.get(key) if keys is not None else None
             if not hits:
                 return now, 0
             _trim(hits, now - expiry)
@@ -72,7 +73,7 @@ class InProcessMovingWindow(Storage, MovingWindowSupport):
             del keys[oldest_key]
 
     def __len__(self) -> int:
-        """Keys held: what the in-process limiter's memory grows with."""
+        """Keys held: what the in-process limiter's memory grows with (the ratelimit_keys_held gauge)."""
         with self._lock:
             return sum(len(keys) for keys in self._by_window.values())
 

@@ -42,9 +42,9 @@ class Node:
     key: str
     value: str | None
     limit: Limit | None = None
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
-    def child(self, key: str, value: str) -> "Node | None":
+    def child(self, key: str, value: str) -> Node | None:
         wildcard = None
         for node in self.children:
             if node.key == key:
@@ -64,13 +64,15 @@ class Policy:
         """The limit a descriptor reaches, or None when the policy does not limit it."""
         node = self.root
         for key, value in entries:
-            node = node.child(key, value)
-            if node is None:
+            found = node.child(key, value)
+            if found is None:
                 return None
+            node = found
         return node.limit
 
     def limits(self) -> list[Limit]:
-        found, stack = [], [self.root]
+        found: list[Limit] = []
+        stack = [self.root]
         while stack:
             node = stack.pop()
             if node.limit:
@@ -92,7 +94,7 @@ def _mapping(path: Path, node: yaml.Node, what: str) -> dict[str, yaml.Node]:
 def _scalar(path: Path, node: yaml.Node, what: str) -> str:
     if not isinstance(node, yaml.ScalarNode) or node.value == "":
         raise PolicyError(f"{_where(path, node)}: {what} must be a non-empty value")
-    return node.value
+    return str(node.value)
 
 
 def _rate(path: Path, node: yaml.Node, override_env: str | None, name: str) -> RateLimitItem:
@@ -153,8 +155,8 @@ def _children(path: Path, node: yaml.Node | None, parent: str) -> list[Node]:
     if not isinstance(node, yaml.SequenceNode):
         raise PolicyError(f"{_where(path, node)}: descriptors must be a list")
     children = [_node(path, child, parent) for child in node.value]
-    seen = set()
-    for child, raw in zip(children, node.value):
+    seen: set[tuple[str, str | None]] = set()
+    for child, raw in zip(children, node.value, strict=True):
         ident = (child.key, child.value)
         if ident in seen:
             raise PolicyError(f"{_where(path, raw)}: duplicate descriptor {child.key}={child.value}")
@@ -185,7 +187,9 @@ def load_policy(path: str | Path) -> Policy:
     domain = _scalar(path, top["domain"], "domain")
     strategy = _scalar(path, top["strategy"], "strategy") if "strategy" in top else STRATEGIES[0]
     if strategy not in STRATEGIES:
-        raise PolicyError(f"{_where(path, top['strategy'])}: strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+        raise PolicyError(
+            f"{_where(path, top['strategy'])}: strategy {strategy!r} is not one of {', '.join(STRATEGIES)}"
+        )
     if "descriptors" not in top:
         raise PolicyError(f"{_where(path, document)}: the policy needs descriptors")
     return Policy(domain=domain, root=Node("", None, None, _children(path, top["descriptors"], domain)))

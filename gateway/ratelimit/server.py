@@ -9,9 +9,10 @@ import sys
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from gateway.ratelimit.limiter import Decision, DescriptorLimiter, storage_for
+from gateway.ratelimit.memory import InProcessMovingWindow
 from gateway.ratelimit.policy import PolicyError, load_policy
 from services.runtime import logs
 from services.runtime.config import env_float, env_str
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "gateway/ratelimit/policy.yaml"
 DECISIONS = Counter("ratelimit_decisions_total", "Rate-limit answers", ["result"])
+KEYS_HELD = Gauge("ratelimit_keys_held", "Keys the in-process store holds; its memory grows with them")
 
 _OK = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
 
@@ -31,8 +33,11 @@ def _header(key: str, value: str) -> base_pb2.HeaderValue:
 
 
 def over_limit_response(decision: Decision) -> rls_pb2.RateLimitResponse:
-    """429 for REST with a JSON body and Retry-After / RateLimit-* headers; Envoy maps it to RESOURCE_EXHAUSTED for gRPC."""
+    """429 for REST with a JSON body and Retry-After / RateLimit-* headers; Envoy maps it to RESOURCE_EXHAUSTED for
+    gRPC."""
     limit = decision.limit
+    if limit is None:
+        raise ValueError("an over-limit answer names the limit it is over")
     retry = str(decision.retry_after_s)
     return rls_pb2.RateLimitResponse(
         overall_code=rls_pb2.RateLimitResponse.OVER_LIMIT,
@@ -47,11 +52,13 @@ def over_limit_response(decision: Decision) -> rls_pb2.RateLimitResponse:
     )
 
 
-class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # envoy's generated code has no types
     def __init__(self, limiter: DescriptorLimiter):
         self.limiter = limiter
 
-    def ShouldRateLimit(self, request, context):
+    def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: grpc.ServicerContext
+    ) -> rls_pb2.RateLimitResponse:
         hits = request.hits_addend or 1
         try:
             for descriptor in request.descriptors:
@@ -88,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         for limit in limiter.policy.limits():
             print(f"{limit.name}: {limit.item}{' (shadow)' if limit.shadow_mode else ''}")
         return 0
+    backend = limiter.backend
+    if isinstance(backend, InProcessMovingWindow):
+        KEYS_HELD.set_function(lambda: len(backend))
     # Each decision is microseconds of Python: a few workers contend less for the GIL than many.
-    service = GrpcService("ratelimit", 50054, readiness={"storage": lambda: _require(limiter.healthy())},
-                          default_workers=4)
+    service = GrpcService("ratelimit", readiness={"storage": lambda: _require(limiter.healthy())}, default_workers=4)
     service.add(rls_pb2_grpc.add_RateLimitServiceServicer_to_server, RateLimitServicer(limiter),
                 "envoy.service.ratelimit.v3.RateLimitService")
     service.run()
