@@ -38,8 +38,11 @@ def test_a_delivery_and_the_log_lines_of_its_sending_carry_the_request_id_of_its
     delivered = notifier.wait_status("traced-alert", pb.DELIVERED)
     assert delivered.request_id == REQUEST_ID and delivered.attempts == 2
 
-    lines = wait_for(lambda: (found := lines_about(notifier, sent.delivery_id)) and any(
-        line["msg"] == "delivered" for line in found) and found, what="the delivered line")
+    def sent_lines() -> list[dict]:
+        found = lines_about(notifier, sent.delivery_id)
+        return found if any(line["msg"] == "delivered" for line in found) else []
+
+    lines = wait_for(sent_lines, what="the delivered line")
     assert {line["msg"].split(":")[0] for line in lines} >= {"delivery will be retried", "delivered"}
     assert {line.get("request_id") for line in lines} == {REQUEST_ID}
 
