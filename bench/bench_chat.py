@@ -17,11 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
-
-from services.chat.app import ChatApp
-from services.chat.settings import ChatSettings
-from services.chat.storage import Conversation, utcnow
+from services.chat.app import build
+from services.chat.settings import Settings
+from services.chat.storage import Conversation
+from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from tests.chat.peers import PeerServer
 from tests.support import backing
@@ -129,11 +128,10 @@ def bench_followups() -> None:
         peers.consent.allow_marketing([f"bench{i}@example.com" for i in range(FOLLOWUPS)])
         for workers in (1, 4):
             schema = backing.unique_name("bench_chat")
-            db = Database("chat", url=backing.TEST_DATABASE_URL.replace("postgresql://", "postgresql+psycopg://"),
-                          schema=schema)
+            app = build(Settings(backing.TEST_DATABASE_URL.replace("postgresql://", "postgresql+psycopg://"),
+                                 db_schema=schema, consent_addr=peers.address, notifier_addr=peers.address))
+            db = app.db
             try:
-                channel = grpc.insecure_channel(peers.address)
-                app = ChatApp.build(ChatSettings(), db, channel, channel)
                 app.migrate()
                 seed(db, FOLLOWUPS)
                 env = {**os.environ, "DATABASE_URL": backing.TEST_DATABASE_URL, "DB_SCHEMA": schema,

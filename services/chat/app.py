@@ -1,71 +1,89 @@
-"""Builds the chat service's objects from the environment, once, for the server and for manage commands."""
+"""The one place the chat service's objects are built from its Settings: for the server, the manage commands (and
+so the CronJobs) and the tests alike."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-import redis
-
 from services.chat.cache import Cache, MemoryCache
 from services.chat.conversation import ChatService
-from services.chat.followups import FollowupScheduler
+from services.chat.followups import FollowupSender
+from services.chat.jobs import Jobs
 from services.chat.knowledge import KnowledgeBase
 from services.chat.leads import LeadDelivery
+from services.chat.platform_health import PlatformHealth
 from services.chat.remote import ConsentClient, NotifierClient
-from services.chat.settings import ChatSettings
-from services.runtime.clients import service_channel
+from services.chat.settings import Settings
+from services.runtime.clients import channel_to
 from services.runtime.config import ConfigError
 from services.runtime.db import Database
+from services.runtime.diagnostics import Diagnostics
 from services.runtime.migrate import upgrade_to_head
-from services.runtime.redis_client import key_prefix, redis_from_env
+from services.runtime.redis_client import redis_from_env
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 @dataclass
 class ChatApp:
-    settings: ChatSettings
+    settings: Settings
     db: Database
     kb: KnowledgeBase
     cache: Cache
     leads: LeadDelivery
     chat: ChatService
-    followups: FollowupScheduler
-
-    @classmethod
-    def from_env(cls) -> "ChatApp":
-        return cls.build(
-            ChatSettings.from_env(),
-            Database("chat"),
-            service_channel("consent"),
-            service_channel("notifier"),
-            redis_from_env(),
-            key_prefix(),
-        )
-
-    @classmethod
-    def build(
-        cls,
-        settings: ChatSettings,
-        db: Database,
-        consent_channel: grpc.Channel,
-        notifier_channel: grpc.Channel,
-        redis_client: redis.Redis | None = None,
-        redis_prefix: str = "",
-    ) -> "ChatApp":
-        kb = KnowledgeBase.load()
-        texts = len(kb.dialogue.get("followups", {}))
-        if len(settings.followup_delays_s) > texts:
-            raise ConfigError(
-                f"FOLLOWUP_DELAYS names {len(settings.followup_delays_s)} follow-ups; dialogue.yaml has texts for {texts}"
-            )
-        cache = Cache(MemoryCache(settings.cache_max_entries), redis_client, redis_prefix, settings.redis_retry_s)
-        consent = ConsentClient(consent_channel, settings.peer_timeout_s)
-        notifier = NotifierClient(notifier_channel, settings.peer_timeout_s)
-        leads = LeadDelivery(db, kb, consent, notifier, settings.lead_alert_score)
-        followups = FollowupScheduler(db, kb, consent, notifier, settings.followup_delays_s, settings.followup_batch)
-        return cls(settings, db, kb, cache, leads, ChatService(db, kb, cache, settings, leads), followups)
+    followups: FollowupSender
+    jobs: Jobs  # started by the server only, and only with SCHEDULER_ENABLED
+    diagnostics: Diagnostics
+    health: PlatformHealth
 
     def migrate(self) -> None:
         upgrade_to_head(self.db, MIGRATIONS)
+
+
+def build(settings: Settings) -> ChatApp:
+    kb = KnowledgeBase.load()
+    texts = len(kb.dialogue.get("followups", {}))
+    if len(settings.followup_delays_s) > texts:
+        raise ConfigError(
+            f"FOLLOWUP_DELAYS names {len(settings.followup_delays_s)} follow-ups; dialogue.yaml has texts for {texts}"
+        )
+    db = Database("chat", url=settings.database_url, schema=settings.db_schema)
+    cache = Cache(
+        MemoryCache(settings.cache_max_entries),
+        redis_from_env(settings.redis_url),
+        settings.redis_key_prefix,
+        settings.redis_retry_s,
+    )
+    consent = ConsentClient(channel_to(settings.consent_addr), settings.peer_timeout_s)
+    notifier = NotifierClient(channel_to(settings.notifier_addr), settings.peer_timeout_s)
+    leads = LeadDelivery(db, consent, notifier, settings.lead_alert_score)
+    followups = FollowupSender(db, kb, consent, notifier, settings.followup_delays_s, settings.followup_batch)
+    jobs = Jobs(followups, leads, cache, settings)
+    diagnostics = _diagnostics(db, cache, leads, jobs)
+    health = PlatformHealth(
+        diagnostics.report,
+        channel_to(settings.consent_addr),
+        channel_to(settings.notifier_addr),
+        channel_to(settings.ratelimit_addr),
+        timeout_s=min(settings.peer_timeout_s, 1.0),
+    )
+    chat = ChatService(db, kb, cache, settings, leads)
+    return ChatApp(settings, db, kb, cache, leads, chat, followups, jobs, diagnostics, health)
+
+
+def _diagnostics(db: Database, cache: Cache, leads: LeadDelivery, jobs: Jobs) -> Diagnostics:
+    """What ChatAdmin.Diagnose (and so the platform's deep health) reports about chat itself."""
+    diagnostics = Diagnostics("chat")
+    diagnostics.add_dependency("database", db.ping)
+    if cache.redis is not None:
+        diagnostics.add_dependency("redis", cache.ping_redis)
+    diagnostics.add("cache", lambda: (True, f"{cache.backend}; {len(cache.memory)} in-process entries"))
+    diagnostics.add("followup-scheduler", jobs.state)
+
+    def pending_leads() -> tuple[bool, str]:
+        pending = leads.pending_count()
+        return pending == 0, f"{pending} leads waiting for hand-over"
+
+    diagnostics.add("leads:pending", pending_leads)
+    return diagnostics

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
@@ -81,8 +81,9 @@ class Cache:
     def _redis_down(self) -> bool:
         return time.monotonic() < self._redis_down_until
 
-    def _use_redis(self) -> bool:
-        return self.redis is not None and not self._redis_down()
+    def _usable_redis(self) -> redis.Redis | None:
+        """The client, unless Redis is absent or in its back-off after a failure."""
+        return self.redis if self.redis is not None and not self._redis_down() else None
 
     def _redis_failed(self, exc: Exception) -> None:
         with self._state_lock:
@@ -92,18 +93,18 @@ class Cache:
             log.warning("redis unavailable, caching in process", extra={"error": type(exc).__name__})
 
     def get(self, key: str) -> str | None:
-        if self._use_redis():
+        if client := self._usable_redis():
             try:
-                value = self.redis.get(self.prefix + key)
-                return value.decode() if value is not None else None
+                value = client.get(self.prefix + key)
+                return value.decode() if isinstance(value, bytes) else value  # bytes: the client does not decode
             except redis.RedisError as exc:
                 self._redis_failed(exc)
         return self.memory.get(key)
 
     def set(self, key: str, value: str, ttl_s: int) -> None:
-        if self._use_redis():
+        if client := self._usable_redis():
             try:
-                self.redis.set(self.prefix + key, value, ex=max(1, int(ttl_s)))
+                client.set(self.prefix + key, value, ex=max(1, int(ttl_s)))
                 return
             except redis.RedisError as exc:
                 self._redis_failed(exc)

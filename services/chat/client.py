@@ -11,8 +11,11 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 import requests
+
+Reply = dict[str, Any]  # a reply of the gateway's JSON API; Any: parsed JSON, read with .get() and defaults
 
 
 class ChatClient:
@@ -22,11 +25,12 @@ class ChatClient:
         self.timeout_s = timeout_s
         self.http = requests.Session()
 
-    def send(self, message: str) -> dict:
+    def send(self, message: str) -> Reply:
         """One message; returns the JSON reply. Raises RuntimeError with the gateway's reason on a refusal."""
-        response = self.http.post(self.url, json={"session_id": self.session_id, "message": message}, timeout=self.timeout_s)
+        payload = {"session_id": self.session_id, "message": message}
+        response = self.http.post(self.url, json=payload, timeout=self.timeout_s)
         try:
-            body = response.json()
+            body: Reply = response.json()
         except ValueError:
             body = {"message": response.text}
         if response.status_code != 200:
@@ -35,13 +39,14 @@ class ChatClient:
         return body
 
 
-def render(body: dict) -> str:
+def render(body: Reply) -> str:
     lead = body.get("lead") or {}
     lines = [f"bot> {body.get('reply', '')}"]
     if lead.get("lead_id"):
         lines.append(f"     (lead stored, score {lead.get('score', 0)})")
     elif lead.get("missing") is not None and lead.get("captured"):
-        lines.append(f"     (captured: {', '.join(lead['captured'])}; missing: {', '.join(lead.get('missing') or []) or '-'})")
+        missing = ", ".join(lead.get("missing") or []) or "-"
+        lines.append(f"     (captured: {', '.join(lead['captured'])}; missing: {missing})")
     return "\n".join(lines)
 
 
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.chat.client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--url", default=os.environ.get("CHAT_GATEWAY_URL", "http://127.0.0.1:8080"), help="gateway URL")
+    default_url = os.environ.get("CHAT_GATEWAY_URL", "http://127.0.0.1:8080")
+    parser.add_argument("--url", default=default_url, help="gateway URL")
     parser.add_argument("--session", default="", help="continue this conversation")
     parser.add_argument("--message", action="append", default=[], help="send this message (repeatable); no prompt")
     parser.add_argument("--json", action="store_true", help="print the raw JSON replies")
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return False
 
     if args.message:
-        ok = all([exchange(text) for text in args.message])
+        ok = all([exchange(text) for text in args.message])  # noqa: C419 - a list: every message is sent, even after a failure
         print(f"session: {client.session_id}", file=sys.stderr)
         return 0 if ok else 1
 

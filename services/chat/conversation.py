@@ -7,26 +7,33 @@ other, each seeing the state the previous one left. A rejected message rolls the
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
 
+from sqlalchemy.orm import Session
+
+from services.chat import storage
 from services.chat.cache import Cache
 from services.chat.knowledge import KnowledgeBase, Match, detect_language, normalise
 from services.chat.leads import LeadDelivery
 from services.chat.scoring import score_lead
-from services.chat.settings import ChatSettings
-from services.chat.slots import SLOTS, extract
-from services.chat.storage import Conversation, Lead, Message, conversation_by_session, messages_of, utcnow
+from services.chat.settings import Settings
+from services.chat.slots import SLOTS, extract, slot_number, slot_text
+from services.chat.storage import Conversation, Lead
+from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.request_context import Caller
 
 SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
-_YES = frozenset("tak yes y t ok okay zgoda zgadzam sure agree oczywiscie jasne yep yeah".split())
-_NO = frozenset("nie no n nope not".split())
+_YES = frozenset(
+    {"tak", "yes", "y", "t", "ok", "okay", "zgoda", "zgadzam", "sure", "agree", "oczywiscie", "jasne", "yep", "yeah"}
+)
+_NO = frozenset({"nie", "no", "n", "nope", "not"})
 
 
 @dataclass
@@ -60,13 +67,13 @@ class Reply:
 class TranscriptEntry:
     role: str
     text: str
-    created_at: object
+    created_at: dt.datetime
 
 
 @dataclass
 class Transcript:
     session_id: str
-    created_at: object
+    created_at: dt.datetime
     messages: list[TranscriptEntry]
     lead: LeadProgress
 
@@ -87,7 +94,7 @@ def yes_or_no(text: str) -> bool | None:
 
 
 class ChatService:
-    def __init__(self, db: Database, kb: KnowledgeBase, cache: Cache, settings: ChatSettings, leads: LeadDelivery):
+    def __init__(self, db: Database, kb: KnowledgeBase, cache: Cache, settings: Settings, leads: LeadDelivery):
         self.db = db
         self.kb = kb
         self.cache = cache
@@ -129,22 +136,16 @@ class ChatService:
             self._check_session_id(session_id)
         with self.db.session() as s:
             if session_id:
-                conv = conversation_by_session(s, session_id, lock=True)
+                conv = storage.conversation_by_session(s, session_id, lock=True)
                 if conv is None:
                     raise ValidationError("session_id is unknown: start a new conversation without a session_id")
             else:
-                conv = Conversation(session_id=str(uuid.uuid4()), slots={}, language=detect_language(text))
-                s.add(conv)
-                s.flush()
+                conv = storage.new_conversation(s, str(uuid.uuid4()), detect_language(text))
             turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller)
             now = utcnow()
             user_text = text or _consent_note(processing_consent, marketing_consent)
-            s.add_all(
-                [
-                    Message(conversation_id=conv.id, role="user", text=user_text, created_at=now),
-                    Message(conversation_id=conv.id, role="bot", text=turn.reply, created_at=now),
-                ]
-            )
+            storage.add_message(s, conv.id, "user", user_text, now)
+            storage.add_message(s, conv.id, "bot", turn.reply, now)
             conv.message_count += 2
             conv.last_activity_at = now
             progress = self._progress(s, conv)
@@ -153,7 +154,15 @@ class ChatService:
             self.leads.deliver(turn.new_lead_id)
         return reply
 
-    def _turn(self, s, conv: Conversation, text: str, processing: bool | None, marketing: bool | None, caller: Caller) -> _Turn:
+    def _turn(
+        self,
+        s: Session,
+        conv: Conversation,
+        text: str,
+        processing: bool | None,
+        marketing: bool | None,
+        caller: Caller,
+    ) -> _Turn:
         if text:
             conv.language = detect_language(text, conv.language)
         if conv.followups_sent and not conv.followups_stopped:
@@ -173,15 +182,15 @@ class ChatService:
         return self._collect(conv, text, match)
 
     def _match(self, text: str, language: str) -> Match:
-        """The knowledge-base answer, cached by the message's normalised text (hashed: no personal data in keys)."""
+        """The knowledge-base answer, its intent cached by the message's normalised text (hashed: no personal data
+        in keys)."""
         digest = hashlib.sha256(normalise(text).encode()).hexdigest()[:32]
-        key = f"answer:{language}:{digest}"
-        cached = self.cache.get(key)
-        if cached is not None:
-            intent, _, weight = cached.partition(":")
-            return Match(intent, self.kb.answer_for(intent, language), int(weight or 0))
+        key = f"intent:{language}:{digest}"
+        intent = self.cache.get(key)
+        if intent is not None:
+            return Match(intent, self.kb.answer_for(intent, language))
         match = self.kb.match(text, language)
-        self.cache.set(key, f"{match.intent}:{match.weight}", self.settings.cache_ttl_s)
+        self.cache.set(key, match.intent, self.settings.cache_ttl_s)
         return match
 
     def _collect(self, conv: Conversation, text: str, match: Match) -> _Turn:
@@ -192,9 +201,7 @@ class ChatService:
         slots.update(found.values)
         conv.slots = slots
         parts = []
-        if match.intent != "fallback":
-            parts.append(match.answer)
-        elif not found.values and not found.invalid:
+        if match.intent != "fallback" or (not found.values and not found.invalid):
             parts.append(match.answer)
         noted = [s for s in SLOTS if s in found.values]
         if noted:
@@ -213,7 +220,15 @@ class ChatService:
         parts.append(self.kb.say("consent.processing", lang))
         return _Turn(" ".join(parts), "consent", prompt="processing")
 
-    def _processing_answer(self, s, conv, text, processing, marketing, caller) -> _Turn:
+    def _processing_answer(
+        self,
+        s: Session,
+        conv: Conversation,
+        text: str,
+        processing: bool | None,
+        marketing: bool | None,
+        caller: Caller,
+    ) -> _Turn:
         lang = conv.language
         if processing is None:
             processing = yes_or_no(text)
@@ -226,7 +241,15 @@ class ChatService:
             return _Turn(self.kb.say("consent.marketing", lang), "consent", prompt="marketing")
         return self._store_lead(s, conv, marketing, caller)
 
-    def _marketing_answer(self, s, conv, text, processing, marketing, caller) -> _Turn:
+    def _marketing_answer(
+        self,
+        s: Session,
+        conv: Conversation,
+        text: str,
+        processing: bool | None,
+        marketing: bool | None,
+        caller: Caller,
+    ) -> _Turn:
         if processing is False:
             return self._declined(conv)
         if marketing is None:
@@ -254,20 +277,20 @@ class ChatService:
         conv.awaiting_slot = None
         return _Turn(self.kb.say("consent.declined", conv.language), "consent_declined")
 
-    def _store_lead(self, s, conv: Conversation, marketing: bool, caller: Caller) -> _Turn:
+    def _store_lead(self, s: Session, conv: Conversation, marketing: bool, caller: Caller) -> _Turn:
         slots = conv.slots
         lead = Lead(
             id=uuid.uuid4().hex,
             conversation_id=conv.id,
             language=conv.language,
-            name=slots.get("name"),
-            email=slots.get("email"),
-            phone=slots.get("phone"),
-            city=slots.get("city"),
-            area_m2=slots.get("area_m2"),
-            budget_pln=slots.get("budget"),
-            start=slots.get("start"),
-            start_months=slots.get("start_months"),
+            name=slot_text(slots, "name"),
+            email=slot_text(slots, "email"),
+            phone=slot_text(slots, "phone"),
+            city=slot_text(slots, "city"),
+            area_m2=slot_number(slots, "area_m2"),
+            budget_pln=slot_number(slots, "budget"),
+            start=slot_text(slots, "start"),
+            start_months=slot_number(slots, "start_months"),
             score=score_lead(slots, self.kb.served_cities),
             processing_consent=True,
             marketing_consent=bool(marketing),
@@ -275,12 +298,12 @@ class ChatService:
             client_ip=caller.client_ip or None,
             user_agent=caller.user_agent or None,
         )
-        s.add(lead)
+        storage.add_lead(s, lead)
         conv.lead_id = lead.id
-        conv.contact_email = slots.get("email")
+        conv.contact_email = lead.email
         conv.marketing_consent = bool(marketing)
         conv.stage = "done"
-        reply = self.kb.say("lead_stored", conv.language, name=(slots.get("name") or "").split(" ")[0])
+        reply = self.kb.say("lead_stored", conv.language, name=(lead.name or "").split(" ")[0])
         return _Turn(reply, "lead_stored", new_lead_id=lead.id)
 
     def _prompt(self, turn: _Turn, conv: Conversation) -> ConsentPrompt | None:
@@ -293,12 +316,12 @@ class ChatService:
             required=turn.prompt == "processing",
         )
 
-    def _progress(self, s, conv: Conversation) -> LeadProgress:
+    def _progress(self, s: Session, conv: Conversation) -> LeadProgress:
         slots = conv.slots or {}
         captured = [name for name in SLOTS if name in slots]
         progress = LeadProgress(captured, [n for n in SLOTS if n not in slots], len(captured) == len(SLOTS))
-        if conv.lead_id:
-            lead = s.get(Lead, conv.lead_id)
+        lead = storage.lead_by_id(s, conv.lead_id) if conv.lead_id else None
+        if lead is not None:
             progress.lead_id, progress.score = lead.id, lead.score
             progress.captured, progress.missing, progress.complete = list(SLOTS), [], True
         return progress
@@ -308,14 +331,15 @@ class ChatService:
     def transcript(self, session_id: str) -> Transcript:
         self._check_session_id(session_id)
         with self.db.session() as s:
-            conv = conversation_by_session(s, session_id)
+            conv = storage.conversation_by_session(s, session_id)
             if conv is None:
                 raise NotFoundError("no conversation with this session_id")
-            messages = [TranscriptEntry(m.role, m.text, m.created_at) for m in messages_of(s, conv.id)]
+            messages = [TranscriptEntry(m.role, m.text, m.created_at) for m in storage.messages_of(s, conv.id)]
             return Transcript(conv.session_id, conv.created_at, messages, self._progress(s, conv))
 
 
 def _consent_note(processing: bool | None, marketing: bool | None) -> str:
     """The stored user turn when the widget answered a consent prompt with checkboxes only."""
-    parts = [f"{name}={'yes' if value else 'no'}" for name, value in (("processing", processing), ("marketing", marketing)) if value is not None]
+    answers = (("processing", processing), ("marketing", marketing))
+    parts = [f"{name}={'yes' if value else 'no'}" for name, value in answers if value is not None]
     return "[consent " + " ".join(parts) + "]"

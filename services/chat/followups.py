@@ -21,16 +21,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from services.chat import storage
 from services.chat.knowledge import KnowledgeBase
-from services.chat.remote import PeerUnavailable
-from services.chat.storage import Conversation, FollowupEvent, Lead, utcnow
+from services.chat.remote import ConsentClient, NotifierClient, PeerUnavailable
+from services.chat.storage import AlreadyClaimed, Conversation
+from services.runtime.clock import utcnow
 from services.runtime.db import Database
 
 log = logging.getLogger(__name__)
+
+Outcome = Literal["sent", "already_sent", "skipped_no_consent", "failed"]
 
 
 @dataclass
@@ -41,7 +45,7 @@ class FollowupRun:
     skipped_no_consent: int = 0
     failed: int = 0
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: Outcome) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
 
 
@@ -49,8 +53,18 @@ class _NotSent(Exception):
     """Roll the claim back: the follow-up was not handed over."""
 
 
-class FollowupScheduler:
-    def __init__(self, db: Database, kb: KnowledgeBase, consent, notifier, delays_s: tuple[int, ...], batch: int):
+class FollowupSender:
+    """Finds the follow-ups due and hands each to the notifier, exactly once (see the module's docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        kb: KnowledgeBase,
+        consent: ConsentClient,
+        notifier: NotifierClient,
+        delays_s: tuple[int, ...],
+        batch: int,
+    ):
         self.db = db
         self.kb = kb
         self.consent = consent
@@ -63,21 +77,13 @@ class FollowupScheduler:
         pairs: list[tuple[int, int]] = []
         with self.db.session() as s:
             for number, delay in enumerate(self.delays_s, start=1):
-                query = (
-                    select(Conversation.id)
-                    .where(Conversation.marketing_consent.is_(True))
-                    .where(Conversation.followups_stopped.is_(False))
-                    .where(Conversation.converted.is_(False))
-                    .where(Conversation.contact_email.is_not(None))
-                    .where(Conversation.followups_sent == number - 1)
-                    .where(Conversation.last_activity_at <= now - dt.timedelta(seconds=delay))
-                    .order_by(Conversation.id)
-                    .limit(limit - len(pairs))
-                )
+                previous_before = None
                 if number > 1:
-                    gap = dt.timedelta(seconds=delay - self.delays_s[number - 2])
-                    query = query.where(Conversation.last_followup_at <= now - gap)
-                pairs.extend((cid, number) for cid in s.scalars(query))
+                    previous_before = now - dt.timedelta(seconds=delay - self.delays_s[number - 2])
+                ids = storage.conversations_due_for_followup(
+                    s, number, now - dt.timedelta(seconds=delay), previous_before, limit - len(pairs)
+                )
+                pairs.extend((cid, number) for cid in ids)
                 if len(pairs) >= limit:
                     break
         return pairs
@@ -93,27 +99,23 @@ class FollowupScheduler:
             log.info("follow-ups run", extra=vars(result))
         return result
 
-    def send(self, conversation_id: int, number: int, now: dt.datetime) -> str:
-        """One follow-up: 'sent', 'already_sent', 'skipped_no_consent' or 'failed'."""
+    def send(self, conversation_id: int, number: int, now: dt.datetime) -> Outcome:
+        """One follow-up, in one transaction: claim, check consent, hand over, commit (or roll all back)."""
         try:
             with self.db.session() as s:
-                conv = s.scalars(
-                    select(Conversation).where(Conversation.id == conversation_id).with_for_update(skip_locked=True)
-                ).first()
-                if conv is None or not self._still_due(conv, number):
+                conv = storage.lock_conversation_unless_taken(s, conversation_id)
+                if conv is None or conv.contact_email is None or not self._still_due(conv, number):
                     return "already_sent"
-                s.add(FollowupEvent(conversation_id=conversation_id, followup_number=number, sent_at=now))
-                s.flush()
-                email = conv.contact_email
-                if not self._marketing_allowed(email):
-                    s.query(FollowupEvent).filter_by(conversation_id=conversation_id, followup_number=number).delete()
+                storage.claim_followup(s, conversation_id, number, now)
+                if not self._marketing_allowed(conv.contact_email):
+                    storage.release_followup_claim(s, conversation_id, number)
                     conv.followups_stopped = True
                     return "skipped_no_consent"
-                self._hand_over(s, conv, number)
+                self._hand_over(s, conv, conv.contact_email, number)
                 conv.followups_sent = number
                 conv.last_followup_at = now
                 return "sent"
-        except IntegrityError:
+        except AlreadyClaimed:
             return "already_sent"
         except _NotSent:
             return "failed"
@@ -125,7 +127,6 @@ class FollowupScheduler:
             and conv.marketing_consent
             and not conv.followups_stopped
             and not conv.converted
-            and conv.contact_email is not None
         )
 
     def _marketing_allowed(self, email: str) -> bool:
@@ -135,14 +136,14 @@ class FollowupScheduler:
             log.warning("follow-up postponed: consent unknown", extra={"reason": str(exc)})
             raise _NotSent from None
 
-    def _hand_over(self, s, conv: Conversation, number: int) -> None:
-        lead = s.get(Lead, conv.lead_id) if conv.lead_id else None
+    def _hand_over(self, s: Session, conv: Conversation, email: str, number: int) -> None:
+        lead = storage.lead_by_id(s, conv.lead_id) if conv.lead_id else None
         name = ((lead.name if lead else None) or "").split(" ")[0]
         lang = conv.language
         subject = self.kb.say(f"followups.{number}.subject", lang)
         body = self.kb.say(f"followups.{number}.body", lang, name=name).replace("  ", " ").replace(" ,", ",")
         try:
-            self.notifier.email(f"followup:{conv.id}:{number}", conv.contact_email, subject, body)
+            self.notifier.email(f"followup:{conv.id}:{number}", email, subject, body)
         except PeerUnavailable as exc:
             log.warning("follow-up postponed: notifier unavailable", extra={"reason": str(exc)})
             raise _NotSent from None

@@ -1,7 +1,9 @@
-"""The periodic in-process jobs of the local stack: follow-ups, lead hand-over retries, cache purge.
+"""The service's scheduler: APScheduler running the periodic in-process jobs of the local stack (follow-ups, lead
+hand-over retries, cache purge).
 
 In Kubernetes the same work runs as CronJobs (`python -m services.chat.manage ...`) and SCHEDULER_ENABLED=false
-turns these off. Each job runs at most once at a time; its last outcome is kept for ChatAdmin.Diagnose.
+turns these off. Each job runs at most once at a time, each run in a request scope of its own (its log lines and
+the calls it makes carry one minted request id); its last outcome is kept for ChatAdmin.Diagnose.
 """
 from __future__ import annotations
 
@@ -12,15 +14,16 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from services.chat.cache import Cache
-from services.chat.followups import FollowupScheduler
+from services.chat.followups import FollowupSender
 from services.chat.leads import LeadDelivery
-from services.chat.settings import ChatSettings
+from services.chat.settings import Settings
+from services.runtime.request_context import request_scope
 
 log = logging.getLogger(__name__)
 
 
 class Jobs:
-    def __init__(self, followups: FollowupScheduler, leads: LeadDelivery, cache: Cache, settings: ChatSettings):
+    def __init__(self, followups: FollowupSender, leads: LeadDelivery, cache: Cache, settings: Settings):
         self.followups = followups
         self.leads = leads
         self.cache = cache
@@ -50,29 +53,33 @@ class Jobs:
             return True, "off (CronJobs)" if not self.settings.scheduler_enabled else "not started"
         with self._lock:
             last = "; ".join(f"{name}: {outcome}" for name, outcome in sorted(self._last.items()))
-        return self._scheduler.running, f"running every {self.settings.followup_interval_min:g} min" + (f"; {last}" if last else "")
+        running = f"running every {self.settings.followup_interval_min:g} min"
+        return bool(self._scheduler.running), running + (f"; {last}" if last else "")
 
     def _record(self, name: str, outcome: str) -> None:
         with self._lock:
             self._last[name] = f"{outcome} at {time.strftime('%H:%M:%S', time.gmtime())}Z"
 
     def _followups(self) -> None:
-        try:
-            run = self.followups.run()
-            self._record("followups", f"due {run.due}, sent {run.sent}, failed {run.failed}")
-        except Exception as exc:  # noqa: BLE001 - a failed run is retried at the next tick
-            log.exception("follow-up job failed")
-            self._record("followups", f"error {type(exc).__name__}")
+        with request_scope():
+            try:
+                run = self.followups.run()
+                self._record("followups", f"due {run.due}, sent {run.sent}, failed {run.failed}")
+            except Exception as exc:  # a failed run is retried at the next tick
+                log.exception("follow-up job failed")
+                self._record("followups", f"error {type(exc).__name__}")
 
     def _lead_retry(self) -> None:
-        try:
-            result = self.leads.retry_pending()
-            self._record("lead-retry", f"delivered {result.delivered}, pending {result.pending}")
-        except Exception as exc:  # noqa: BLE001
-            log.exception("lead retry job failed")
-            self._record("lead-retry", f"error {type(exc).__name__}")
+        with request_scope():
+            try:
+                result = self.leads.retry_pending()
+                self._record("lead-retry", f"delivered {result.delivered}, pending {result.pending}")
+            except Exception as exc:  # a failed run is retried at the next tick
+                log.exception("lead retry job failed")
+                self._record("lead-retry", f"error {type(exc).__name__}")
 
     def _cache_purge(self) -> None:
-        removed = self.cache.purge_expired()
-        log.info("cache purged", extra={"removed": removed})
-        self._record("cache-purge", f"removed {removed}")
+        with request_scope():
+            removed = self.cache.purge_expired()
+            log.info("cache purged", extra={"removed": removed})
+            self._record("cache-purge", f"removed {removed}")

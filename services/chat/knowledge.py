@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -18,15 +19,17 @@ LANGUAGES = ("pl", "en")
 _FOLD = str.maketrans("ąćęłńóśźżĄĆĘŁŃÓŚŹŻ²", "acelnoszzACELNOSZZ2")
 _NON_WORD = re.compile(r"[^a-z0-9@.]+|(?<!\w)\.|\.(?!\w)")
 _POLISH_LETTERS = re.compile(r"[ąćęłńóśźż]", re.IGNORECASE)
-_PL_WORDS = frozenset(
-    "jest nie tak sie czy jak ile na w z do mam chce chcialbym mieszkanie mieszkania dzien dobry czesc prosze "
-    "dziekuje dzieki witam remont remontu kosztuje moj moje jestem nazywam metrow budzet zl od za tys miesiac "
-    "miesiace miesiecy kiedy gdzie jaki jaka pakiet cena".split()
-)
-_EN_WORDS = frozenset(
-    "the is are how much what hello hi my i want would like flat apartment renovation cost does thanks thank you "
-    "please name email phone budget long take do where yes no in months month next start which a an of it".split()
-)
+_PL_WORDS = frozenset({
+    "jest", "nie", "tak", "sie", "czy", "jak", "ile", "na", "w", "z", "do", "mam", "chce", "chcialbym", "mieszkanie",
+    "mieszkania", "dzien", "dobry", "czesc", "prosze", "dziekuje", "dzieki", "witam", "remont", "remontu", "kosztuje",
+    "moj", "moje", "jestem", "nazywam", "metrow", "budzet", "zl", "od", "za", "tys", "miesiac", "miesiace", "miesiecy",
+    "kiedy", "gdzie", "jaki", "jaka", "pakiet", "cena"
+})
+_EN_WORDS = frozenset({
+    "the", "is", "are", "how", "much", "what", "hello", "hi", "my", "i", "want", "would", "like", "flat", "apartment",
+    "renovation", "cost", "does", "thanks", "thank", "you", "please", "name", "email", "phone", "budget", "long",
+    "take", "do", "where", "yes", "no", "in", "months", "month", "next", "start", "which", "a", "an", "of", "it"
+})
 
 
 def normalise(text: str) -> str:
@@ -46,6 +49,11 @@ def detect_language(text: str, previous: str = "pl") -> str:
     return "pl" if pl > en else "en"
 
 
+# A parsed YAML mapping: its values are whatever the company's files hold; _check and the tests of the shipped
+# files make sure the parts the code reads are there.
+YamlDoc = dict[str, Any]  # Any: parsed YAML, shaped by the files (see above)
+
+
 @dataclass(frozen=True)
 class Intent:
     name: str
@@ -57,11 +65,10 @@ class Intent:
 class Match:
     intent: str
     answer: str
-    weight: int  # how many words of the message the winning patterns covered; 0 for the fallback
 
 
 class KnowledgeBase:
-    def __init__(self, faq: dict, dialogue: dict):
+    def __init__(self, faq: YamlDoc, dialogue: YamlDoc):
         self.served_cities: tuple[str, ...] = tuple(faq.get("served_cities") or ())
         self.intents = tuple(self._intent(entry) for entry in faq["intents"])
         self.fallback: dict[str, str] = faq["fallback"]
@@ -69,12 +76,13 @@ class KnowledgeBase:
         self._check()
 
     @classmethod
-    def load(cls, folder: Path = KNOWLEDGE_DIR) -> "KnowledgeBase":
-        with open(folder / "faq.yaml", encoding="utf-8") as faq, open(folder / "dialogue.yaml", encoding="utf-8") as dia:
-            return cls(yaml.safe_load(faq), yaml.safe_load(dia))
+    def load(cls, folder: Path = KNOWLEDGE_DIR) -> KnowledgeBase:
+        faq = yaml.safe_load((folder / "faq.yaml").read_text(encoding="utf-8"))
+        dialogue = yaml.safe_load((folder / "dialogue.yaml").read_text(encoding="utf-8"))
+        return cls(faq, dialogue)
 
     @staticmethod
-    def _intent(entry: dict) -> Intent:
+    def _intent(entry: YamlDoc) -> Intent:
         phrases = {normalise(str(p)) for lang in LANGUAGES for p in entry["patterns"].get(lang, ())}
         return Intent(
             name=entry["name"],
@@ -97,8 +105,8 @@ class KnowledgeBase:
             if weight and (best is None or weight > best[0]):
                 best = (weight, intent)
         if best is None:
-            return Match("fallback", self.fallback[language], 0)
-        return Match(best[1].name, best[1].answers[language], best[0])
+            return Match("fallback", self.fallback[language])
+        return Match(best[1].name, best[1].answers[language])
 
     def answer_for(self, intent: str, language: str) -> str:
         for candidate in self.intents:
@@ -106,9 +114,9 @@ class KnowledgeBase:
                 return candidate.answers[language]
         return self.fallback[language]
 
-    def say(self, path: str, language: str, **values) -> str:
+    def say(self, path: str, language: str, **values: object) -> str:
         """A dialogue text by dotted path, e.g. say('questions.email', 'pl')."""
-        node = self.dialogue
+        node: Any = self.dialogue  # Any: a walk down parsed YAML, whose shape only the files define
         for part in path.split("."):
             node = node[int(part) if isinstance(node, dict) and part.isdigit() and int(part) in node else part]
         return " ".join(str(node[language]).split()).format(**values)

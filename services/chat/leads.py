@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
-
-from services.chat.knowledge import KnowledgeBase
-from services.chat.remote import PeerUnavailable
-from services.chat.storage import Conversation, Lead, utcnow
+from services.chat import storage
+from services.chat.remote import ConsentClient, NotifierClient, PeerUnavailable
+from services.chat.storage import Lead
+from services.runtime.clock import utcnow
 from services.runtime.db import Database
 
 log = logging.getLogger(__name__)
@@ -28,9 +27,8 @@ class RetryResult:
 
 
 class LeadDelivery:
-    def __init__(self, db: Database, kb: KnowledgeBase, consent, notifier, alert_score: int):
+    def __init__(self, db: Database, consent: ConsentClient, notifier: NotifierClient, alert_score: int):
         self.db = db
-        self.kb = kb
         self.consent = consent
         self.notifier = notifier
         self.alert_score = alert_score
@@ -38,18 +36,19 @@ class LeadDelivery:
     def deliver(self, lead_id: str) -> bool:
         """True when the lead is fully handed over; False when something must be retried later."""
         with self.db.session() as s:
-            lead = s.get(Lead, lead_id)
-            if lead is None or lead.anonymised_at is not None:
-                return True
-            session_id = s.get(Conversation, lead.conversation_id).session_id
-            s.expunge(lead)
+            found = storage.lead_for_handover(s, lead_id)
+        if found is None:
+            return True
+        lead, session_id = found
         try:
             if lead.consent_recorded_at is None:
                 self._record_consent(lead, session_id)
-                self._mark(lead_id, consent_recorded_at=utcnow())
+                with self.db.session() as s:
+                    storage.mark_consent_recorded(s, lead_id, utcnow())
             if lead.notified_at is None:
                 self._notify(lead, session_id)
-                self._mark(lead_id, notified_at=utcnow())
+                with self.db.session() as s:
+                    storage.mark_notified(s, lead_id, utcnow())
         except PeerUnavailable as exc:
             log.warning("lead hand-over postponed", extra={"lead_id": lead_id, "reason": str(exc)})
             return False
@@ -57,15 +56,7 @@ class LeadDelivery:
 
     def retry_pending(self, limit: int = 200) -> RetryResult:
         with self.db.session() as s:
-            pending = list(
-                s.scalars(
-                    select(Lead.id)
-                    .where(Lead.anonymised_at.is_(None))
-                    .where(or_(Lead.consent_recorded_at.is_(None), Lead.notified_at.is_(None)))
-                    .order_by(Lead.created_at)
-                    .limit(limit)
-                )
-            )
+            pending = storage.pending_lead_ids(s, limit)
         result = RetryResult()
         for lead_id in pending:
             if self.deliver(lead_id):
@@ -76,23 +67,11 @@ class LeadDelivery:
 
     def pending_count(self) -> int:
         with self.db.session() as s:
-            return len(
-                s.scalars(
-                    select(Lead.id)
-                    .where(Lead.anonymised_at.is_(None))
-                    .where(or_(Lead.consent_recorded_at.is_(None), Lead.notified_at.is_(None)))
-                ).all()
-            )
-
-    def _mark(self, lead_id: str, **fields) -> None:
-        with self.db.session() as s:
-            lead = s.get(Lead, lead_id)
-            for name, value in fields.items():
-                setattr(lead, name, value)
+            return storage.count_pending_leads(s)
 
     def _record_consent(self, lead: Lead, session_id: str) -> None:
         self.consent.record_consent(
-            email=lead.email,
+            email=lead.email or "",
             processing=lead.processing_consent,
             marketing=lead.marketing_consent,
             text_version=lead.consent_text_version,

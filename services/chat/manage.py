@@ -15,19 +15,20 @@ import grpc
 
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from services.chat import privacy
-from services.chat.app import ChatApp
+from services.chat.app import ChatApp, build
+from services.chat.settings import Settings
 from services.runtime import logs
 from services.runtime.clients import channel_to
-from services.runtime.config import service_addr
+from services.runtime.request_context import request_scope
 
 
-def migrate(app: ChatApp, _args) -> int:
+def migrate(app: ChatApp, _args: argparse.Namespace) -> int:
     app.migrate()
     print(f"chat database migrated to head ({app.db.engine.dialect.name}, schema {app.db.schema or '-'})")
     return 0
 
 
-def run_followups(app: ChatApp, args) -> int:
+def run_followups(app: ChatApp, args: argparse.Namespace) -> int:
     leads = app.leads.retry_pending()
     print(f"leads handed over: {leads.delivered}, still pending: {leads.pending}")
     run = app.followups.run(limit=args.limit)
@@ -48,18 +49,18 @@ def replica_addresses(target: str) -> list[str]:
         infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
     except (socket.gaierror, ValueError):
         return [target]
-    resolved = [info[4][0] for info in infos]
+    resolved = [str(info[4][0]) for info in infos]
     return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in dict.fromkeys(resolved)]
 
 
-def purge_cache(app: ChatApp, args) -> int:
+def purge_cache(app: ChatApp, args: argparse.Namespace) -> int:
     """Each replica keeps its own in-process fallback entries, so every one of them is asked."""
-    addresses = replica_addresses(service_addr("chat"))
+    addresses = replica_addresses(app.settings.chat_addr)
     removed, failed = 0, []
     for address in addresses:
-        stub = chat_pb2_grpc.ChatAdminStub(channel_to(address))
+        stub = chat_pb2_grpc.ChatAdminStub(channel_to(address))  # type: ignore[no-untyped-call]  # generated without annotations
         try:
-            reply = stub.PurgeCache(chat_pb2.PurgeCacheRequest(), timeout=args.timeout)
+            reply: chat_pb2.PurgeCacheResponse = stub.PurgeCache(chat_pb2.PurgeCacheRequest(), timeout=args.timeout)
         except grpc.RpcError as exc:
             failed.append(address)
             print(f"purge-cache failed: the chat server at {address} did not answer ({exc.code().name})",
@@ -72,11 +73,13 @@ def purge_cache(app: ChatApp, args) -> int:
     return 1 if failed else 0
 
 
-def purge_retention(app: ChatApp, args) -> int:
+def purge_retention(app: ChatApp, args: argparse.Namespace) -> int:
     days = args.days or app.settings.retention_days
     batch = args.batch_size or app.settings.retention_batch
     print(f"deleting conversations without a lead idle for more than {days} days, {batch} per batch")
-    deleted = privacy.purge_retention(app.db, days, batch, progress=lambda n: print(f"  deleted {n} so far", flush=True))
+    deleted = privacy.purge_retention(
+        app.db, days, batch, progress=lambda n: print(f"  deleted {n} so far", flush=True)
+    )
     print(f"conversations deleted: {deleted}")
     return 0
 
@@ -90,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     followups = commands.add_parser("run-followups", help="send due follow-ups and retry pending leads")
     followups.add_argument("--limit", type=int, default=0, help="at most this many follow-ups (0: FOLLOWUP_BATCH)")
     followups.set_defaults(run=run_followups)
-    cache = commands.add_parser("purge-cache", help="purge expired in-process cache entries of every chat server at CHAT_ADDR")
+    cache = commands.add_parser(
+        "purge-cache", help="purge expired in-process cache entries of every chat server at CHAT_ADDR"
+    )
     cache.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     cache.set_defaults(run=purge_cache)
     retention = commands.add_parser("purge-retention", help="delete old conversations without a lead")
@@ -99,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     retention.set_defaults(run=purge_retention)
     args = parser.parse_args(argv)
     logs.configure("chat-manage")
-    app = ChatApp.from_env()
+    app = build(Settings.from_env())
     try:
-        return args.run(app, args)
+        with request_scope():  # one minted request id for the run: its log lines and the calls it makes carry it
+            exit_code: int = args.run(app, args)
+        return exit_code
     finally:
         app.db.dispose()
 

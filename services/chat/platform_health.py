@@ -2,12 +2,14 @@
 
 Deep asks every service at once with a short deadline: chat's own diagnostics, ConsentAdmin.Diagnose,
 NotifierAdmin.Diagnose and the rate-limit service's gRPC health. A service that does not answer is reported
-unhealthy (never an error), and the overall status is "degraded".
+unhealthy (never an error), and the overall status is "degraded". The probes run on a pool's threads in a copy
+of the caller's context, so their calls carry the Deep request's id.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,6 +21,9 @@ from novahouse.notifier.v1 import notifier_pb2_grpc
 
 VERSION = "1.0.0"
 
+# One of Deep's probes: asks one service and returns its report.
+Probe = Callable[[], diagnostics_pb2.DiagnosticsReport]
+
 
 def _unreachable(service: str, exc: grpc.RpcError) -> diagnostics_pb2.DiagnosticsReport:
     code = exc.code().name if exc.code() else "UNKNOWN"
@@ -29,15 +34,15 @@ def _unreachable(service: str, exc: grpc.RpcError) -> diagnostics_pb2.Diagnostic
 class PlatformHealth:
     def __init__(
         self,
-        own_report: Callable[[], diagnostics_pb2.DiagnosticsReport],
+        own_report: Probe,
         consent: grpc.Channel,
         notifier: grpc.Channel,
         ratelimit: grpc.Channel,
         timeout_s: float,
     ):
         self._own_report = own_report
-        self._consent = consent_pb2_grpc.ConsentAdminStub(consent)
-        self._notifier = notifier_pb2_grpc.NotifierAdminStub(notifier)
+        self._consent = consent_pb2_grpc.ConsentAdminStub(consent)  # type: ignore[no-untyped-call]  # generated without annotations
+        self._notifier = notifier_pb2_grpc.NotifierAdminStub(notifier)  # type: ignore[no-untyped-call]  # as above
         self._ratelimit = health_pb2_grpc.HealthStub(ratelimit)
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deep-health")
@@ -47,16 +52,22 @@ class PlatformHealth:
 
     def deep(self) -> platform_pb2.DeepResponse:
         probes = [
-            self._pool.submit(self._own_report),
-            self._pool.submit(self._diagnose, "consent", self._consent.Diagnose),
-            self._pool.submit(self._diagnose, "notifier", self._notifier.Diagnose),
-            self._pool.submit(self._ratelimit_report),
+            self._probe(self._own_report),
+            self._probe(lambda: self._diagnose("consent", self._consent.Diagnose)),
+            self._probe(lambda: self._diagnose("notifier", self._notifier.Diagnose)),
+            self._probe(self._ratelimit_report),
         ]
         reports = [probe.result() for probe in probes]
         status = "ok" if all(r.healthy for r in reports) else "degraded"
         return platform_pb2.DeepResponse(status=status, services=reports)
 
-    def _diagnose(self, service: str, method) -> diagnostics_pb2.DiagnosticsReport:
+    def _probe(self, report: Probe) -> Future[diagnostics_pb2.DiagnosticsReport]:
+        """Run on the pool in a copy of this thread's context (one copy each: a context runs in one thread at once)."""
+        return self._pool.submit(contextvars.copy_context().run, report)
+
+    def _diagnose(
+        self, service: str, method: Callable[..., diagnostics_pb2.DiagnosticsReport]
+    ) -> diagnostics_pb2.DiagnosticsReport:
         try:
             return method(diagnostics_pb2.DiagnoseRequest(), timeout=self.timeout_s)
         except grpc.RpcError as exc:

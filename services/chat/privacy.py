@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from sqlalchemy import delete, func, or_, select
-
+from services.chat import storage
 from services.chat.slots import normalise_email
-from services.chat.storage import Conversation, ErasureRequest, FollowupEvent, Lead, Message, utcnow
+from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.errors import ValidationError
 
@@ -38,23 +37,15 @@ def erase_subject(db: Database, email: str, request_id: str) -> ErasureResult:
     if not request_id or len(request_id) > 64:
         raise ValidationError("request_id is required (at most 64 characters)")
     with db.session() as s:
-        done = s.get(ErasureRequest, request_id)
+        done = storage.erasure_by_request(s, request_id)
         if done is not None:
             return ErasureResult(done.conversations, done.messages_erased, done.leads_anonymised)
-        leads = list(s.scalars(select(Lead).where(Lead.email == email)))
-        escaped = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        mentioned = select(Message.conversation_id).where(func.lower(Message.text).like(f"%{escaped}%", escape="\\"))
-        conversation_ids = set(
-            s.scalars(
-                select(Conversation.id).where(
-                    or_(Conversation.contact_email == email, Conversation.id.in_(mentioned))
-                )
-            )
-        ) | {lead.conversation_id for lead in leads}
+        leads = storage.leads_by_email(s, email)
+        conversation_ids = storage.conversation_ids_with_email(s, email) | {lead.conversation_id for lead in leads}
         erased = 0
         if conversation_ids:
-            erased = s.execute(delete(Message).where(Message.conversation_id.in_(conversation_ids))).rowcount
-            for conv in s.scalars(select(Conversation).where(Conversation.id.in_(conversation_ids))):
+            erased = storage.delete_messages(s, conversation_ids)
+            for conv in storage.conversations_by_ids(s, conversation_ids):
                 conv.slots = {}
                 conv.contact_email = None
                 conv.marketing_consent = False
@@ -64,7 +55,7 @@ def erase_subject(db: Database, email: str, request_id: str) -> ErasureResult:
             lead.name = lead.email = lead.phone = lead.client_ip = lead.user_agent = lead.start = None
             lead.anonymised_at = now
         result = ErasureResult(len(conversation_ids), erased, len(leads))
-        s.add(ErasureRequest(request_id=request_id, **vars(result)))
+        storage.record_erasure(s, request_id, result.conversations, result.messages_erased, result.leads_anonymised)
         return result
 
 
@@ -76,20 +67,10 @@ def purge_retention(db: Database, days: int, batch_size: int, progress: Callable
     deleted = 0
     while True:
         with db.session() as s:
-            ids = list(
-                s.scalars(
-                    select(Conversation.id)
-                    .where(Conversation.lead_id.is_(None))
-                    .where(Conversation.last_activity_at < cutoff)
-                    .order_by(Conversation.id)
-                    .limit(batch_size)
-                )
-            )
+            ids = storage.idle_conversations_without_lead(s, cutoff, batch_size)
             if not ids:
                 return deleted
-            s.execute(delete(Message).where(Message.conversation_id.in_(ids)))
-            s.execute(delete(FollowupEvent).where(FollowupEvent.conversation_id.in_(ids)))
-            s.execute(delete(Conversation).where(Conversation.id.in_(ids)))
+            storage.delete_conversations(s, ids)
         deleted += len(ids)
         if progress:
             progress(deleted)

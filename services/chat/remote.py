@@ -5,28 +5,34 @@ Every call has a short deadline; any failure becomes PeerUnavailable, which the 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+
+Response = TypeVar("Response", bound=Message)
 
 
 class PeerUnavailable(RuntimeError):
     """The other service did not accept the call; nothing was handed over."""
 
 
-def _call(peer: str, method, request, timeout: float):
+def _call(peer: str, method: Callable[..., Response], request: Message, timeout: float) -> Response:
     try:
         return method(request, timeout=timeout)
     except grpc.RpcError as exc:
-        code = exc.code().name if hasattr(exc, "code") and exc.code() else "UNKNOWN"
-        raise PeerUnavailable(f"{peer}: {code}") from None
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        raise PeerUnavailable(f"{peer}: {code.name if code else 'UNKNOWN'}") from None
 
 
 class ConsentClient:
     def __init__(self, channel: grpc.Channel, timeout_s: float):
-        self._public = consent_pb2_grpc.ConsentStub(channel)
-        self._internal = consent_pb2_grpc.ConsentInternalStub(channel)
+        self._public = consent_pb2_grpc.ConsentStub(channel)  # type: ignore[no-untyped-call]  # generated without annotations
+        self._internal = consent_pb2_grpc.ConsentInternalStub(channel)  # type: ignore[no-untyped-call]  # as above
         self.timeout_s = timeout_s
 
     def record_consent(
@@ -59,13 +65,15 @@ class ConsentClient:
         _call("consent", self._internal.RecordConsent, request, self.timeout_s)
 
     def marketing_allowed(self, email: str) -> bool:
-        status = _call("consent", self._public.GetStatus, consent_pb2.GetStatusRequest(email=email), self.timeout_s)
-        return bool(status.marketing_consent)
+        status: consent_pb2.ConsentStatus = _call(
+            "consent", self._public.GetStatus, consent_pb2.GetStatusRequest(email=email), self.timeout_s
+        )
+        return status.marketing_consent
 
 
 class NotifierClient:
     def __init__(self, channel: grpc.Channel, timeout_s: float):
-        self._stub = notifier_pb2_grpc.NotifierInternalStub(channel)
+        self._stub = notifier_pb2_grpc.NotifierInternalStub(channel)  # type: ignore[no-untyped-call]  # generated without annotations
         self.timeout_s = timeout_s
 
     def _notify(self, request: notifier_pb2.NotifyRequest) -> None:
@@ -80,4 +88,5 @@ class NotifierClient:
         self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, slack=alert))
 
     def email(self, key: str, to: str, subject: str, body: str) -> None:
-        self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, email=notifier_pb2.Email(to=to, subject=subject, body=body)))
+        email = notifier_pb2.Email(to=to, subject=subject, body=body)
+        self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, email=email))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from services.chat.slots import SlotValue, slot_number
+
 
 def _area_points(area: int | None) -> int:
     if area is None:
@@ -34,14 +36,14 @@ def _start_points(months: int | None) -> int:
     return 15 if months <= 3 else 8 if months <= 6 else 2
 
 
-def score_lead(slots: Mapping[str, object], served_cities: Iterable[str]) -> int:
+def score_lead(slots: Mapping[str, SlotValue], served_cities: Iterable[str]) -> int:
     points = (
         (12 if slots.get("email") else 0)
         + (12 if slots.get("phone") else 0)
         + (6 if slots.get("name") else 0)
-        + _area_points(slots.get("area_m2"))
-        + _budget_points(slots.get("budget"))
-        + _start_points(slots.get("start_months"))
+        + _area_points(slot_number(slots, "area_m2"))
+        + _budget_points(slot_number(slots, "budget"))
+        + _start_points(slot_number(slots, "start_months"))
         + (10 if slots.get("city") in set(served_cities) else 0)
     )
     return max(0, min(100, points))

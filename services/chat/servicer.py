@@ -1,14 +1,16 @@
 """gRPC servicers of the chat service: proto in, domain call, proto out. No logic lives here."""
 from __future__ import annotations
 
+import grpc
+
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
-from novahouse.health.v1 import health_pb2_grpc
+from novahouse.common.v1 import diagnostics_pb2
+from novahouse.health.v1 import health_pb2, health_pb2_grpc
 from services.chat import privacy
 from services.chat.app import ChatApp
 from services.chat.conversation import LeadProgress
 from services.chat.platform_health import PlatformHealth
 from services.runtime import request_context
-from services.runtime.diagnostics import Diagnostics
 from services.runtime.timestamps import to_timestamp
 
 
@@ -26,7 +28,9 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     def __init__(self, app: ChatApp):
         self.app = app
 
-    def SendMessage(self, request, context):
+    def SendMessage(
+        self, request: chat_pb2.SendMessageRequest, context: grpc.ServicerContext
+    ) -> chat_pb2.SendMessageResponse:
         reply = self.app.chat.send_message(
             request.session_id,
             request.message,
@@ -47,7 +51,9 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             consent_prompt=prompt,
         )
 
-    def GetConversation(self, request, context):
+    def GetConversation(
+        self, request: chat_pb2.GetConversationRequest, context: grpc.ServicerContext
+    ) -> chat_pb2.Conversation:
         transcript = self.app.chat.transcript(request.session_id)
         return chat_pb2.Conversation(
             session_id=transcript.session_id,
@@ -64,41 +70,60 @@ class ChatInternalServicer(chat_pb2_grpc.ChatInternalServicer):
     def __init__(self, app: ChatApp):
         self.app = app
 
-    def EraseSubject(self, request, context):
+    def EraseSubject(
+        self, request: chat_pb2.EraseSubjectRequest, context: grpc.ServicerContext
+    ) -> chat_pb2.EraseSubjectResponse:
         result = privacy.erase_subject(self.app.db, request.email, request.request_id)
-        return chat_pb2.EraseSubjectResponse(**vars(result))
+        return chat_pb2.EraseSubjectResponse(
+            conversations=result.conversations,
+            messages_erased=result.messages_erased,
+            leads_anonymised=result.leads_anonymised,
+        )
 
 
 class ChatAdminServicer(chat_pb2_grpc.ChatAdminServicer):
-    def __init__(self, app: ChatApp, diagnostics: Diagnostics):
+    def __init__(self, app: ChatApp):
         self.app = app
-        self.diagnostics = diagnostics
 
-    def RunFollowups(self, request, context):
+    def RunFollowups(
+        self, request: chat_pb2.RunFollowupsRequest, context: grpc.ServicerContext
+    ) -> chat_pb2.RunFollowupsResponse:
         self.app.leads.retry_pending()
         run = self.app.followups.run(limit=max(0, request.limit))
-        return chat_pb2.RunFollowupsResponse(**vars(run))
+        return chat_pb2.RunFollowupsResponse(
+            due=run.due,
+            sent=run.sent,
+            already_sent=run.already_sent,
+            skipped_no_consent=run.skipped_no_consent,
+            failed=run.failed,
+        )
 
-    def PurgeCache(self, request, context):
+    def PurgeCache(
+        self, request: chat_pb2.PurgeCacheRequest, context: grpc.ServicerContext
+    ) -> chat_pb2.PurgeCacheResponse:
         return chat_pb2.PurgeCacheResponse(removed=self.app.cache.purge_expired())
 
-    def PurgeRetention(self, request, context):
+    def PurgeRetention(
+        self, request: chat_pb2.PurgeRetentionRequest, context: grpc.ServicerContext
+    ) -> chat_pb2.PurgeRetentionResponse:
         settings = self.app.settings
         deleted = privacy.purge_retention(
             self.app.db, request.days or settings.retention_days, request.batch_size or settings.retention_batch
         )
         return chat_pb2.PurgeRetentionResponse(deleted=deleted)
 
-    def Diagnose(self, request, context):
-        return self.diagnostics.report()
+    def Diagnose(
+        self, request: diagnostics_pb2.DiagnoseRequest, context: grpc.ServicerContext
+    ) -> diagnostics_pb2.DiagnosticsReport:
+        return self.app.diagnostics.report()
 
 
 class PlatformHealthServicer(health_pb2_grpc.PlatformHealthServicer):
     def __init__(self, health: PlatformHealth):
         self.health = health
 
-    def Live(self, request, context):
+    def Live(self, request: health_pb2.LiveRequest, context: grpc.ServicerContext) -> health_pb2.LiveResponse:
         return self.health.live()
 
-    def Deep(self, request, context):
+    def Deep(self, request: health_pb2.DeepRequest, context: grpc.ServicerContext) -> health_pb2.DeepResponse:
         return self.health.deep()

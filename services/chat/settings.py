@@ -1,10 +1,18 @@
-"""The chat service's configuration, read once from environment variables with safe defaults."""
+"""The chat service's configuration: every environment variable it reads, read once, with safe defaults.
+
+Besides these the runtime reads its own (GRPC_HOST, GRPC_PORT, GRPC_WORKERS, METRICS_HOST, METRICS_PORT,
+SHUTDOWN_GRACE_S, HEALTH_CHECK_INTERVAL_S, LOG_LEVEL, DATA_DIR, DB_POOL_SIZE, DB_POOL_OVERFLOW, REDIS_TIMEOUT_S).
+The addresses of the other services, and their defaults, come from runtime.config.
+"""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
-from services.runtime.config import ConfigError, env_bool, env_float, env_int, env_str
+from services.runtime.config import DEFAULT_ADDRS, ConfigError, env_bool, env_float, env_int, env_str, service_addr
+from services.runtime.db import database_url
+from services.runtime.redis_client import key_prefix, redis_url
 
 _DELAY = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -18,13 +26,24 @@ def parse_delays(raw: str) -> tuple[int, ...]:
         if not match:
             raise ConfigError(f"FOLLOWUP_DELAYS part {part!r} is not like '24h' (units s, m, h, d)")
         delays.append(int(match.group(1)) * _UNIT_S[match.group(2)])
-    if any(b <= a for a, b in zip(delays, delays[1:])) or not delays or delays[0] <= 0:
+    if any(b <= a for a, b in pairwise(delays)) or not delays or delays[0] <= 0:
         raise ConfigError(f"FOLLOWUP_DELAYS={raw!r} must be positive and increasing")
     return tuple(delays)
 
 
 @dataclass(frozen=True)
-class ChatSettings:
+class Settings:
+    """Tests construct one directly, naming their database and the stand-ins' addresses; the rest has defaults."""
+
+    database_url: str  # DATABASE_URL, or the local SQLite file in DATA_DIR
+    db_schema: str = "chat"  # DB_SCHEMA: the PostgreSQL schema of chat's tables
+    redis_url: str = ""  # REDIS_URL; empty: the cache stays in process
+    redis_key_prefix: str = ""  # REDIS_KEY_PREFIX
+    consent_addr: str = DEFAULT_ADDRS["consent"]
+    notifier_addr: str = DEFAULT_ADDRS["notifier"]
+    ratelimit_addr: str = DEFAULT_ADDRS["ratelimit"]  # asked by PlatformHealth.Deep
+    chat_addr: str = DEFAULT_ADDRS["chat"]  # the replicas `manage purge-cache` asks
+    migrate_on_start: bool = True
     max_message_chars: int = 2000
     lead_alert_score: int = 70
     followup_delays_s: tuple[int, ...] = (86400, 259200, 604800)
@@ -37,12 +56,21 @@ class ChatSettings:
     redis_retry_s: float = 5.0
     retention_days: int = 90
     retention_batch: int = 500
-    scheduler_enabled: bool = True
+    scheduler_enabled: bool = True  # SCHEDULER_ENABLED: the in-process APScheduler jobs (off where CronJobs run)
     peer_timeout_s: float = 2.0
 
     @classmethod
-    def from_env(cls) -> "ChatSettings":
+    def from_env(cls) -> Settings:
         return cls(
+            database_url=database_url("chat"),
+            db_schema=env_str("DB_SCHEMA", "chat"),
+            redis_url=redis_url(),
+            redis_key_prefix=key_prefix(),
+            consent_addr=service_addr("consent"),
+            notifier_addr=service_addr("notifier"),
+            ratelimit_addr=service_addr("ratelimit"),
+            chat_addr=service_addr("chat"),
+            migrate_on_start=env_bool("MIGRATE_ON_START", True),
             max_message_chars=env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1),
             lead_alert_score=env_int("LEAD_ALERT_SCORE", 70, minimum=0),
             followup_delays_s=parse_delays(env_str("FOLLOWUP_DELAYS", "24h,72h,168h")),

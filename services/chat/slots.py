@@ -9,25 +9,37 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from services.chat.knowledge import normalise
 
 SLOTS = ("name", "email", "phone", "city", "area_m2", "budget", "start")
+# A captured value: text (name, email, phone, city, start), a number (area_m2, budget, start_months) or, for
+# start_months, unknown.
+SlotValue = str | int | None
 MIN_AREA_M2, MAX_AREA_M2 = 10, 1000
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
 _EMAIL_LIKE = re.compile(r"\S+@\S*")
 _PHONE = re.compile(r"(?<![\d+])(?:(?:\+|00)\s?48[\s-]?)?\(?\d{2,3}\)?(?:[\s-]?\d){6,7}(?![\d])")
 _DIGIT_RUN = re.compile(r"(?<![\d+])(?:\+|00)?\d(?:[\s-]?\d){6,}(?!\d)")
 _AREA = re.compile(
-    r"(\d{1,5}(?:[.,]\d+)?)\s*(?:m2|m²|m\^2|mkw|m\.?\s?kw\.?|metr\w*|sq\.?\s?m|sqm|square\s+met\w*)(?!\w)", re.IGNORECASE
+    r"(\d{1,5}(?:[.,]\d+)?)\s*(?:m2|m²|m\^2|mkw|m\.?\s?kw\.?|metr\w*|sq\.?\s?m|sqm|square\s+met\w*)(?!\w)",
+    re.IGNORECASE,
 )
 _BUDGET_THOUSANDS = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:tys\.?|tysi\w*|k)(?!\w)\s*(?:zł|zl|pln)?", re.IGNORECASE)
-_BUDGET_MILLIONS = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:mln|milion\w*|million\w*|m)(?!\w)\s*(?:zł|zl|pln)?", re.IGNORECASE)
+_BUDGET_MILLIONS = re.compile(
+    r"(\d+(?:[.,]\d+)?)\s*(?:mln|milion\w*|million\w*|m)(?!\w)\s*(?:zł|zl|pln)?", re.IGNORECASE
+)
 _BUDGET_PLAIN = re.compile(r"(\d{1,3}(?:[ .]\d{3})+|\d+)\s*(?:zł|zl|pln)(?!\w)", re.IGNORECASE)
 _BUDGET_KEYWORD = re.compile(r"(?:budżet|budzet|budget)\D{0,20}(\d{1,3}(?:[ .]\d{3})+|\d+)", re.IGNORECASE)
-_BARE_NUMBER = re.compile(r"^\s*(?:ok\.?|około|about|approx\.?|~)?\s*(\d{1,3}(?:[ .]\d{3})+|\d+(?:[.,]\d+)?)\s*$", re.IGNORECASE)
+_BARE_NUMBER = re.compile(
+    r"^\s*(?:ok\.?|około|about|approx\.?|~)?\s*(\d{1,3}(?:[ .]\d{3})+|\d+(?:[.,]\d+)?)\s*$", re.IGNORECASE
+)
 _NAME_INTRO = re.compile(
     r"(?i:nazywam si[eę]|mam na imi[eę]|jestem|my name is|i am|i'm|name is|imi[eę] i nazwisko:?|name:)\s+"
     r"([A-ZĄĆĘŁŃÓŚŹŻ][a-ząćęłńóśźż'-]+(?:\s+[A-ZĄĆĘŁŃÓŚŹŻ][a-ząćęłńóśźż'-]+){0,2})",
@@ -73,7 +85,9 @@ _MONTHS = {
     12: ("grudzien", "grudnia", "grudniu", "december"),
 }
 _MONTH_FORMS = {form: month for month, forms in _MONTHS.items() for form in forms}
-_START_NOW = re.compile(r"\b(od zaraz|od razu|natychmiast|jak najszybciej|asap|immediately|right away|as soon as possible|now|teraz)\b")
+_START_NOW = re.compile(
+    r"\b(od zaraz|od razu|natychmiast|jak najszybciej|asap|immediately|right away|as soon as possible|now|teraz)\b"
+)
 _START_IN_MONTHS = re.compile(r"\b(?:za|in|within|w ciagu)\s+(\d{1,2})\s+(?:miesiac\w*|months?)\b")
 _START_IN_WEEKS = re.compile(r"\b(?:za|in|within|w ciagu)\s+(\d{1,2})\s+(?:tygodni\w*|tydzien|weeks?)\b")
 _START_WORDS = (
@@ -86,8 +100,18 @@ _START_WORDS = (
 
 @dataclass
 class Extraction:
-    values: dict[str, object] = field(default_factory=dict)  # slot -> normalised value; start also sets start_months
+    values: dict[str, SlotValue] = field(default_factory=dict)  # slot -> normalised value; start also sets start_months
     invalid: list[str] = field(default_factory=list)          # slots the visitor tried to give, but wrongly
+
+
+def slot_text(slots: Mapping[str, SlotValue], name: str) -> str | None:
+    value = slots.get(name)
+    return value if isinstance(value, str) else None
+
+
+def slot_number(slots: Mapping[str, SlotValue], name: str) -> int | None:
+    value = slots.get(name)
+    return value if isinstance(value, int) else None
 
 
 def normalise_email(email: str) -> str:
@@ -143,7 +167,9 @@ def find_city(text: str) -> str | None:
     return None
 
 
-def extract(text: str, awaiting: str | None = None, free_text_ok: bool = False, today: dt.date | None = None) -> Extraction:
+def extract(
+    text: str, awaiting: str | None = None, free_text_ok: bool = False, today: dt.date | None = None
+) -> Extraction:
     """Every slot value in one message. free_text_ok: the message is not a question, so a bare answer to the
     awaited slot (a name, a city) may be taken as it is."""
     found = Extraction()
@@ -157,11 +183,11 @@ def extract(text: str, awaiting: str | None = None, free_text_ok: bool = False, 
         found.invalid.append("email")
     rest = _EMAIL_LIKE.sub(" ", rest)
 
-    for match in _PHONE.finditer(rest):
-        phone = normalise_phone(match.group(0))
+    for candidate in _PHONE.finditer(rest):
+        phone = normalise_phone(candidate.group(0))
         if phone:
             found.values["phone"] = phone
-            rest = rest.replace(match.group(0), " ")
+            rest = rest.replace(candidate.group(0), " ")
             break
     if "phone" not in found.values:
         run = _DIGIT_RUN.search(rest)

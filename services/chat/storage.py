@@ -1,31 +1,53 @@
-"""SQLAlchemy models and queries of the chat service: conversations, messages, leads, follow-up claims, erasures.
+"""All of the chat service's SQL: the models (conversations, messages, leads, follow-up claims, erasures) and
+every query the domain modules run, each a named function taking the session of the caller's transaction.
 
-Times are naive UTC throughout (SQLite keeps no time zone), produced by utcnow().
+Times are stored as naive UTC (SQLite keeps no time zone); UTCDateTime converts at this edge, so the domain
+only ever sees and passes aware datetimes from runtime.clock.utcnow().
 """
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    CursorResult,
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
+    delete,
+    func,
+    or_,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from services.runtime.clock import naive_utc, utcnow
 
 metadata = MetaData()
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A `timestamp` column holding naive UTC; written from aware (or naive UTC) datetimes, read as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else naive_utc(value)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -37,20 +59,20 @@ class Conversation(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(String(36), unique=True, nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
-    last_activity_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    last_activity_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     language: Mapped[str] = mapped_column(String(2), nullable=False, default="pl")
     # collecting -> consent_processing -> consent_marketing -> done (back to collecting if processing is declined)
     stage: Mapped[str] = mapped_column(String(32), nullable=False, default="collecting")
     awaiting_slot: Mapped[str | None] = mapped_column(String(16))
-    slots: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    slots: Mapped[dict[str, str | int | None]] = mapped_column(JSON, nullable=False, default=dict)  # slots.SlotValue
     lead_id: Mapped[str | None] = mapped_column(String(32))
     contact_email: Mapped[str | None] = mapped_column(String(254), index=True)
     marketing_consent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     converted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     followups_sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     followups_stopped: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    last_followup_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_followup_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     message_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     __table_args__ = (
@@ -68,7 +90,7 @@ class Message(Base):
     )
     role: Mapped[str] = mapped_column(String(8), nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 class Lead(Base):
@@ -76,7 +98,7 @@ class Lead(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id"), unique=True, nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     language: Mapped[str] = mapped_column(String(2), nullable=False)
     name: Mapped[str | None] = mapped_column(String(120))
     email: Mapped[str | None] = mapped_column(String(254), index=True)
@@ -93,9 +115,9 @@ class Lead(Base):
     client_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     # Hand-over state: NULL until the consent service / the notifier acknowledged; retried until then.
-    consent_recorded_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    notified_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    anonymised_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    consent_recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    notified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    anonymised_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class FollowupEvent(Base):
@@ -108,8 +130,7 @@ class FollowupEvent(Base):
         ForeignKey("conversation.id", ondelete="CASCADE"), nullable=False, index=True
     )
     followup_number: Mapped[int] = mapped_column(Integer, nullable=False)
-    status: Mapped[str] = mapped_column(String(20), nullable=False, default="sent")
-    sent_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow, index=True)
+    sent_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, index=True)
 
     __table_args__ = (UniqueConstraint("conversation_id", "followup_number", name="uq_followup_once"),)
 
@@ -120,10 +141,13 @@ class ErasureRequest(Base):
     __tablename__ = "erasure_request"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     conversations: Mapped[int] = mapped_column(Integer, nullable=False)
     messages_erased: Mapped[int] = mapped_column(Integer, nullable=False)
     leads_anonymised: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+# --- conversations and their messages ---------------------------------------------------------------------------
 
 
 def conversation_by_session(session: Session, session_id: str, lock: bool = False) -> Conversation | None:
@@ -134,5 +158,189 @@ def conversation_by_session(session: Session, session_id: str, lock: bool = Fals
     return session.scalars(query).first()
 
 
+def new_conversation(session: Session, session_id: str, language: str) -> Conversation:
+    """A conversation inserted now (flushed, so it has its id)."""
+    conversation = Conversation(session_id=session_id, slots={}, language=language)
+    session.add(conversation)
+    session.flush()
+    return conversation
+
+
+def add_message(session: Session, conversation_id: int, role: str, text: str, at: dt.datetime) -> None:
+    session.add(Message(conversation_id=conversation_id, role=role, text=text, created_at=at))
+
+
 def messages_of(session: Session, conversation_id: int) -> list[Message]:
     return list(session.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)))
+
+
+# --- leads --------------------------------------------------------------------------------------------------------
+
+
+def lead_by_id(session: Session, lead_id: str) -> Lead | None:
+    return session.get(Lead, lead_id)
+
+
+def add_lead(session: Session, lead: Lead) -> None:
+    session.add(lead)
+
+
+def lead_for_handover(session: Session, lead_id: str) -> tuple[Lead, str] | None:
+    """The lead (detached: read after the transaction) and its conversation's session id; None once the lead is
+    gone or anonymised, when there is nothing left to hand over."""
+    row = session.execute(
+        select(Lead, Conversation.session_id)
+        .join(Conversation, Conversation.id == Lead.conversation_id)
+        .where(Lead.id == lead_id)
+    ).first()
+    if row is None or row[0].anonymised_at is not None:
+        return None
+    lead, session_id = row
+    session.expunge(lead)
+    return lead, session_id
+
+
+def mark_consent_recorded(session: Session, lead_id: str, at: dt.datetime) -> None:
+    lead = session.get(Lead, lead_id)
+    if lead is not None:
+        lead.consent_recorded_at = at
+
+
+def mark_notified(session: Session, lead_id: str, at: dt.datetime) -> None:
+    lead = session.get(Lead, lead_id)
+    if lead is not None:
+        lead.notified_at = at
+
+
+def _pending_leads() -> Select[str]:
+    """Leads not anonymised whose consent or notification has not been acknowledged yet."""
+    return (
+        select(Lead.id)
+        .where(Lead.anonymised_at.is_(None))
+        .where(or_(Lead.consent_recorded_at.is_(None), Lead.notified_at.is_(None)))
+    )
+
+
+def pending_lead_ids(session: Session, limit: int) -> list[str]:
+    """The oldest pending leads first."""
+    return list(session.scalars(_pending_leads().order_by(Lead.created_at).limit(limit)))
+
+
+def count_pending_leads(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(_pending_leads().subquery())) or 0
+
+
+# --- follow-ups ---------------------------------------------------------------------------------------------------
+
+
+class AlreadyClaimed(Exception):
+    """The follow-up's claim row exists: another run sent it. The transaction cannot go on and rolls back."""
+
+
+def conversations_due_for_followup(
+    session: Session, number: int, idle_since: dt.datetime, previous_before: dt.datetime | None, limit: int
+) -> list[int]:
+    """Ids of conversations due for follow-up `number`, oldest first: a captured email and marketing consent, not
+    converted or stopped, number-1 follow-ups sent, no activity since `idle_since` and (for number > 1) the
+    previous follow-up sent before `previous_before`."""
+    query = (
+        select(Conversation.id)
+        .where(Conversation.marketing_consent.is_(True))
+        .where(Conversation.followups_stopped.is_(False))
+        .where(Conversation.converted.is_(False))
+        .where(Conversation.contact_email.is_not(None))
+        .where(Conversation.followups_sent == number - 1)
+        .where(Conversation.last_activity_at <= idle_since)
+        .order_by(Conversation.id)
+        .limit(limit)
+    )
+    if previous_before is not None:
+        query = query.where(Conversation.last_followup_at <= previous_before)
+    return list(session.scalars(query))
+
+
+def lock_conversation_unless_taken(session: Session, conversation_id: int) -> Conversation | None:
+    """The conversation, locked until commit; None when another worker holds its lock (SKIP LOCKED on PostgreSQL)
+    or it is gone."""
+    return session.scalars(
+        select(Conversation).where(Conversation.id == conversation_id).with_for_update(skip_locked=True)
+    ).first()
+
+
+def claim_followup(session: Session, conversation_id: int, number: int, at: dt.datetime) -> None:
+    """Insert the follow-up's claim row now (flushed); AlreadyClaimed when it exists."""
+    session.add(FollowupEvent(conversation_id=conversation_id, followup_number=number, sent_at=at))
+    try:
+        session.flush()
+    except IntegrityError:
+        raise AlreadyClaimed(f"follow-up {number} of conversation {conversation_id}") from None
+
+
+def release_followup_claim(session: Session, conversation_id: int, number: int) -> None:
+    session.execute(
+        delete(FollowupEvent)
+        .where(FollowupEvent.conversation_id == conversation_id)
+        .where(FollowupEvent.followup_number == number)
+    )
+
+
+# --- erasure and retention ----------------------------------------------------------------------------------------
+
+
+def erasure_by_request(session: Session, request_id: str) -> ErasureRequest | None:
+    return session.get(ErasureRequest, request_id)
+
+
+def record_erasure(
+    session: Session, request_id: str, conversations: int, messages_erased: int, leads_anonymised: int
+) -> None:
+    session.add(
+        ErasureRequest(
+            request_id=request_id,
+            conversations=conversations,
+            messages_erased=messages_erased,
+            leads_anonymised=leads_anonymised,
+        )
+    )
+
+
+def leads_by_email(session: Session, email: str) -> list[Lead]:
+    return list(session.scalars(select(Lead).where(Lead.email == email)))
+
+
+def conversation_ids_with_email(session: Session, email: str) -> set[int]:
+    """Conversations that captured `email` (already normalised) or whose messages contain it, in any case."""
+    escaped = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    mentioned = select(Message.conversation_id).where(func.lower(Message.text).like(f"%{escaped}%", escape="\\"))
+    query = select(Conversation.id).where(or_(Conversation.contact_email == email, Conversation.id.in_(mentioned)))
+    return set(session.scalars(query))
+
+
+def conversations_by_ids(session: Session, ids: Iterable[int]) -> list[Conversation]:
+    return list(session.scalars(select(Conversation).where(Conversation.id.in_(list(ids)))))
+
+
+def delete_messages(session: Session, conversation_ids: Iterable[int]) -> int:
+    """Delete every message of these conversations; returns how many."""
+    result = session.execute(delete(Message).where(Message.conversation_id.in_(list(conversation_ids))))
+    return result.rowcount if isinstance(result, CursorResult) else 0
+
+
+def idle_conversations_without_lead(session: Session, idle_since: dt.datetime, limit: int) -> list[int]:
+    """Ids of up to `limit` conversations without a lead and without activity since `idle_since`, oldest first."""
+    return list(
+        session.scalars(
+            select(Conversation.id)
+            .where(Conversation.lead_id.is_(None))
+            .where(Conversation.last_activity_at < idle_since)
+            .order_by(Conversation.id)
+            .limit(limit)
+        )
+    )
+
+
+def delete_conversations(session: Session, ids: Sequence[int]) -> None:
+    """Delete these conversations with their messages and follow-up claims."""
+    session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
+    session.execute(delete(FollowupEvent).where(FollowupEvent.conversation_id.in_(ids)))
+    session.execute(delete(Conversation).where(Conversation.id.in_(ids)))

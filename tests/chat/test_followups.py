@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
-from services.chat.storage import Conversation, FollowupEvent, utcnow
+from services.chat.storage import Conversation, FollowupEvent
+from services.runtime.clock import utcnow
 
 HOUR = dt.timedelta(hours=1)
 

@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import func, select
 
 from services.chat import privacy
-from services.chat.storage import Conversation, Lead, Message, utcnow
+from services.chat.storage import Conversation, Lead, Message
+from services.runtime.clock import utcnow
 from services.runtime.errors import ValidationError
 from tests.chat.scripts import POLISH_HIGH_SCORE
 from tests.chat.test_conversation import send_concurrently, talk

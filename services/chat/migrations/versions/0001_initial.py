@@ -1,12 +1,11 @@
 """conversations, messages, leads, follow-up claims, erasures
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -37,7 +36,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('conversation', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_conversation_contact_email'), ['contact_email'], unique=False)
-        batch_op.create_index('ix_conversation_followup_due', ['marketing_consent', 'followups_stopped', 'followups_sent'], unique=False)
+        batch_op.create_index(
+            'ix_conversation_followup_due', ['marketing_consent', 'followups_stopped', 'followups_sent'], unique=False
+        )
         batch_op.create_index('ix_conversation_retention', ['lead_id', 'last_activity_at'], unique=False)
 
     op.create_table('erasure_request',
