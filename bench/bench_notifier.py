@@ -36,7 +36,7 @@ def _notify_all(notifier: NotifierProcess, prefix: str, count: int) -> float:
 
 def _wait_received(receiver: HttpReceiver, count: int) -> bool:
     """True once the receiver has `count` requests, False if TIME_LIMIT_S passes first."""
-    return poll(lambda: len(receiver.requests) >= count, TIME_LIMIT_S, interval=0.02)
+    return bool(poll(lambda: len(receiver.requests) >= count, TIME_LIMIT_S, interval=0.02))
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ class ReceivedEmail:
 
     @property
     def body(self) -> str:
-        return self.message.get_body(preferencelist=("plain",)).get_content()
+        part = self.message.get_body(preferencelist=("plain",))
+        assert part is not None, "the message has no text/plain part"
+        return str(part.get_content())
 
 
 class SmtpReceiver:
@@ -50,7 +52,8 @@ class SmtpReceiver:
 
             def handle(self) -> None:
                 self.reply("220 127.0.0.1 test SMTP ready")
-                mail_from, rcpts, failure = "", [], None
+                mail_from, failure = "", None
+                rcpts: list[str] = []
                 while True:
                     raw = self.rfile.readline(65536)
                     if not raw:

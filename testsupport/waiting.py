@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 T = TypeVar("T")
+Falsy = Literal[False] | None  # what a condition answers while it is not met yet (`x.ready and x` is False or x)
 
 
-def poll(condition: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
+def poll(condition: Callable[[], T | Falsy], timeout: float, interval: float = 0.05) -> T | Falsy:
     """condition()'s first truthy value within timeout seconds, or its last (falsy) value after it."""
     deadline = time.monotonic() + timeout
     while True:
@@ -18,7 +19,8 @@ def poll(condition: Callable[[], T], timeout: float, interval: float = 0.05) -> 
         time.sleep(interval)
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 30.0, what: str = "condition", interval: float = 0.05) -> T:
+def wait_for(condition: Callable[[], T | Falsy], timeout: float = 30.0, what: str = "condition",
+             interval: float = 0.05) -> T:
     """condition()'s first truthy value; fails the test, naming `what`, when none comes within timeout seconds."""
     value = poll(condition, timeout, interval)
     if not value:

@@ -63,8 +63,7 @@ class Workload:
 
     def containers(self):
         for section in ("initContainers", "containers"):
-            for container in self.pod.get(section) or []:
-                yield container
+            yield from self.pod.get(section) or []
 
     def where(self, container: dict | None = None) -> str:
         base = f"{self.source}: {self.kind}/{self.name}"
@@ -223,7 +222,7 @@ def check_entrypoint_shape(work: Workload) -> list[Problem]:
 
 def project_commands(all_workloads: list[Workload]) -> dict[tuple[str, ...], str]:
     """Each distinct project command, with one place that uses it."""
-    commands = {}
+    commands: dict[tuple[str, ...], str] = {}
     for work in all_workloads:
         for container in work.containers():
             if PROJECT_IMAGE.match(container.get("image", "")) and entrypoint_module(container):
@@ -249,7 +248,7 @@ def run_help(root: Path, argv: tuple[str, ...]) -> str | None:
 def check_entrypoints(root: Path, all_workloads: list[Workload]) -> list[Problem]:
     commands = project_commands(all_workloads)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = dict(zip(commands, pool.map(lambda argv: run_help(root, argv), commands)))
+        results = dict(zip(commands, pool.map(lambda argv: run_help(root, argv), commands), strict=True))
     return [Problem("entrypoints", commands[argv], f"`{' '.join(argv)}` is not a real entrypoint: {why}")
             for argv, why in results.items() if why]
 
@@ -263,7 +262,7 @@ def service_dir(root: Path, module: str) -> Path:
     return root.joinpath(*package)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_text(dirs: tuple[Path, ...]) -> str:
     chunks = []
     for directory in dirs:
@@ -294,7 +293,8 @@ class Config:
     """The ConfigMaps and Secrets a kustomization renders, plus the Secret template's keys."""
 
     def __init__(self, objects: list[dict], secret_keys: dict[str, set[str]]):
-        self.config_maps = {o["metadata"]["name"]: dict(o.get("data") or {}) for o in objects if o["kind"] == "ConfigMap"}
+        self.config_maps = {o["metadata"]["name"]: dict(o.get("data") or {})
+                            for o in objects if o["kind"] == "ConfigMap"}
         self.secret_keys = dict(secret_keys)
         for obj in objects:
             if obj["kind"] == "Secret":
@@ -309,24 +309,27 @@ class Config:
             if "configMapRef" in source:
                 name = source["configMapRef"]["name"]
                 if name not in self.config_maps:
-                    problems.append(Problem("config", work.where(container), f"envFrom ConfigMap {name} does not exist"))
+                    problems.append(Problem("config", work.where(container),
+                                            f"envFrom ConfigMap {name} does not exist"))
                 env.update(self.config_maps.get(name, {}))
             if "secretRef" in source:
                 name = source["secretRef"]["name"]
                 if name not in self.secret_keys:
                     problems.append(Problem("config", work.where(container), f"envFrom Secret {name} does not exist"))
-                env.update({k: None for k in self.secret_keys.get(name, ())})
+                env.update(dict.fromkeys(self.secret_keys.get(name, ())))
         for item in container.get("env") or []:
             ref = item.get("valueFrom") or {}
             if "configMapKeyRef" in ref:
                 cm, key = ref["configMapKeyRef"]["name"], ref["configMapKeyRef"]["key"]
                 if key not in self.config_maps.get(cm, {}):
-                    problems.append(Problem("config", work.where(container), f"{item['name']}: ConfigMap {cm} has no key {key}"))
+                    problems.append(Problem("config", work.where(container),
+                                            f"{item['name']}: ConfigMap {cm} has no key {key}"))
                 env[item["name"]] = self.config_maps.get(cm, {}).get(key)
             elif "secretKeyRef" in ref:
                 secret, key = ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"]
                 if key not in self.secret_keys.get(secret, set()):
-                    problems.append(Problem("config", work.where(container), f"{item['name']}: Secret {secret} has no key {key}"))
+                    problems.append(Problem("config", work.where(container),
+                                            f"{item['name']}: Secret {secret} has no key {key}"))
                 env[item["name"]] = None
             else:
                 env[item["name"]] = item.get("value", "")
@@ -374,10 +377,14 @@ def check_env(root: Path, work: Workload, config: Config) -> list[Problem]:
         if work.kind == "Deployment" and module.endswith(".server"):
             problems += server_env_problems(here, container, env, service_text, config)
         elif work.kind in ("Job", "CronJob"):
-            problems += [Problem("env", here, f"the code reads {name}; in a cluster it must be set (default is localhost)")
+            problems += [unset_address(here, name)
                          for name in sorted(addresses_read(service_text) - set(env)) if module.endswith(".manage")
                          and work.kind == "CronJob" and name != "RATELIMIT_ADDR"]
     return problems
+
+
+def unset_address(here: str, name: str) -> Problem:
+    return Problem("env", here, f"the code reads {name}; in a cluster it must be set (default is localhost)")
 
 
 def server_env_problems(here: str, container: dict, env: dict, text: str, config: Config) -> list[Problem]:
@@ -394,7 +401,7 @@ def server_env_problems(here: str, container: dict, env: dict, text: str, config
     if metrics and metrics != "0" and int(metrics) not in numbers:
         problems.append(Problem("env", here, f"METRICS_PORT={metrics} is not a declared container port"))
     for name in sorted(addresses_read(text) - set(env)):
-        problems.append(Problem("env", here, f"the code reads {name}; in a cluster it must be set (default is localhost)"))
+        problems.append(unset_address(here, name))
     template_keys = set().union(*config.secret_keys.values()) if config.secret_keys else set()
     for name in sorted(template_keys - set(env)):
         if name != "POSTGRES_PASSWORD" and reads(text, name):
@@ -417,11 +424,13 @@ def check_secrets(source: str, objects: list[dict]) -> list[Problem]:
         if obj["kind"] == "Secret":
             for key, value in secret_values(obj).items():
                 if value and PLACEHOLDER not in value:
-                    problems.append(Problem("secrets", where, f"{key} holds a value that is not a {PLACEHOLDER} placeholder"))
+                    problems.append(Problem("secrets", where,
+                                            f"{key} holds a value that is not a {PLACEHOLDER} placeholder"))
         elif obj["kind"] == "ConfigMap":
             for key, value in (obj.get("data") or {}).items():
                 if SECRET_LOOKING.search(key) and value.strip():
-                    problems.append(Problem("secrets", where, f"{key} looks like a secret and has a value in a ConfigMap"))
+                    problems.append(Problem("secrets", where,
+                                            f"{key} looks like a secret and has a value in a ConfigMap"))
     return problems
 
 
@@ -430,7 +439,8 @@ def check_autoscaled(source: str, objects: list[dict]) -> list[Problem]:
     scaled = {o["spec"]["scaleTargetRef"]["name"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
     return [Problem("replicas", f"{source}: Deployment/{o['metadata']['name']}",
                     "sets spec.replicas although an HPA scales it")
-            for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] in scaled and "replicas" in o["spec"]]
+            for o in objects
+            if o["kind"] == "Deployment" and o["metadata"]["name"] in scaled and "replicas" in o["spec"]]
 
 
 def check_exposure(source: str, objects: list[dict], kind_config: dict | None) -> list[Problem]:
@@ -500,14 +510,79 @@ def check_policy_copy(root: Path) -> list[Problem]:
     return []
 
 
-DOCKERFILES = {"chat": "services/chat/Dockerfile", "consent": "services/consent/Dockerfile",
-               "notifier": "services/notifier/Dockerfile", "ratelimit": "gateway/ratelimit/Dockerfile",
-               "gateway": "gateway/Dockerfile"}
+DOCKERFILE = "Dockerfile"
+
+
+@dataclass(eq=False)  # a stage is itself: two alike stages are still two
+class DockerStage:
+    """One FROM of a Dockerfile: its base (ARGs not expanded), its name, and its instructions in order."""
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]]  # (INSTRUCTION, arguments), continuation lines joined
+
+    def last(self, instruction: str) -> str | None:
+        found = [args for name, args in self.instructions if name == instruction]
+        return found[-1] if found else None
+
+
+@dataclass
+class Dockerfile:
+    args: dict[str, str | None]  # the global ARGs (before the first FROM) and their defaults
+    stages: list[DockerStage]
+
+    def stage(self, name: str) -> DockerStage | None:
+        return next((s for s in self.stages if s.name and s.name.lower() == name.lower()), None)
+
+    def image(self, **build_args: str) -> list[DockerStage]:
+        """The stages the image is made of, base first, for these --build-arg values: the last stage, and each
+        stage it is built FROM (an unknown base is an image, where the chain ends)."""
+        values = {name: default or "" for name, default in self.args.items()} | build_args
+        chain: list[DockerStage] = []
+        stage: DockerStage | None = self.stages[-1] if self.stages else None
+        while stage is not None and stage not in chain:
+            chain.insert(0, stage)
+            base = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m[1] or m[2], ""), stage.base)
+            stage = self.stage(base)
+        return chain
+
+
+def parse_dockerfile(text: str) -> Dockerfile:
+    """Instructions and stages, as Docker reads them: comment lines dropped (also inside a continued instruction),
+    backslash-continued lines joined."""
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not pending):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    if pending:
+        logical.append(pending)
+    args: dict[str, str | None] = {}
+    stages: list[DockerStage] = []
+    for line in logical:
+        instruction, _, rest = line.partition(" ")
+        instruction, rest = instruction.upper(), rest.strip()
+        if instruction == "FROM":
+            words = rest.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append(DockerStage(words[0], name, []))
+        elif stages:
+            stages[-1].instructions.append((instruction, rest))
+        elif instruction == "ARG":
+            key, _, default = rest.partition("=")
+            args[key] = default if "=" in rest else None
+    return Dockerfile(args, stages)
 
 
 def check_dockerfiles(root: Path, all_workloads: list[Workload]) -> list[Problem]:
-    """Every project image has a Dockerfile that runs as non-root from a pinned base, and serves what the manifests run."""
-    problems, servers = [], {}
+    """The one Dockerfile builds every project image (--build-arg SERVICE=<image name>) from a pinned base, as a
+    numeric non-root user, with the Deployment's command."""
+    servers: dict[str, list[str]] = {}
     for work in all_workloads:
         if work.kind != "Deployment":
             continue
@@ -515,20 +590,26 @@ def check_dockerfiles(root: Path, all_workloads: list[Workload]) -> list[Problem
             match = PROJECT_IMAGE.match(container.get("image", ""))
             if match:
                 servers[match["name"]] = list(container.get("command") or [])
+    path = root / DOCKERFILE
+    if not path.exists():
+        return [Problem("dockerfiles", DOCKERFILE, "does not exist")]
+    dockerfile = parse_dockerfile(path.read_text())
+    problems = []
+    base = dockerfile.args.get("BASE_IMAGE")
+    if not base or not re.match(r"^python:3\.11\.\d+-slim", base):
+        problems.append(Problem("dockerfiles", DOCKERFILE, "base image is not a pinned python:3.11.x-slim"))
     for image, command in sorted(servers.items()):
-        path = root / DOCKERFILES.get(image, f"<no Dockerfile known for {image}>")
-        if not path.exists():
-            problems.append(Problem("dockerfiles", DOCKERFILES.get(image, image), "does not exist"))
+        where = f"{DOCKERFILE} (SERVICE={image})"
+        stages = dockerfile.image(SERVICE=image)
+        if dockerfile.stage(image) not in stages:
+            problems.append(Problem("dockerfiles", where, f"no stage named {image} makes the image"))
             continue
-        text = path.read_text()
-        base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
-        if not base or not re.match(r"^python:3\.11\.\d+-slim", base.group(1)):
-            problems.append(Problem("dockerfiles", DOCKERFILES[image], "base image is not a pinned python:3.11.x-slim"))
-        if not re.search(r"^USER [1-9]\d*(:\d+)?$", text, re.M):
-            problems.append(Problem("dockerfiles", DOCKERFILES[image], "does not switch to a numeric non-root USER"))
-        cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
-        if not cmd or yaml.safe_load(cmd.group(1)) != command:
-            problems.append(Problem("dockerfiles", DOCKERFILES[image], f"CMD differs from the Deployment's {command}"))
+        users = [user for stage in stages if (user := stage.last("USER"))]
+        if not users or not re.match(r"^[1-9]\d*(:\d+)?$", users[-1]):
+            problems.append(Problem("dockerfiles", where, "does not switch to a numeric non-root USER"))
+        cmds = [cmd for stage in stages if (cmd := stage.last("CMD"))]
+        if not cmds or yaml.safe_load(cmds[-1]) != command:
+            problems.append(Problem("dockerfiles", where, f"CMD differs from the Deployment's {command}"))
     return problems
 
 

@@ -2,28 +2,16 @@
 check really catches the mistake it exists for (shown on a mutated copy of the tree, never on the real one)."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from deploy.k8s import check
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = Path("deploy/k8s/base")
-
-
-@pytest.fixture
-def tree(tmp_path) -> Path:
-    """A copy of what the check reads: the manifests, the Dockerfiles and the code whose env they set."""
-    root = tmp_path / "repo"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "secrets.env")
-    for folder in ("deploy", "services", "gateway"):
-        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
-    return root
 
 
 def edit_yaml(path: Path, edit) -> None:
@@ -62,9 +50,9 @@ def test_a_cron_expression_changed_to_bad_fails_the_check(tree):
 def test_an_out_of_range_cron_field_fails_the_check():
     assert check.cron_problem("*/10 * * * *", "Etc/UTC") is None
     assert check.cron_problem("@daily", None) is None
-    assert "does not parse" in check.cron_problem("61 * * * *", None)
-    assert "five cron fields" in check.cron_problem("*/10 * * *", None)
-    assert "not a known zone" in check.cron_problem("0 3 * * *", "Mars/Olympus")
+    assert "does not parse" in (check.cron_problem("61 * * * *", None) or "")
+    assert "five cron fields" in (check.cron_problem("*/10 * * *", None) or "")
+    assert "not a known zone" in (check.cron_problem("0 3 * * *", "Mars/Olympus") or "")
 
 
 def test_a_probe_on_a_port_the_container_does_not_expose_fails_the_check(tree):
@@ -140,8 +128,8 @@ def test_a_rate_limit_policy_copy_out_of_sync_fails_the_check(tree):
 
 def test_a_command_that_is_no_entrypoint_fails_the_check():
     assert check.run_help(REPO, ("python", "-m", "services.chat.manage", "purge-cache")) is None
-    assert "exited 2" in check.run_help(REPO, ("python", "-m", "services.chat.manage", "purge-everything"))
-    assert "exited 1" in check.run_help(REPO, ("python", "-m", "services.chat.no_such_module"))
+    assert "exited 2" in (check.run_help(REPO, ("python", "-m", "services.chat.manage", "purge-everything")) or "")
+    assert "exited 1" in (check.run_help(REPO, ("python", "-m", "services.chat.no_such_module")) or "")
 
 
 def test_fixed_replicas_on_an_autoscaled_deployment_fails_the_check(tree):
@@ -153,7 +141,8 @@ def test_fixed_replicas_on_an_autoscaled_deployment_fails_the_check(tree):
 
     edit_yaml(tree / BASE / "gateway.yaml", fixed_replicas)
 
-    assert any("Deployment/gateway: sets spec.replicas although an HPA scales it" in p for p in problems(tree, "replicas"))
+    assert any("Deployment/gateway: sets spec.replicas although an HPA scales it" in p
+               for p in problems(tree, "replicas"))
 
 
 def test_the_cache_purge_cronjob_addresses_every_chat_pod_through_a_headless_service():
@@ -161,7 +150,9 @@ def test_the_cache_purge_cronjob_addresses_every_chat_pod_through_a_headless_ser
     objects = check.render(REPO / "deploy" / "k8s" / "overlays" / "kind")
     cron = next(w for w in check.workloads("kind", objects) if w.kind == "CronJob" and w.name == "chat-purge-cache")
     env, _ = check.Config(objects, {}).container_env(cron, cron.pod["containers"][0])
-    service_name = env["CHAT_ADDR"].rsplit(":", 1)[0]
+    address = env["CHAT_ADDR"]
+    assert address
+    service_name = address.rsplit(":", 1)[0]
     service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == service_name)
     assert service["spec"].get("clusterIP") == "None"
     assert service["spec"]["selector"]["app.kubernetes.io/name"] == "chat"

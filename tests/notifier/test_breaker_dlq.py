@@ -57,11 +57,10 @@ def test_enqueue_failed_alert(notifier, slack_outage):
 def test_while_open_calls_fail_fast_and_land_in_the_dlq(notifier, slack_outage):
     for n in range(6, 11):
         notifier.slack(f"outage-{n}", f"Outage alert {n}")
-    for n in range(6, 11):
-        wait_for(
-            lambda n=n: "breaker is open" in notifier.delivery(f"outage-{n}").last_error,
-            what=f"outage-{n} to be refused by the breaker",
-        )
+    wait_for(
+        lambda: all("breaker is open" in notifier.delivery(f"outage-{n}").last_error for n in range(6, 11)),
+        what="outage-6 to outage-10 to be refused by the breaker",
+    )
     assert slack_outage.attempts == 5  # no request reached Slack
     refused = notifier.delivery("outage-8")
     assert refused.status == pb.PENDING and refused.attempts == 0  # refusals use up no retries
