@@ -11,7 +11,6 @@ import time
 import grpc
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from services.chat.storage import Conversation, FollowupEvent
@@ -48,22 +47,28 @@ def unsubscribe(peers, email: str) -> None:
 
 
 @pytest.mark.postgres
-def test_seed_duplicate_followup_claim_is_refused(pg_world):
+def test_a_followup_another_replica_has_claimed_is_not_sent_again_on_postgresql(pg_world):
+    """The claim is what keeps two replicas from both sending: a second claim of (conversation, number) ends as
+    already sent, and no second email reaches the notifier."""
     [cid] = seed_due(pg_world.db, 1)
+    pg_world.consent.allow_marketing(["visitor0@example.com"])
     with pg_world.db.session() as s:
-        s.add(FollowupEvent(conversation_id=cid, followup_number=1))
-    with pytest.raises(IntegrityError):
-        with pg_world.db.session() as s:
-            s.add(FollowupEvent(conversation_id=cid, followup_number=1))
+        s.add(FollowupEvent(conversation_id=cid, followup_number=1))  # the other replica's committed claim
+    assert pg_world.app.followups.send(cid, 1, utcnow()) == "already_sent"
+    assert pg_world.notifier.keys() == []
+    with pg_world.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(FollowupEvent)) == 1
 
 
 @pytest.mark.postgres
-def test_seed_different_followup_numbers_both_succeed(pg_world):
+def test_each_followup_number_of_a_conversation_is_sent_once_on_postgresql(pg_world):
     [cid] = seed_due(pg_world.db, 1)
-    with pg_world.db.session() as s:
-        s.add(FollowupEvent(conversation_id=cid, followup_number=1))
-    with pg_world.db.session() as s:
-        s.add(FollowupEvent(conversation_id=cid, followup_number=2))
+    pg_world.consent.allow_marketing(["visitor0@example.com"])
+    sender, now = pg_world.app.followups, utcnow()
+    assert sender.send(cid, 1, now) == "sent"
+    assert sender.send(cid, 1, now) == "already_sent"
+    assert sender.send(cid, 2, now + 72 * HOUR) == "sent"
+    assert pg_world.notifier.calls == {f"followup:{cid}:1": 1, f"followup:{cid}:2": 1}
     with pg_world.db.session() as s:
         assert s.scalar(select(func.count()).select_from(FollowupEvent)) == 2
 
