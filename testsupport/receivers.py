@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from testsupport.serving import ServedInBackground
+
 
 @dataclass
 class Received:
@@ -27,7 +29,7 @@ class Behaviour:
     times: int | None = None  # how many requests get this behaviour; None: until changed
 
 
-class HttpReceiver:
+class HttpReceiver(ServedInBackground):
     """Records every request; answers 200 (or what `respond` builds) unless told to fail.
 
     fail(500, times=5) answers five 500s, then goes back to normal; hang(30) delays every answer 30 s;
@@ -57,19 +59,9 @@ class HttpReceiver:
                     return
                 receiver._handle(self, Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> HttpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._serve(server, "http")
 
     def fail(self, status: int = 500, times: int | None = None, retry_after: str | None = None) -> None:
         with self._lock:

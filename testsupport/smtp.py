@@ -11,6 +11,8 @@ import socketserver
 import threading
 from dataclasses import dataclass
 
+from testsupport.serving import ServedInBackground
+
 
 @dataclass
 class ReceivedEmail:
@@ -33,7 +35,7 @@ class ReceivedEmail:
         return str(part.get_content())
 
 
-class SmtpReceiver:
+class SmtpReceiver(ServedInBackground):
     """fail(451, times=3) answers three messages with a temporary error, fail(550) refuses every recipient."""
 
     def __init__(self):
@@ -113,18 +115,7 @@ class SmtpReceiver:
             daemon_threads = True
             allow_reuse_address = True
 
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"smtp://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SmtpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Server(("127.0.0.1", 0), Handler), "smtp")
 
     def fail(self, code: int = 451, times: int | None = None) -> None:
         with self._lock:
