@@ -40,7 +40,7 @@ clean:
 
 # Record a deliberate contract change (the breaking-change test compares protos/ with this baseline).
 proto-baseline: protos
-	$(BIN)/python -m tests.support.proto_compat
+	$(BIN)/python -m testsupport.proto_compat
 
 # --- Kubernetes (deploy/k8s, see its README). No cluster can run on the CI machine: `make test` runs k8s-check's
 # checks (tests/k8s); kind-up, images, deploy and kind-down need Docker and kind on the operator's machine.
@@ -48,7 +48,8 @@ KIND_CLUSTER ?= novahouse
 KIND_OVERLAY := deploy/k8s/overlays/kind
 IMAGE_TAG    ?= dev
 BASE_IMAGE   ?=
-IMAGES       := chat:services/chat consent:services/consent notifier:services/notifier ratelimit:gateway/ratelimit gateway:gateway
+# The Dockerfile's SERVICE values; each builds novahouse/<name>.
+IMAGES       := chat consent notifier ratelimit gateway
 KUBECTL      := $(BIN)/kubectl -n novahouse
 
 k8s-check: protos
@@ -57,9 +58,10 @@ k8s-check: protos
 kind-up:
 	kind create cluster --name $(KIND_CLUSTER) --config $(KIND_OVERLAY)/kind-cluster.yaml
 
+# One Dockerfile builds every image: SERVICE picks the code, the dependencies and the command.
 images:
-	for spec in $(IMAGES); do name=$${spec%%:*}; dir=$${spec#*:}; \
-	  docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -f $$dir/Dockerfile -t novahouse/$$name:$(IMAGE_TAG) . \
+	for name in $(IMAGES); do \
+	  docker build --build-arg SERVICE=$$name $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t novahouse/$$name:$(IMAGE_TAG) . \
 	  && kind load docker-image --name $(KIND_CLUSTER) novahouse/$$name:$(IMAGE_TAG) || exit 1; done
 
 $(KIND_OVERLAY)/secrets.env: | $(VENV)/.installed
