@@ -22,10 +22,10 @@ from services.chat.settings import Settings
 from services.chat.storage import Conversation
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
-from tests.chat.peers import PeerServer
-from tests.support import backing
-from tests.support.receivers import HttpReceiver, monday_graphql
-from tests.support.stack import running_stack
+from testsupport import backing
+from testsupport.peers import PeerServer
+from testsupport.receivers import HttpReceiver, monday_graphql
+from testsupport.stack import running_stack
 
 RAISED = {
     "CHAT_RATE_LIMIT": "100000 per minute",

@@ -7,7 +7,7 @@ import pytest
 
 from services.chat.app import build
 from services.chat.settings import Settings
-from tests.chat.peers import PeerServer
+from testsupport.peers import PeerServer
 
 
 def build_world(database_url: str, peers: PeerServer, schema: str = "chat", **settings) -> SimpleNamespace:
