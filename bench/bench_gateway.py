@@ -97,8 +97,9 @@ def main() -> None:
         waits.append(limiter_wait_buckets(limiter_admin))
     results = {name: merge(r) for name, r in runs.items()}
     base = results["no limiter"]
-    paired = {name: sorted(r.rps / b.rps for r, b in zip(runs[name], runs["no limiter"])) for name in runs}
-    print(f"REST POST /api/chatbot/chat through Envoy, {THREADS} client threads, {ROUNDS} x {SECONDS:.0f} s per variant")
+    paired = {name: sorted(r.rps / b.rps for r, b in zip(runs[name], runs["no limiter"], strict=True)) for name in runs}
+    print(f"REST POST /api/chatbot/chat through Envoy, {THREADS} client threads, "
+          f"{ROUNDS} x {SECONDS:.0f} s per variant")
     print(f"{'variant':20s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>7s} {'x no-limiter':>13s} "
           f"{'per-round x (median, min-max)':>31s} {'p99 +ms':>8s}")
     for name, r in results.items():
@@ -115,7 +116,8 @@ def main() -> None:
           f"{'per-round p99 +ms (median, min-max)':>37s}")
     fixed = {name: merge(r) for name, r in paced.items()}
     for name, r in fixed.items():
-        added = sorted(a.percentile_ms(0.99) - b.percentile_ms(0.99) for a, b in zip(paced[name], paced["no limiter"]))
+        added = sorted(a.percentile_ms(0.99) - b.percentile_ms(0.99)
+                       for a, b in zip(paced[name], paced["no limiter"], strict=True))
         print(f"{name:20s} {r.p50_ms:8.2f} {r.percentile_ms(0.99):8.2f} {r.errors:7d} "
               f"{r.p50_ms - fixed['no limiter'].p50_ms:8.2f} "
               f"{r.percentile_ms(0.99) - fixed['no limiter'].percentile_ms(0.99):8.2f} "

@@ -51,7 +51,8 @@ def monday_receiver():
 
 def _ran_whole_suite(session) -> bool:
     opts = session.config.option
-    explicit = [a for a in session.config.args if a.rstrip("/") not in ("tests", str(session.config.rootpath / "tests"))]
+    whole = ("tests", str(session.config.rootpath / "tests"))
+    explicit = [a for a in session.config.args if a.rstrip("/") not in whole]
     return not explicit and not opts.keyword and not opts.markexpr and not getattr(opts, "deselect", None) \
         and not getattr(opts, "lf", False)
 

@@ -1,15 +1,12 @@
 """The TTL cache: bounded in memory, native expiry in Redis, and no failed request when Redis goes away."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import redis
 
-from deploy.local.processes import ManagedProcess, free_port
 from services.chat.cache import Cache, MemoryCache
 from services.runtime.redis_client import redis_from_env
-from testsupport.probes import tcp_open
+from testsupport.redis_server import PrivateRedis
 
 
 class Clock:
@@ -69,31 +66,24 @@ def test_redis_keeps_entries_with_native_expiry(redis_url, redis_prefix):
 @pytest.fixture
 def own_redis(tmp_path):
     """A private redis-server on a free port that the test may kill and restart (the shared one stays up)."""
-    port = free_port()
-    argv = [shutil.which("redis-server"), "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
-    server = ManagedProcess("redis", argv, {}, tmp_path)
-
-    def start():
-        server.start().wait_until(lambda: tcp_open("127.0.0.1", port), timeout=10, what="listening")
-
-    start()
-    yield port, server, start
+    server = PrivateRedis(tmp_path).start()
+    yield server
     server.kill()
 
 
 def test_redis_outage_falls_back_to_memory_and_redis_is_used_again_when_it_returns(own_redis):
-    port, server, start = own_redis
-    client = redis_from_env(f"redis://127.0.0.1:{port}/0")  # the client the server uses
+    client = redis_from_env(own_redis.url)  # the client the server uses
+    assert client is not None
     cache = Cache(MemoryCache(100), client, "t:", retry_s=0)
     cache.set("k1", "before", ttl_s=60)
     assert client.get("t:chat:k1") == b"before"
 
-    server.kill()
+    own_redis.kill()
     cache.set("k2", "during", ttl_s=60)  # no exception: served from memory
     assert cache.get("k2") == "during"
     assert cache.memory.get("k2") == "during"
 
-    start()
+    own_redis.start()
     cache.set("k3", "after", ttl_s=60)
     assert client.get("t:chat:k3") == b"after"
     assert cache.get("k3") == "after" and cache.memory.get("k3") is None

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from sqlalchemy import func, select
 
-from services.runtime.request_context import Caller
 from services.chat.storage import Conversation, Lead, Message
 from services.runtime.errors import NotFoundError, ValidationError
+from services.runtime.request_context import Caller
 from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE
+from testsupport.waiting import poll
 
 
 def talk(chat, messages, session_id="", caller=None):
@@ -40,9 +40,11 @@ def test_polish_visitor_becomes_a_scored_lead_with_both_consents_recorded(world)
 
     lead_id = stored.lead.lead_id
     [record] = world.consent.recorded
-    assert (record.email, record.processing_consent, record.marketing_consent) == ("jan.kowalski@example.com", True, True)
+    assert (record.email, record.processing_consent, record.marketing_consent) == \
+        ("jan.kowalski@example.com", True, True)
     assert (record.source, record.session_id, record.lead_id) == ("chat-widget", stored.session_id, lead_id)
-    assert (record.client_ip, record.user_agent, record.text_version) == ("203.0.113.7", "Mozilla/5.0 test", prompt.text_version)
+    assert (record.client_ip, record.user_agent, record.text_version) == \
+        ("203.0.113.7", "Mozilla/5.0 test", prompt.text_version)
     assert record.conversation_id and record.request_id == f"lead:{lead_id}:consent"
     assert world.notifier.keys("lead:") == [f"lead:{lead_id}:monday", f"lead:{lead_id}:slack"]
     monday = world.notifier.requests[f"lead:{lead_id}:monday"].monday
@@ -155,9 +157,7 @@ def test_lead_is_kept_when_the_notifier_is_down_and_handed_over_by_the_retry(wor
 
     world.peers.start()
     # The periodic job retries until the notifier is reachable again (the channel reconnects with backoff).
-    deadline = time.monotonic() + 15
-    while world.app.leads.retry_pending().delivered == 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    poll(lambda: world.app.leads.retry_pending().delivered, timeout=15, interval=0.2)
     assert world.app.leads.pending_count() == 0
     lead_id = stored.lead.lead_id
     assert world.notifier.calls == {f"lead:{lead_id}:monday": 1, f"lead:{lead_id}:slack": 1}

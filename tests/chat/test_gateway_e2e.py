@@ -117,14 +117,16 @@ def test_platform_health_through_the_gateway(platform):
 def test_command_line_client_holds_a_scripted_conversation_through_the_gateway(platform):
     url = platform.gw.public_url
     first = subprocess.run(
-        [sys.executable, "-m", "services.chat.client", "--url", url, "--message", "Hello", "--message", "How much does it cost?"],
+        [sys.executable, "-m", "services.chat.client", "--url", url,
+         "--message", "Hello", "--message", "How much does it cost?"],
         capture_output=True, text=True, timeout=60,
     )
     assert first.returncode == 0, first.stderr
     assert "PLN/m²" in first.stdout
     session = first.stderr.strip().split("session: ")[-1]
     again = subprocess.run(
-        [sys.executable, "-m", "services.chat.client", "--url", url, "--session", session, "--json", "--message", "thanks"],
+        [sys.executable, "-m", "services.chat.client", "--url", url, "--session", session, "--json",
+         "--message", "thanks"],
         capture_output=True, text=True, timeout=60,
     )
     assert again.returncode == 0 and '"intent": "thanks"' in again.stdout

@@ -56,13 +56,14 @@ def test_erasure_with_bad_input_is_refused(world, email, request_id):
 
 def test_retention_purge_deletes_old_conversations_without_a_lead_in_batches(world):
     lead = stored_lead(world)
-    old = [world.chat.send_message("", f"pytanie {i}").session_id for i in range(7)]
+    for i in range(7):
+        world.chat.send_message("", f"pytanie {i}")
     recent = world.chat.send_message("", "świeże pytanie").session_id
     with world.db.session() as s:
         for conv in s.scalars(select(Conversation)):
             if conv.session_id != recent:
                 conv.last_activity_at = utcnow() - dt.timedelta(days=91)
-    progress = []
+    progress: list[int] = []
     assert privacy.purge_retention(world.db, days=90, batch_size=3, progress=progress.append) == 7
     assert progress == [3, 6, 7]
     with world.db.session() as s:

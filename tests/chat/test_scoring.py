@@ -1,12 +1,14 @@
 """The documented lead-scoring rules (services/chat/scoring.py) and the alert threshold they feed."""
 from services.chat.scoring import score_lead
+from services.chat.slots import SlotValue
 
 SERVED = ("Warszawa", "Kraków", "Wrocław", "Łódź", "Poznań")
-FULL_CONTACT = {"name": "Jan Kowalski", "email": "jan@example.com", "phone": "+48600700800"}
+FULL_CONTACT: dict[str, SlotValue] = {"name": "Jan Kowalski", "email": "jan@example.com", "phone": "+48600700800"}
 
 
 def test_best_lead_scores_100():
-    lead = {**FULL_CONTACT, "city": "Warszawa", "area_m2": 85, "budget": 250000, "start_months": 0}
+    lead: dict[str, SlotValue] = {**FULL_CONTACT, "city": "Warszawa", "area_m2": 85, "budget": 250000,
+                                  "start_months": 0}
     assert score_lead(lead, SERVED) == 100
 
 
@@ -23,6 +25,6 @@ def test_each_rule_contributes_its_documented_points():
 
 
 def test_a_smaller_later_lead_outside_the_served_cities_stays_below_the_alert_threshold():
-    lead = {**FULL_CONTACT, "city": "Gdańsk", "area_m2": 35, "budget": 60000, "start_months": 8}
+    lead: dict[str, SlotValue] = {**FULL_CONTACT, "city": "Gdańsk", "area_m2": 35, "budget": 60000, "start_months": 8}
     assert score_lead(lead, SERVED) == 30 + 8 + 10 + 2 + 0
     assert score_lead(lead, SERVED) < 70

@@ -1,11 +1,12 @@
 """The chat server process: gRPC contract, caller metadata, Redis outage, health, and the manage commands."""
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -16,20 +17,13 @@ from novahouse.common.v1 import diagnostics_pb2
 from novahouse.health.v1 import health_pb2, health_pb2_grpc
 from tests.chat.scripts import POLISH_HIGH_SCORE
 from testsupport.peers import PeerServer
-from testsupport.probes import tcp_open
+from testsupport.redis_server import PrivateRedis
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("chat-server")
-    redis_port = free_port()
-    redis_argv = [shutil.which("redis-server"), "--port", str(redis_port), "--save", "", "--appendonly", "no"]
-    redis_server = ManagedProcess("redis", redis_argv, {}, tmp)
-
-    def start_redis():
-        redis_server.start().wait_until(lambda: tcp_open("127.0.0.1", redis_port), 10, "listening")
-
-    start_redis()
+    redis_server = PrivateRedis(tmp).start()
     peers = PeerServer().start()
     port = free_port()
     env = {
@@ -37,7 +31,7 @@ def server(tmp_path_factory):
         "GRPC_PORT": str(port),
         "CHAT_ADDR": f"127.0.0.1:{port}",  # for `manage purge-cache`
         "DATA_DIR": str(tmp),
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "REDIS_URL": redis_server.url,
         "REDIS_RETRY_SECONDS": "0",
         "CONSENT_ADDR": peers.address,
         "NOTIFIER_ADDR": peers.address,
@@ -48,10 +42,10 @@ def server(tmp_path_factory):
     chat = ManagedProcess("chat", python_module("services.chat.server"), env, tmp).start()
     chat.wait_until(lambda: grpc_serving(f"127.0.0.1:{port}"), 60, "SERVING")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield type("Server", (), dict(
-        channel=channel, address=f"127.0.0.1:{port}", env=env, peers=peers, redis=redis_server, start_redis=staticmethod(start_redis),
+    yield SimpleNamespace(
+        channel=channel, address=f"127.0.0.1:{port}", env=env, peers=peers, redis=redis_server,
         chat=chat_pb2_grpc.ChatStub(channel), admin=chat_pb2_grpc.ChatAdminStub(channel),
-    ))
+    )
     channel.close()
     chat.stop()
     peers.stop()
@@ -68,7 +62,8 @@ def manage(server, *args) -> subprocess.CompletedProcess:
 def converse(server, messages, metadata=()):
     session = ""
     for text in messages:
-        reply = server.chat.SendMessage(chat_pb2.SendMessageRequest(session_id=session, message=text), metadata=metadata)
+        request = chat_pb2.SendMessageRequest(session_id=session, message=text)
+        reply = server.chat.SendMessage(request, metadata=metadata)
         session = reply.session_id
     return reply
 
@@ -81,7 +76,7 @@ def checks(server) -> dict[str, bool]:
 def test_lead_over_grpc_records_the_callers_address_and_user_agent(server):
     metadata = (("x-novahouse-client-ip", "198.51.100.23"),)
     with grpc.insecure_channel(server.address, options=[("grpc.primary_user_agent", "WidgetTest/1.0")]) as channel:
-        widget = type("Widget", (), {"chat": chat_pb2_grpc.ChatStub(channel)})
+        widget = SimpleNamespace(chat=chat_pb2_grpc.ChatStub(channel))
         last = converse(widget, POLISH_HIGH_SCORE, metadata)
         stored = widget.chat.SendMessage(
             chat_pb2.SendMessageRequest(session_id=last.session_id, processing_consent=True, marketing_consent=True),
@@ -110,7 +105,7 @@ def test_chat_keeps_answering_while_redis_is_down_and_uses_it_again_when_back(se
     server.redis.kill()
     assert converse(server, ["Dzień dobry", "Ile kosztuje remont?"]).intent == "packages"
     assert not checks(server)["redis"]
-    server.start_redis()
+    server.redis.start()
     assert converse(server, ["Hello", "How long does it take?"]).intent == "duration"
     assert checks(server)["redis"]
 
@@ -171,7 +166,7 @@ def test_purge_cache_reaches_every_chat_replica_and_names_one_that_does_not_answ
             env.pop("DATABASE_URL", None)
             replicas[ip] = ManagedProcess(f"chat-{ip}", python_module("services.chat.server"), env, data).start()
         for ip, replica in replicas.items():
-            replica.wait_until(lambda: grpc_serving(f"{ip}:{port}"), 60, "SERVING")
+            replica.wait_until(functools.partial(grpc_serving, f"{ip}:{port}"), 60, "SERVING")
             with grpc.insecure_channel(f"{ip}:{port}") as channel:
                 chat_pb2_grpc.ChatStub(channel).SendMessage(chat_pb2.SendMessageRequest(message="Dzień dobry"))
         time.sleep(1.5)  # let both replicas' one-second cache entries expire

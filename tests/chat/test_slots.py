@@ -101,7 +101,8 @@ def test_a_question_is_not_taken_as_a_name_while_the_bot_waits_for_one():
     ],
 )
 def test_preferred_start_in_months(text, months):
-    assert parse_start(text, TODAY)[0] == months
+    parsed = parse_start(text, TODAY)
+    assert parsed is not None and parsed[0] == months
 
 
 def test_area_outside_10_to_1000_is_refused_and_limits_are_inclusive():

@@ -8,10 +8,10 @@ from novahouse.consent.v1 import consent_pb2 as pb
 from novahouse.consent.v1 import consent_pb2_grpc
 from testsupport.consent import running_consent
 
-VALID_OPT_IN = dict(
-    email="ok@example.com", processing_consent=True, marketing_consent=True, text_version="rodo-2025-01",
-    source="chat-widget",
-)
+VALID_OPT_IN = {
+    "email": "ok@example.com", "processing_consent": True, "marketing_consent": True,
+    "text_version": "rodo-2025-01", "source": "chat-widget",
+}
 
 CASES = [
     # (rpc, request fields, words the message must contain)
@@ -74,6 +74,6 @@ def test_bad_input_is_refused_and_nothing_recorded(consent, rpc, fields, message
         stubs[rpc](REQUESTS[rpc](**fields))
 
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in refused.value.details()
+    assert message in (refused.value.details() or "")
     assert running.app.consent.ledger_length() == before
     assert running.app.consent.verify().entries_checked == before

@@ -55,7 +55,7 @@ def test_server_starts_on_sqlite_and_keeps_personal_data_out_of_logs(tmp_path):
 def test_server_refuses_to_start_without_required_secrets(tmp_path):
     env = _env(tmp_path, CONSENT_REQUIRE_SECRETS="true")
     process = ManagedProcess("consent", python_module("services.consent.server"), env, tmp_path / "logs").start()
-    assert process.proc.wait(timeout=60) != 0
+    assert process.proc is not None and process.proc.wait(timeout=60) != 0
     assert "CONSENT_HMAC_KEY" in process.log_path.read_text()
     assert not (tmp_path / SECRETS_FILE).exists()
 

@@ -58,5 +58,6 @@ def test_coverage_check_names_an_rpc_no_test_called():
 def test_rest_paths_map_to_their_rpcs():
     assert contracts.rpc_for_rest("POST", "/api/chatbot/chat") == "/novahouse.chat.v1.Chat/SendMessage"
     assert contracts.rpc_for_rest("GET", "/api/unsubscribe/status/a@b.pl") == "/novahouse.consent.v1.Consent/GetStatus"
-    assert contracts.rpc_for_rest("GET", "/api/dlq/pending?limit=5") == "/novahouse.notifier.v1.NotifierAdmin/ListDeadLetters"
+    assert contracts.rpc_for_rest("GET", "/api/dlq/pending?limit=5") == \
+        "/novahouse.notifier.v1.NotifierAdmin/ListDeadLetters"
     assert contracts.rpc_for_rest("GET", "/api/chatbot/chat") is None

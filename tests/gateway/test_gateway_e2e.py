@@ -114,7 +114,8 @@ def test_local_shield_refuses_a_burst_before_the_global_limiter(gw, tmp_path):
         port = other.stack.config.public_port
         statuses = [chat_from("127.0.0.22", port)[0] for _ in range(12)]
         status, headers, body = chat_from("127.0.0.22", port)
-        stats = requests.get(f"http://127.0.0.1:{other.stack.config.envoy_admin_port}/stats?filter=ip_shield", timeout=5).text
+        admin = f"http://127.0.0.1:{other.stack.config.envoy_admin_port}"
+        stats = requests.get(f"{admin}/stats?filter=ip_shield", timeout=5).text
         assert chat_from("127.0.0.23", port)[0] == 200
     assert statuses.count(429) >= 6
     assert status == 429 and json.loads(body) == {"error": "rate_limited", "retry_after_s": 1}
@@ -124,7 +125,8 @@ def test_local_shield_refuses_a_burst_before_the_global_limiter(gw, tmp_path):
 @pytest.mark.redis
 def test_two_gateways_and_two_limiters_on_one_redis_share_one_budget(gw, tmp_path, redis_url, redis_prefix):
     shared = {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix}
-    with extra_gateway(gw, tmp_path / "a", env=shared) as first, extra_gateway(gw, tmp_path / "b", env=shared) as second:
+    with extra_gateway(gw, tmp_path / "a", env=shared) as first, \
+            extra_gateway(gw, tmp_path / "b", env=shared) as second:
         ports = [first.stack.config.public_port, second.stack.config.public_port]
         statuses = [chat_from("127.0.0.40", ports[i % 2])[0] for i in range(40)]
     assert statuses.count(200) == 30 and statuses.count(429) == 10

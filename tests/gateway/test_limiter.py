@@ -4,6 +4,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import redis
 
 from gateway.ratelimit.limiter import DescriptorLimiter, storage_for
 from gateway.ratelimit.policy import load_policy
@@ -61,5 +62,5 @@ def test_two_limiters_on_one_redis_share_one_budget(redis_url, redis_prefix):
 @pytest.mark.redis
 def test_redis_outage_raises_so_envoy_applies_its_failure_mode():
     rl = limiter(storage_for("redis://127.0.0.1:1/0", "x:", 0.05))
-    with pytest.raises(Exception):
+    with pytest.raises(redis.RedisError):
         rl.check(CHAT)

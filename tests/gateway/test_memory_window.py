@@ -57,7 +57,8 @@ def test_addresses_that_stopped_calling_are_forgotten_once_their_window_has_pass
     clock.now += 31
     for n in range(10_000):
         limiter.hit(per_minute, f"noon-{n}" if n < 100 else f"evening-{n}")
-    assert len(store) == 10_000 + 9_900  # noon's visitors are within their minute, 9,900 came in the evening; morning's went
+    # noon's visitors are within their minute, 9,900 came in the evening; morning's went
+    assert len(store) == 10_000 + 9_900
 
 
 def test_concurrent_hits_on_one_key_never_exceed_the_limit():

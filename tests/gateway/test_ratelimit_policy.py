@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from gateway.ratelimit.policy import PolicyError, load_policy
+from gateway.ratelimit.policy import Policy, PolicyError, load_policy
 
 SHIPPED = "gateway/ratelimit/policy.yaml"
 
@@ -18,11 +18,18 @@ def write(tmp_path, text: str):
     return path
 
 
+def limit_text(policy: Policy, key: str, address: str = "x") -> str:
+    """The limit the policy applies to one visitor's requests of one kind, as the limits library writes it."""
+    limit = policy.limit_for([("generic_key", key), ("remote_address", address)])
+    assert limit is not None, f"no limit for {key}"
+    return str(limit.item)
+
+
 def test_shipped_policy_has_the_seed_limits():
     policy = load_policy(SHIPPED)
-    assert str(policy.limit_for([("generic_key", "chat"), ("remote_address", "203.0.113.9")]).item) == "30 per 1 minute"
-    assert str(policy.limit_for([("generic_key", "api_minute"), ("remote_address", "x")]).item) == "50 per 1 minute"
-    assert str(policy.limit_for([("generic_key", "api_hour"), ("remote_address", "x")]).item) == "200 per 1 hour"
+    assert limit_text(policy, "chat", "203.0.113.9") == "30 per 1 minute"
+    assert limit_text(policy, "api_minute") == "50 per 1 minute"
+    assert limit_text(policy, "api_hour") == "200 per 1 hour"
     assert policy.limit_for([("generic_key", "unknown"), ("remote_address", "x")]) is None
 
 
@@ -30,8 +37,8 @@ def test_environment_overrides_use_the_seed_syntax(monkeypatch):
     monkeypatch.setenv("CHAT_RATE_LIMIT", "5 per second")
     monkeypatch.setenv("API_RATE_LIMIT_HOUR", "1000/hour")
     policy = load_policy(SHIPPED)
-    assert str(policy.limit_for([("generic_key", "chat"), ("remote_address", "x")]).item) == "5 per 1 second"
-    assert str(policy.limit_for([("generic_key", "api_hour"), ("remote_address", "x")]).item) == "1000 per 1 hour"
+    assert limit_text(policy, "chat") == "5 per 1 second"
+    assert limit_text(policy, "api_hour") == "1000 per 1 hour"
 
 
 def test_bad_override_names_the_variable(monkeypatch):
@@ -44,9 +51,12 @@ def test_bad_override_names_the_variable(monkeypatch):
     "body, line, words",
     [
         ("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 3}\n", 4, "unit"),
-        ("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: -3}\n", 4, "requests_per_unit"),
-        ("domain: d\ndescriptors:\n  - key: k\n    rate_limt: {unit: minute, requests_per_unit: 3}\n", 3, "unknown descriptor field"),
-        ("domain: d\ndescriptors:\n  - value: v\n    rate_limit: {unit: minute, requests_per_unit: 3}\n", 3, "needs a key"),
+        ("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: -3}\n", 4,
+         "requests_per_unit"),
+        ("domain: d\ndescriptors:\n  - key: k\n    rate_limt: {unit: minute, requests_per_unit: 3}\n", 3,
+         "unknown descriptor field"),
+        ("domain: d\ndescriptors:\n  - value: v\n    rate_limit: {unit: minute, requests_per_unit: 3}\n", 3,
+         "needs a key"),
         ("domain: d\ndescriptors:\n  - key: k\n", 3, "neither a rate_limit"),
         ("domain: d\ndescriptors:\n  - key: k\n    value: a\n    rate_limit: {unit: minute, requests_per_unit: 1}\n"
          "  - key: k\n    value: a\n    rate_limit: {unit: minute, requests_per_unit: 2}\n", 6, "duplicate"),

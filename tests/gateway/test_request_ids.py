@@ -3,7 +3,6 @@ the log lines that chat, consent and the notifier write on its behalf, including
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from tests.chat.scripts import ENGLISH_LOW_SCORE
 from testsupport.receivers import HttpReceiver, monday_graphql
 from testsupport.stack import running_stack
+from testsupport.waiting import wait_for
 
 
 def log_lines(log_dir: Path, service: str) -> list[dict[str, object]]:
@@ -49,10 +49,7 @@ def test_a_message_that_completes_a_lead_is_logged_under_one_request_id_in_chat_
     request_id = response.headers["x-request-id"]
     assert request_id and request_id != "client-chosen-id-0001"  # the edge assigns it; a client's is not trusted
 
-    deadline = time.monotonic() + 30
-    while not monday.requests and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert monday.requests, "the lead never reached Monday.com"
+    wait_for(lambda: monday.requests, what="the lead at Monday.com")
 
     log_dir = gw.stack.log_dir
     chat = with_request_id(log_dir, "chat", request_id)

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from testsupport import backing
 from testsupport.receivers import HttpReceiver
 from testsupport.stack import running_stack
+from testsupport.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = REPO / "docs" / "runbooks"
@@ -68,8 +68,8 @@ def cluster_like(tmp_path_factory):
     prefix = backing.unique_name("novahouse-k8s") + ":"
     backing.postgres_connect().close()
     backing.redis_client()
-    common = {"DATABASE_URL": backing.TEST_DATABASE_URL, "REDIS_URL": backing.TEST_REDIS_URL, "REDIS_KEY_PREFIX": prefix,
-              "METRICS_HOST": "127.0.0.1"}
+    common = {"DATABASE_URL": backing.TEST_DATABASE_URL, "REDIS_URL": backing.TEST_REDIS_URL,
+              "REDIS_KEY_PREFIX": prefix, "METRICS_HOST": "127.0.0.1"}
     metrics = {svc: free_port() for svc in SERVICES}
     with HttpReceiver() as slack:
         service_env = {svc: {**manifest_env(objects, svc), "METRICS_PORT": str(metrics[svc])} for svc in SERVICES}
@@ -97,7 +97,8 @@ def cluster_like(tmp_path_factory):
 def process_env(setup: dict, service: str) -> dict[str, str]:
     gw = setup["gw"]
     addrs = {f"{name.upper()}_ADDR": gw.stack.config.addr(name) for name in SERVICES}
-    return {**os.environ, **setup["common"], **setup["service_env"][service], **addrs, "DATA_DIR": str(setup["data_dir"])}
+    return {**os.environ, **setup["common"], **setup["service_env"][service], **addrs,
+            "DATA_DIR": str(setup["data_dir"])}
 
 
 def test_the_migration_jobs_commands_bring_every_schema_to_head_before_the_servers_start(cluster_like):
@@ -159,12 +160,9 @@ def deliver_one_slack_alert(setup: dict) -> None:
     """A real delivery, so the runbooks' breaker and attempt metrics have something to show."""
     admin = setup["gw"].channel(admin=True)
     notifier = notifier_pb2_grpc.NotifierInternalStub(admin)
-    notifier.Notify(notifier_pb2.NotifyRequest(idempotency_key="runbook-alert-1",
-                                               slack=notifier_pb2.SlackAlert(title="runbook", text="check")), timeout=10)
-    deadline = time.monotonic() + 30
-    while not setup["slack"].requests and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert setup["slack"].requests, "the Slack stand-in never received the alert"
+    alert = notifier_pb2.SlackAlert(title="runbook", text="check")
+    notifier.Notify(notifier_pb2.NotifyRequest(idempotency_key="runbook-alert-1", slack=alert), timeout=10)
+    wait_for(lambda: setup["slack"].requests, what="the alert at the Slack stand-in")
     chat_pb2_grpc.ChatAdminStub(admin).PurgeCache(chat_pb2.PurgeCacheRequest(), timeout=10)
 
 

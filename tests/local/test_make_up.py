@@ -13,12 +13,15 @@ from testsupport.probes import tcp_open
 
 
 def test_stack_command_starts_everything_and_ctrl_c_stops_it(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "deploy.local.stack", "--data-dir", str(tmp_path), "--free-ports"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.local.stack", "--data-dir", str(tmp_path), "--free-ports"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
     lines: list[str] = []
     up = threading.Event()
 
     def read() -> None:
+        assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
             if line.startswith("Ctrl-C stops everything"):

@@ -50,7 +50,8 @@ def test_enqueue_failed_alert(notifier, slack_outage):
     entry = notifier.delivery("outage-3")
     assert entry.status == pb.PENDING and entry.attempts == 1
     assert "HTTP 500" in entry.last_error
-    assert payload(entry) == {"title": "Outage alert 3", "text": "Lead waiting", "fields": {"phone_hint": "last digits 42"}}
+    assert payload(entry) == {"title": "Outage alert 3", "text": "Lead waiting",
+                              "fields": {"phone_hint": "last digits 42"}}
     assert entry.next_attempt_at.ToDatetime() > entry.created_at.ToDatetime()
 
 

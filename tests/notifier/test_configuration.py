@@ -2,6 +2,7 @@
 server. None of them takes the notifier out of SERVING or loses a message."""
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -48,7 +49,7 @@ def test_slack_alerts_are_paced_to_the_configured_interval(notifier, arrivals):
         notifier.slack(f"paced-{n}", f"Paced alert {n}")
     for n in range(4):
         notifier.wait_status(f"paced-{n}", pb.DELIVERED)
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(times) == 4 and min(gaps) >= PACING_S * 0.8
 
 

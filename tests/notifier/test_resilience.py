@@ -42,7 +42,8 @@ def drained(notifier: NotifierProcess, at_least: int) -> bool:
 
 
 def test_an_outage_during_a_burst_of_1000_alerts_loses_and_doubles_nothing(start_notifier, slack_receiver):
-    notifier = start_notifier({"SLACK_WEBHOOK_URL": slack_receiver.url, "CB_RESET_TIMEOUT": "1", "DLQ_MAX_RETRIES": "10"})
+    notifier = start_notifier({"SLACK_WEBHOOK_URL": slack_receiver.url, "CB_RESET_TIMEOUT": "1",
+                               "DLQ_MAX_RETRIES": "10"})
     slack_receiver.fail(500)
     accepted = send_burst(notifier, "outage")
     assert len(accepted) == BURST

@@ -64,6 +64,7 @@ def test_sigterm_stops_a_server_cleanly(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert proc.stderr is not None
     messages = [json.loads(line)["msg"] for line in proc.stderr.read().splitlines() if line.startswith("{")]
     assert messages[-2:] == ["draining", "stopped"]
 
@@ -187,7 +188,8 @@ def test_calls_made_while_handling_a_request_carry_its_id():
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        outgoing = channel_to(f"127.0.0.1:{port}").unary_unary("/t.T/Method")
+        method = "/t.T/Method"
+        outgoing: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel_to(f"127.0.0.1:{port}").unary_unary(method)
         with request_context.request_scope("visitor-request-0042"):
             seen = outgoing(b"ok", timeout=5)
         assert seen == b"visitor-request-0042"
