@@ -89,5 +89,6 @@ def write_baseline(path: Path = BASELINE) -> None:
 
 
 if __name__ == "__main__":
-    write_baseline(Path(sys.argv[1]) if len(sys.argv) > 1 else BASELINE)
-    print(f"wrote {BASELINE.relative_to(ROOT)}")
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else BASELINE
+    write_baseline(target)
+    print(f"wrote {target}")
