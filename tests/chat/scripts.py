@@ -1,4 +1,4 @@
-"""Scripted visitors used by several tests and the benchmark."""
+"""Scripted visitors the chat, consent and gateway tests send through chat."""
 
 POLISH_HIGH_SCORE = [
     "Dzień dobry, ile kosztuje wykończenie mieszkania?",
