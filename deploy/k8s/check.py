@@ -9,7 +9,8 @@
    container command is a real entrypoint of this repository (run with --help); the env the manifests set is read by
    the code and the env the code needs in a cluster is set; ConfigMap/Secret references and mounted files exist;
    probes point at declared ports; no Secret or ConfigMap holds a real secret; the admin listener is never exposed;
-   every workload is non-root with a read-only root filesystem; the rate-limit policy copy matches the gateway's.
+   every workload is non-root with a read-only root filesystem; the rate-limit policy copy matches the gateway's;
+   the one Dockerfile builds each project image (SERVICE=<name>) as non-root with its Deployment's command.
 """
 from __future__ import annotations
 
