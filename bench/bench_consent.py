@@ -12,8 +12,9 @@ import threading
 import time
 import uuid
 
-from services.consent.ledger import HASHED_COLUMNS, hash_values, utc_now, verify
-from services.consent.storage import GENESIS_HASH
+from services.consent.chain import GENESIS_HASH, HASHED_COLUMNS, hash_values
+from services.consent.ledger_storage import verify
+from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.request_context import Caller
 from testsupport.consent import consent_service, migrated_database
@@ -55,7 +56,7 @@ def _bulk_chain(db: Database, start_seq: int, prev_hash: str, count: int) -> tup
     blobs = [os.urandom(n) for n in (12 + 16 + 20, 12 + 16 + 13, 12 + 16 + 60, 12 + 16 + 25)]
     subject = uuid.uuid4().hex
     columns = (*HASHED_COLUMNS, "entry_hash")
-    recorded_at = utc_now()
+    recorded_at = utcnow()
     raw = db.engine.raw_connection()
     try:
         cursor = raw.cursor()

@@ -14,10 +14,11 @@ import pytest
 
 from deploy.local.processes import grpc_serving
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
-from services.consent.chat_eraser import ChatEraser
 from services.consent.consent import ConsentService
 from services.consent.crypto import Secrets, SubjectCrypto, new_secret_text
-from services.consent.server import MIGRATIONS, ConsentApp, build
+from services.consent.app import MIGRATIONS, ConsentApp, build
+from services.consent.server import grpc_service
+from services.consent.settings import Settings
 from services.consent.writer import LedgerWriter
 from services.runtime.db import Database
 from services.runtime.migrate import upgrade_to_head
@@ -105,15 +106,17 @@ def running_consent(backend: str, directory: Path) -> Iterator[RunningConsent]:
         "HEALTH_CHECK_INTERVAL_S": "0.5",
     }
     with pytest.MonkeyPatch.context() as patch, migrated_database(backend, directory) as db, FakeChat() as chat:
+        env.update({"DATABASE_URL": db.url, "DB_SCHEMA": db.schema or "", "CHAT_ADDR": chat.address,
+                    "CONSENT_ERASE_TIMEOUT_S": "2", "CONSENT_HMAC_KEY": new_secret_text(),
+                    "CONSENT_KEY_ENCRYPTION_KEY": new_secret_text()})
         for name, value in env.items():
             patch.setenv(name, value)
-        channel = grpc.insecure_channel(chat.address)
-        app = build(db, fresh_secrets(), ChatEraser(channel, timeout_s=2))
-        port = app.grpc.start()
+        app = build(Settings.from_env())
+        service = grpc_service(app)
+        port = service.start()
         address = f"127.0.0.1:{port}"
         try:
             wait_for(lambda: grpc_serving(address), what="consent SERVING")
-            yield RunningConsent(app, db, chat, address)
+            yield RunningConsent(app, app.db, chat, address)
         finally:
-            app.grpc.stop()
-            channel.close()
+            service.stop()

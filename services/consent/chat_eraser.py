@@ -11,7 +11,7 @@ class ChatEraser:
     """Callable erase_in_chat(email, request_id): returns once chat confirms, raises ErasureFailed otherwise."""
 
     def __init__(self, channel: grpc.Channel, timeout_s: float = 10.0):
-        self._stub = chat_pb2_grpc.ChatInternalStub(channel)
+        self._stub = chat_pb2_grpc.ChatInternalStub(channel)  # type: ignore[no-untyped-call]  # generated without annotations
         self._timeout_s = timeout_s
 
     def __call__(self, email: str, request_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Consent changes and questions: opt-in, unsubscribe, revoke, status, export. No gRPC types here.
+"""Consent changes and questions: opt-in, unsubscribe, revoke, status, export. No gRPC types and no SQL here.
 
 Every change is one ledger event plus the subject's current state, written in the same transaction. An email
 with nothing on record answers exactly like any other unknown address: both consents off, no last action.
@@ -6,26 +6,31 @@ with nothing on record answers exactly like any other unknown address: both cons
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
-from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
 
-from services.consent import ledger, validation
+from services.consent import ledger_storage, validation
+from services.consent.chain import Event, Verification
 from services.consent.crypto import SubjectCrypto
-from services.consent.ledger import Appender, Event, Verification, as_utc, utc_now
-from services.consent.storage import consent_state, ledger_entries, pending_erasures, subjects
+from services.consent.ledger_storage import Appender
+from services.consent.storage import (
+    ConsentRecords,
+    ConsentState,
+    PendingErasures,
+    StoredEntry,
+    outage_as_unavailable,
+)
 from services.consent.writer import LedgerWriter
+from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.errors import UnavailableError, ValidationError
 from services.runtime.request_context import Caller
 
 OPT_IN, UNSUBSCRIBE, REVOKE, ERASURE_COMPLETED = "opt-in", "unsubscribe", "revoke", "erasure-completed"
-PERSONAL_FIELDS = ("email", "client_ip", "user_agent", "reason")
+_NO_CALLER = Caller()  # a change made without a client behind it: no address, no user agent
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,35 @@ class Subject:
     key: bytes
 
 
-def _status_from(email: str, state) -> Status:
-    """The answer for a consent_state row; None (nothing on record, or erased) answers as for anyone unknown."""
+@dataclass(frozen=True)
+class _Details:
+    """What an event records besides consent: where an opt-in was given, or why someone withdrew."""
+
+    text_version: str = ""
+    source: str = ""
+    session_id: str = ""
+    conversation_id: str = ""
+    lead_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A change request's common fields, validated: who it is about and who asked."""
+
+    email: str
+    subject_hash: str
+    request_id: str | None
+    client_ip: str
+    user_agent: str
+
+
+def _status_from(email: str, state: ConsentState | None) -> Status:
+    """The answer for a current state; None (nothing on record, or erased) answers as for anyone unknown."""
     if state is None:
         return Status(email)
     return Status(
-        email, state["processing_consent"], state["marketing_consent"], state["last_action"],
-        as_utc(state["last_action_at"]),
+        email, state["processing_consent"], state["marketing_consent"], state["last_action"], state["last_action_at"]
     )
 
 
@@ -85,25 +112,43 @@ class ConsentService:
         self.crypto = crypto
         self.writer = writer
         self.on_erasure_requested = on_erasure_requested
+        self.records = ConsentRecords(db)
 
     # --- changes -----------------------------------------------------------------------------------------
 
-    def unsubscribe(self, email: str, reason: str = "", request_id: str = "", origin: Caller = Caller()) -> Status:
+    def unsubscribe(self, email: str, reason: str = "", request_id: str = "", origin: Caller = _NO_CALLER) -> Status:
         """Marketing off at once (Art. 21); processing consent stays as it was."""
-        return self._change(
-            UNSUBSCRIBE, email, request_id, origin,
-            reason=validation.reason(reason),
-            rule=lambda processing, _marketing: (processing, False),
-        )
+        reason = validation.reason(reason)
+        request = self._request(email, request_id, origin)
 
-    def revoke(self, email: str, reason: str = "", request_id: str = "", origin: Caller = Caller()) -> Status:
+        def work(_conn: Connection, appender: Appender) -> Status:
+            replayed = self._replay(appender, request, UNSUBSCRIBE)
+            if replayed is not None:
+                return replayed
+            subject = self._subject(appender, request.subject_hash)
+            current = appender.state(subject.subject_id)
+            processing = current is not None and current["processing_consent"]
+            return self._record(appender, request, subject, UNSUBSCRIBE, processing, False, _Details(reason=reason))
+
+        return self._write(work, request)
+
+    def revoke(self, email: str, reason: str = "", request_id: str = "", origin: Caller = _NO_CALLER) -> Status:
         """Processing and marketing off, and erasure in the chat service queued in the same transaction."""
-        status = self._change(
-            REVOKE, email, request_id, origin,
-            reason=validation.reason(reason),
-            rule=lambda _processing, _marketing: (False, False),
-            after=self._queue_erasure,
-        )
+        reason = validation.reason(reason)
+        request = self._request(email, request_id, origin)
+
+        def work(conn: Connection, appender: Appender) -> Status:
+            replayed = self._replay(appender, request, REVOKE)
+            if replayed is not None:
+                return replayed
+            subject = self._subject(appender, request.subject_hash)
+            status = self._record(appender, request, subject, REVOKE, False, False, _Details(reason=reason))
+            # One pending erasure per subject, with its own id: chat carries out an erasure id once.
+            email_enc = self.crypto.encrypt(subject.key, subject.subject_id, "pending_email", request.email)
+            PendingErasures.queue(conn, subject.subject_id, f"erase-{uuid.uuid4().hex}", email_enc, utcnow())
+            return status
+
+        status = self._write(work, request)
         self.on_erasure_requested()
         return status
 
@@ -118,86 +163,62 @@ class ConsentService:
         conversation_id: str = "",
         lead_id: str = "",
         request_id: str = "",
-        origin: Caller = Caller(),
+        origin: Caller = _NO_CALLER,
     ) -> Status:
         """An opt-in collected by the chat service, with the consent text version and where it was given."""
         if not processing_consent:
             raise ValidationError("processing_consent must be true: an opt-in without it records nothing")
-        context = {
-            "text_version": validation.identifier("text_version", text_version, validation.MAX_SHORT, required=True),
-            "source": validation.identifier("source", source, validation.MAX_SHORT, required=True),
-            "session_id": validation.identifier("session_id", session_id),
-            "conversation_id": validation.identifier("conversation_id", conversation_id),
-            "lead_id": validation.identifier("lead_id", lead_id),
-        }
-        return self._change(
-            OPT_IN, email, request_id, origin,
-            context=context,
-            rule=lambda processing, marketing: (True, marketing or marketing_consent),
-            before=self._refuse_during_erasure,
+        details = _Details(
+            text_version=validation.identifier("text_version", text_version, validation.MAX_SHORT, required=True),
+            source=validation.identifier("source", source, validation.MAX_SHORT, required=True),
+            session_id=validation.identifier("session_id", session_id),
+            conversation_id=validation.identifier("conversation_id", conversation_id),
+            lead_id=validation.identifier("lead_id", lead_id),
         )
-
-    def _change(self, action, email, request_id, origin, rule, reason="", context=None, before=None, after=None):
-        email = validation.normalise_email(email)
-        request_id = validation.identifier("request_id", request_id) or None
-        client_ip = validation.client_ip(origin.client_ip)
-        user_agent = validation.user_agent(origin.user_agent)
-        subject_hash = self.crypto.subject_hash(email)
+        request = self._request(email, request_id, origin)
 
         def work(conn: Connection, appender: Appender) -> Status:
-            if request_id is not None:
-                replayed = self._replay(appender, request_id, action, subject_hash, email)
-                if replayed is not None:
-                    return replayed
-            subject = self._subject(appender, subject_hash)
-            if before is not None:
-                before(conn, subject)
+            replayed = self._replay(appender, request, OPT_IN)
+            if replayed is not None:
+                return replayed
+            subject = self._subject(appender, request.subject_hash)
+            if PendingErasures.in_progress(conn, subject.subject_id):
+                raise UnavailableError("this person's erasure is in progress; record the consent again shortly")
             current = appender.state(subject.subject_id)
-            processing, marketing = rule(
-                *((current["processing_consent"], current["marketing_consent"]) if current else (False, False))
-            )
-            encrypt = self.crypto.encrypt
-            row = appender.append(
-                Event(
-                    action=action,
-                    subject_id=subject.subject_id,
-                    processing_consent=processing,
-                    marketing_consent=marketing,
-                    request_id=request_id,
-                    email_enc=encrypt(subject.key, subject.subject_id, "email", email),
-                    client_ip_enc=encrypt(subject.key, subject.subject_id, "client_ip", client_ip),
-                    user_agent_enc=encrypt(subject.key, subject.subject_id, "user_agent", user_agent),
-                    reason_enc=encrypt(subject.key, subject.subject_id, "reason", reason),
-                    **(context or {}),
-                )
-            )
-            appender.set_state(
-                subject.subject_id,
-                {
-                    "processing_consent": processing,
-                    "marketing_consent": marketing,
-                    "last_action": action,
-                    "last_action_at": row["recorded_at"],
-                    "last_seq": row["seq"],
-                },
-            )
-            if after is not None:
-                after(conn, subject, email)
-            return Status(email, processing, marketing, action, row["recorded_at"])
+            marketing = marketing_consent or (current is not None and current["marketing_consent"])
+            return self._record(appender, request, subject, OPT_IN, True, marketing, details)
 
-        with self._database_errors():
-            return self.writer.run(work, subject_hash=subject_hash, request_id=request_id)
+        return self._write(work, request)
 
-    def _replay(self, appender, request_id, action, subject_hash, email) -> Status | None:
+    # --- what the changes share --------------------------------------------------------------------------
+
+    def _request(self, email: str, request_id: str, origin: Caller) -> _Request:
+        normalised = validation.normalise_email(email)
+        return _Request(
+            email=normalised,
+            subject_hash=self.crypto.subject_hash(normalised),
+            request_id=validation.identifier("request_id", request_id) or None,
+            client_ip=validation.client_ip(origin.client_ip),
+            user_agent=validation.user_agent(origin.user_agent),
+        )
+
+    def _write(self, work: Callable[[Connection, Appender], Status], request: _Request) -> Status:
+        with outage_as_unavailable():
+            return self.writer.run(work, subject_hash=request.subject_hash, request_id=request.request_id)
+
+    def _replay(self, appender: Appender, request: _Request, action: str) -> Status | None:
         """A retried request: answer with the current status and record nothing new."""
-        earlier = appender.find_request(request_id)
+        if request.request_id is None:
+            return None
+        earlier = appender.find_request(request.request_id)
         if earlier is None:
             return None
         earlier_action, earlier_subject = earlier
-        subject_id = (appender.subject(subject_hash) or (None,))[0]
+        known = appender.subject(request.subject_hash)
+        subject_id = known[0] if known is not None else None
         if earlier_action != action or subject_id not in (None, earlier_subject):
             raise ValidationError("request_id was already used for a different request")
-        return _status_from(email, appender.state(subject_id) if subject_id else None)
+        return _status_from(request.email, appender.state(subject_id) if subject_id else None)
 
     def _subject(self, appender: Appender, subject_hash: str) -> Subject:
         """The subject with this keyed hash, created with a fresh key on first sight (or after erasure)."""
@@ -210,91 +231,76 @@ class ConsentService:
         appender.add_subject(subject_hash, subject_id, wrapped)
         return Subject(subject_id, key)
 
-    def _queue_erasure(self, conn: Connection, subject: Subject, email: str) -> None:
-        """One pending erasure per subject, with its own id: chat carries out an erasure id once."""
-        already = conn.execute(
-            select(pending_erasures.c.id).where(pending_erasures.c.subject_id == subject.subject_id)
-        ).first()
-        if already is not None:
-            return
-        now = utc_now()
-        conn.execute(
-            pending_erasures.insert().values(
-                subject_id=subject.subject_id,
-                request_id=f"erase-{uuid.uuid4().hex}",
-                email_enc=self.crypto.encrypt(subject.key, subject.subject_id, "pending_email", email),
-                attempts=0,
-                next_attempt_at=now,
-                last_error="",
-                created_at=now,
+    def _record(
+        self,
+        appender: Appender,
+        request: _Request,
+        subject: Subject,
+        action: str,
+        processing: bool,
+        marketing: bool,
+        details: _Details,
+    ) -> Status:
+        """Append the event (personal fields encrypted under the subject's key) and make it the current state."""
+        encrypt, key, subject_id = self.crypto.encrypt, subject.key, subject.subject_id
+        entry = appender.append(
+            Event(
+                action=action,
+                subject_id=subject_id,
+                processing_consent=processing,
+                marketing_consent=marketing,
+                text_version=details.text_version,
+                source=details.source,
+                session_id=details.session_id,
+                conversation_id=details.conversation_id,
+                lead_id=details.lead_id,
+                request_id=request.request_id,
+                email_enc=encrypt(key, subject_id, "email", request.email),
+                client_ip_enc=encrypt(key, subject_id, "client_ip", request.client_ip),
+                user_agent_enc=encrypt(key, subject_id, "user_agent", request.user_agent),
+                reason_enc=encrypt(key, subject_id, "reason", details.reason),
             )
         )
-
-    @staticmethod
-    def _refuse_during_erasure(conn: Connection, subject: Subject) -> None:
-        pending = conn.execute(
-            select(pending_erasures.c.id).where(
-                and_(pending_erasures.c.subject_id == subject.subject_id, pending_erasures.c.completed_at.is_(None))
-            )
-        ).first()
-        if pending is not None:
-            raise UnavailableError("this person's erasure is in progress; record the consent again shortly")
-
-    @contextmanager
-    def _database_errors(self):
-        try:
-            yield
-        except OperationalError:
-            raise UnavailableError("the consent database is unavailable; retry shortly") from None
+        appender.set_state(ConsentState(
+            subject_id=subject_id, processing_consent=processing, marketing_consent=marketing, last_action=action,
+            last_action_at=entry["recorded_at"], last_seq=entry["seq"],
+        ))
+        return Status(request.email, processing, marketing, action, entry["recorded_at"])
 
     # --- questions ---------------------------------------------------------------------------------------
 
     def status(self, email: str) -> Status:
         email = validation.normalise_email(email)
-        with self._database_errors(), self.db.engine.connect() as conn:
-            return self._status(conn, email, self.crypto.subject_hash(email))
-
-    @staticmethod
-    def _status(conn: Connection, email: str, subject_hash: str) -> Status:
-        row = conn.execute(
-            select(consent_state)
-            .join(subjects, subjects.c.subject_id == consent_state.c.subject_id)
-            .where(subjects.c.subject_hash == subject_hash)
-        ).first()
-        return _status_from(email, row._mapping if row is not None else None)
+        with outage_as_unavailable():
+            return _status_from(email, self.records.state(self.crypto.subject_hash(email)))
 
     def export(self, email: str) -> tuple[str, list[ExportedEntry]]:
         """Everything recorded about one person, decrypted, in ledger order (Art. 15)."""
         email = validation.normalise_email(email)
-        with self._database_errors(), self.db.engine.connect() as conn:
-            subject = conn.execute(
-                select(subjects.c.subject_id, subjects.c.wrapped_key).where(
-                    subjects.c.subject_hash == self.crypto.subject_hash(email)
-                )
-            ).first()
-            if subject is None:
-                return email, []
-            rows = conn.execute(
-                select(ledger_entries)
-                .where(ledger_entries.c.subject_id == subject.subject_id)
-                .order_by(ledger_entries.c.seq)
-            ).all()
-        key = self.crypto.unwrap(subject.subject_id, subject.wrapped_key)
-        return email, [self._exported(row, key) for row in rows]
+        with outage_as_unavailable():
+            found = self.records.entries(self.crypto.subject_hash(email))
+        if found is None:
+            return email, []
+        subject_id, wrapped_key, entries = found
+        key = self.crypto.unwrap(subject_id, wrapped_key)
+        return email, [self._exported(entry, key) for entry in entries]
 
-    def decrypt_entry(self, row, key: bytes | None) -> dict[str, str]:
+    def decrypt_entry(self, row: StoredEntry, key: bytes | None) -> dict[str, str]:
         """The personal fields of one ledger row; raises KeyDestroyed once the subject was erased."""
+        decrypt, subject_id = self.crypto.decrypt, row.subject_id
         return {
-            name: self.crypto.decrypt(key, row.subject_id, name, getattr(row, f"{name}_enc"))
-            for name in PERSONAL_FIELDS
+            "email": decrypt(key, subject_id, "email", row.email_enc),
+            "client_ip": decrypt(key, subject_id, "client_ip", row.client_ip_enc),
+            "user_agent": decrypt(key, subject_id, "user_agent", row.user_agent_enc),
+            "reason": decrypt(key, subject_id, "reason", row.reason_enc),
         }
 
-    def _exported(self, row, key: bytes) -> ExportedEntry:
+    def _exported(self, row: StoredEntry, key: bytes) -> ExportedEntry:
         personal = self.decrypt_entry(row, key)
         return ExportedEntry(
             seq=row.seq,
             action=row.action,
-            recorded_at=as_utc(row.recorded_at),
+            recorded_at=row.recorded_at,
             text_version=row.text_version,
             source=row.source,
             client_ip=personal["client_ip"],
@@ -311,17 +317,12 @@ class ConsentService:
         )
 
     def verify(self) -> Verification:
-        with self._database_errors():
-            return ledger.verify(self.db)
+        with outage_as_unavailable():
+            return ledger_storage.verify(self.db)
 
     def ledger_length(self) -> int:
-        return ledger.length(self.db)
+        return ledger_storage.length(self.db)
 
     def subject_key(self, subject_id: str) -> bytes:
         """The current key of a subject; KeyDestroyed after erasure."""
-        with self.db.engine.connect() as conn:
-            wrapped = conn.execute(
-                select(subjects.c.wrapped_key).where(subjects.c.subject_id == subject_id)
-            ).scalar_one_or_none()
-        return self.crypto.unwrap(subject_id, wrapped)
-
+        return self.crypto.unwrap(subject_id, self.records.wrapped_key(subject_id))

@@ -69,7 +69,8 @@ def _local_secrets_file(path: Path) -> dict[str, str]:
                 "consent secrets are not set in the environment; generated local ones (not for production)",
                 extra={"secrets_file": str(path)},
             )
-    return json.loads(path.read_text())
+    stored: dict[str, str] = json.loads(path.read_text())
+    return stored
 
 
 def load_secrets(directory: Path | None = None) -> Secrets:
@@ -126,6 +127,7 @@ class SubjectCrypto:
         if key is None:
             raise KeyDestroyed("the subject's key was destroyed")
         try:
-            return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], f"{subject_id}:{field}".encode()).decode()
+            plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], f"{subject_id}:{field}".encode())
         except InvalidTag:
             raise KeyDestroyed(f"{field} does not decrypt with the subject's key") from None
+        return plain.decode()

@@ -3,30 +3,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from services.consent.crypto import SECRET_VARIABLES, new_secret_text
 
 
-def _database():
-    from services.runtime.db import Database
+def migrate(_args: argparse.Namespace) -> int:
+    from services.consent import app
 
-    return Database("consent")
-
-
-def migrate(_args) -> int:
-    from services.consent.server import MIGRATIONS
-    from services.runtime.migrate import upgrade_to_head
-
-    db = _database()
-    upgrade_to_head(db, MIGRATIONS)
+    db = app.database()
+    app.migrate(db)
     print(f"consent database migrated to head ({db.engine.dialect.name}{', schema ' + db.schema if db.schema else ''})")
     return 0
 
 
-def verify_ledger(_args) -> int:
-    from services.consent.ledger import verify
+def verify_ledger(_args: argparse.Namespace) -> int:
+    from services.consent import app, ledger_storage
 
-    result = verify(_database())
+    result = ledger_storage.verify(app.database())
     if result.ok:
         print(f"ledger ok: {result.entries_checked} entries verified")
         return 0
@@ -34,29 +28,24 @@ def verify_ledger(_args) -> int:
     return 2
 
 
-def run_erasures(_args) -> int:
-    """Attempt every due erasure once (the server's retry job does the same periodically)."""
-    from services.consent.chat_eraser import ChatEraser
-    from services.consent.crypto import SubjectCrypto, load_secrets
-    from services.consent.erasure import ErasureWorker
-    from services.consent.writer import LedgerWriter
-    from services.runtime.clients import service_channel
-    from services.runtime.config import env_float
+def run_erasures(_args: argparse.Namespace) -> int:
+    """Attempt every due erasure once (the server's retry thread does the same periodically)."""
+    from services.consent.app import build
+    from services.consent.settings import Settings
+    from services.runtime.request_context import request_scope
 
-    db = _database()
-    writer = LedgerWriter(db)
-    eraser = ChatEraser(service_channel("chat"), timeout_s=env_float("CONSENT_ERASE_TIMEOUT_S", 10.0, minimum=0.1))
-    worker = ErasureWorker(db, SubjectCrypto(load_secrets()), writer, eraser)
+    app = build(Settings.from_env())
     try:
-        run = worker.run_due()
-        summary = worker.summary()
+        with request_scope():  # one job: its log lines and its calls to chat share an id
+            run = app.worker.run_due()
+        summary = app.pending.summary()
     finally:
-        writer.stop()
+        app.close()
     print(f"erasures completed: {run.completed}, failed: {run.failed}, still pending: {summary.pending}")
     return 0 if run.failed == 0 else 1
 
 
-def generate_secrets(_args) -> int:
+def generate_secrets(_args: argparse.Namespace) -> int:
     """Fresh values for the Kubernetes secret; print them, store them only in the secret store."""
     for name in SECRET_VARIABLES:
         print(f"{name}={new_secret_text()}")
@@ -73,14 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run-erasures", help="retry due erasures in the chat service once").set_defaults(
         run=run_erasures
     )
-    commands.add_parser("generate-secrets", help="print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY").set_defaults(
-        run=generate_secrets
-    )
+    commands.add_parser(
+        "generate-secrets", help="print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY"
+    ).set_defaults(run=generate_secrets)
     args = parser.parse_args(argv)
     from services.runtime import logs
 
     logs.configure("consent-manage")
-    return args.run(args)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Thin gRPC layer: proto in, domain call, proto out. Public, internal and admin services are separate classes."""
 from __future__ import annotations
 
+import grpc
+
+from novahouse.common.v1 import diagnostics_pb2
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
+from services.consent.chain import Verification
 from services.consent.consent import ConsentService, ExportedEntry, Status
-from services.consent.ledger import Verification
 from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.timestamps import to_timestamp
@@ -35,13 +38,21 @@ class ConsentServicer(consent_pb2_grpc.ConsentServicer):
     def __init__(self, consent: ConsentService):
         self.consent = consent
 
-    def Unsubscribe(self, request, context):
-        return status_proto(self.consent.unsubscribe(request.email, request.reason, request.request_id, request_context.caller(context)))
+    def Unsubscribe(
+        self, request: consent_pb2.UnsubscribeRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ConsentStatus:
+        caller = request_context.caller(context)
+        return status_proto(self.consent.unsubscribe(request.email, request.reason, request.request_id, caller))
 
-    def RevokeConsent(self, request, context):
-        return status_proto(self.consent.revoke(request.email, request.reason, request.request_id, request_context.caller(context)))
+    def RevokeConsent(
+        self, request: consent_pb2.RevokeConsentRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ConsentStatus:
+        caller = request_context.caller(context)
+        return status_proto(self.consent.revoke(request.email, request.reason, request.request_id, caller))
 
-    def GetStatus(self, request, context):
+    def GetStatus(
+        self, request: consent_pb2.GetStatusRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ConsentStatus:
         return status_proto(self.consent.status(request.email))
 
 
@@ -49,7 +60,9 @@ class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
     def __init__(self, consent: ConsentService):
         self.consent = consent
 
-    def RecordConsent(self, request, context):
+    def RecordConsent(
+        self, request: consent_pb2.RecordConsentRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ConsentStatus:
         return status_proto(
             self.consent.record_consent(
                 request.email,
@@ -71,12 +84,18 @@ class ConsentAdminServicer(consent_pb2_grpc.ConsentAdminServicer):
         self.consent = consent
         self.diagnostics = diagnostics
 
-    def ExportSubject(self, request, context):
+    def ExportSubject(
+        self, request: consent_pb2.ExportSubjectRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ExportSubjectResponse:
         email, entries = self.consent.export(request.email)
         return consent_pb2.ExportSubjectResponse(email=email, entries=[entry_proto(e) for e in entries])
 
-    def VerifyLedger(self, request, context):
+    def VerifyLedger(
+        self, request: consent_pb2.VerifyLedgerRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.VerifyLedgerResponse:
         return verification_proto(self.consent.verify())
 
-    def Diagnose(self, request, context):
+    def Diagnose(
+        self, request: diagnostics_pb2.DiagnoseRequest, context: grpc.ServicerContext
+    ) -> diagnostics_pb2.DiagnosticsReport:
         return self.diagnostics.report()

@@ -1,9 +1,17 @@
-"""Tables of the consent service: the append-only ledger, its head, subject keys, current state, pending erasures.
+"""Tables of the consent service (the append-only ledger, its head, subject keys, current state, pending
+erasures) and every query outside a ledger append: what is on record about a person, and pending erasures.
+Appends and verification of the ledger are in ledger_storage (and ledger_postgres, its PostgreSQL fast paths).
 
 Tables carry no schema: on PostgreSQL the connection's search_path (DB_SCHEMA) places them. Schema changes go
 through migrations/ only; the ledger's append-only triggers are created there.
 """
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypedDict
 
 from sqlalchemy import (
     BigInteger,
@@ -16,14 +24,21 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    func,
+    select,
+    update,
 )
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+
+from services.consent.chain import ENTRY_COLUMNS
+from services.runtime.db import Database
+from services.runtime.errors import UnavailableError
 
 metadata = MetaData()
 
-GENESIS_HASH = "0" * 64
-
 # One row per consent event, never updated or deleted. Personal fields (*_enc) are AES-GCM ciphertexts under the
-# subject's key; every column but entry_hash is covered by entry_hash (see ledger.hash_values).
+# subject's key; every column but entry_hash is covered by entry_hash (see chain.hash_values).
 ledger_entries = Table(
     "ledger_entries",
     metadata,
@@ -46,6 +61,8 @@ ledger_entries = Table(
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("entry_hash", String(64), nullable=False, unique=True),
 )
+if tuple(c.name for c in ledger_entries.columns) != ENTRY_COLUMNS:
+    raise RuntimeError("ledger_entries columns changed: change chain.hash_values and chain.HASHED_COLUMNS with them")
 
 # The single row (id 1) every append locks: it serialises appends so the chain can never fork.
 ledger_head = Table(
@@ -79,6 +96,7 @@ consent_state = Table(
     Column("last_action_at", DateTime(timezone=True), nullable=False),
     Column("last_seq", BigInteger, nullable=False),
 )
+STATE_COLUMNS = tuple(c.name for c in consent_state.columns if c.name != "subject_id")
 
 # Erasure requested from the chat service after a revoke; retried until chat confirms, then the key is destroyed.
 pending_erasures = Table(
@@ -95,3 +113,204 @@ pending_erasures = Table(
     Column("completed_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("subject_id", name="uq_pending_erasures_subject"),
 )
+
+
+def aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def outage_as_unavailable() -> Iterator[None]:
+    """A lost or unreachable database answers UNAVAILABLE: the caller may retry, nothing half-done was kept."""
+    try:
+        yield
+    except OperationalError:
+        raise UnavailableError("the consent database is unavailable; retry shortly") from None
+
+
+# --- what is on record about a person --------------------------------------------------------------------------
+
+class ConsentState(TypedDict):
+    """A consent_state row."""
+
+    subject_id: str
+    processing_consent: bool
+    marketing_consent: bool
+    last_action: str
+    last_action_at: datetime
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """A ledger row as read back (recorded_at aware)."""
+
+    seq: int
+    recorded_at: datetime
+    action: str
+    subject_id: str
+    processing_consent: bool
+    marketing_consent: bool
+    text_version: str
+    source: str
+    session_id: str
+    conversation_id: str
+    lead_id: str
+    request_id: str | None
+    email_enc: bytes | None
+    client_ip_enc: bytes | None
+    user_agent_enc: bytes | None
+    reason_enc: bytes | None
+    prev_hash: str
+    entry_hash: str
+
+
+class ConsentRecords:
+    """Reads of a person's record outside any append: current state, ledger entries, key."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def state(self, subject_hash: str) -> ConsentState | None:
+        """The current consent of the live subject with this keyed hash; None when nothing is on record."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(consent_state)
+                .join(subjects, subjects.c.subject_id == consent_state.c.subject_id)
+                .where(subjects.c.subject_hash == subject_hash)
+            ).first()
+        if row is None:
+            return None
+        return ConsentState(
+            subject_id=row.subject_id, processing_consent=row.processing_consent,
+            marketing_consent=row.marketing_consent, last_action=row.last_action,
+            last_action_at=aware(row.last_action_at), last_seq=row.last_seq,
+        )
+
+    def entries(self, subject_hash: str) -> tuple[str, bytes | None, list[StoredEntry]] | None:
+        """(subject_id, wrapped_key, entries in ledger order) of the live subject with this keyed hash, or None."""
+        with self.db.engine.connect() as conn:
+            subject = conn.execute(
+                select(subjects.c.subject_id, subjects.c.wrapped_key).where(subjects.c.subject_hash == subject_hash)
+            ).first()
+            if subject is None:
+                return None
+            rows = conn.execute(
+                select(ledger_entries)
+                .where(ledger_entries.c.subject_id == subject.subject_id)
+                .order_by(ledger_entries.c.seq)
+            ).all()
+        entries = [StoredEntry(**{**row._mapping, "recorded_at": aware(row.recorded_at)}) for row in rows]
+        return subject.subject_id, subject.wrapped_key, entries
+
+    def wrapped_key(self, subject_id: str) -> bytes | None:
+        """The subject's wrapped key; None once erasure destroyed it."""
+        with self.db.engine.connect() as conn:
+            wrapped: bytes | None = conn.execute(
+                select(subjects.c.wrapped_key).where(subjects.c.subject_id == subject_id)
+            ).scalar_one_or_none()
+        return wrapped
+
+
+# --- pending erasures ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DueErasure:
+    id: int
+    subject_id: str
+    request_id: str
+    email_enc: bytes | None
+    attempts: int
+    wrapped_key: bytes | None
+
+
+@dataclass(frozen=True)
+class PendingSummary:
+    pending: int
+    oldest_created_at: datetime | None
+    most_attempts: int
+
+
+class PendingErasures:
+    """Every query of pending_erasures. A revoke queues one in its ledger transaction; the erasure worker reads the
+    due ones, records failed attempts, and closes each in the ledger transaction that records its completion."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    # --- inside a ledger transaction ---
+
+    @staticmethod
+    def queue(conn: Connection, subject_id: str, request_id: str, email_enc: bytes | None, now: datetime) -> None:
+        """One pending erasure per subject, ever: nothing is added while the subject has one."""
+        already = conn.execute(
+            select(pending_erasures.c.id).where(pending_erasures.c.subject_id == subject_id)
+        ).first()
+        if already is not None:
+            return
+        conn.execute(
+            pending_erasures.insert().values(
+                subject_id=subject_id, request_id=request_id, email_enc=email_enc, attempts=0,
+                next_attempt_at=now, last_error="", created_at=now,
+            )
+        )
+
+    @staticmethod
+    def in_progress(conn: Connection, subject_id: str) -> bool:
+        """Whether the subject has an erasure not yet completed."""
+        pending = conn.execute(
+            select(pending_erasures.c.id).where(
+                pending_erasures.c.subject_id == subject_id, pending_erasures.c.completed_at.is_(None)
+            )
+        ).first()
+        return pending is not None
+
+    @staticmethod
+    def close(conn: Connection, pending_id: int, now: datetime) -> bool:
+        """Mark the erasure completed and drop its email ciphertext; False when it already was (by another replica)."""
+        result = conn.execute(
+            update(pending_erasures)
+            .where(pending_erasures.c.id == pending_id, pending_erasures.c.completed_at.is_(None))
+            .values(completed_at=now, email_enc=None, attempts=pending_erasures.c.attempts + 1, last_error="")
+        )
+        return result.rowcount == 1
+
+    # --- on their own connections ---
+
+    def due(self, now: datetime, limit: int) -> list[DueErasure]:
+        """Open erasures whose next attempt is due, soonest first, with their subject's wrapped key."""
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(pending_erasures.c.id, pending_erasures.c.subject_id, pending_erasures.c.request_id,
+                       pending_erasures.c.email_enc, pending_erasures.c.attempts, subjects.c.wrapped_key)
+                .join(subjects, subjects.c.subject_id == pending_erasures.c.subject_id)
+                .where(pending_erasures.c.completed_at.is_(None), pending_erasures.c.next_attempt_at <= now)
+                .order_by(pending_erasures.c.next_attempt_at)
+                .limit(limit)
+            ).all()
+        return [DueErasure(*row) for row in rows]
+
+    def record_failure(self, pending_id: int, attempts: int, next_attempt_at: datetime, error: str) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(pending_erasures)
+                .where(pending_erasures.c.id == pending_id)
+                .values(attempts=attempts, next_attempt_at=next_attempt_at, last_error=error[:200])
+            )
+
+    def next_due(self) -> datetime | None:
+        """When the soonest open erasure is due; None when none is open."""
+        with self.db.engine.connect() as conn:
+            due: datetime | None = conn.execute(
+                select(func.min(pending_erasures.c.next_attempt_at)).where(pending_erasures.c.completed_at.is_(None))
+            ).scalar_one_or_none()
+        return None if due is None else aware(due)
+
+    def summary(self) -> PendingSummary:
+        with self.db.engine.connect() as conn:
+            count, oldest, most_attempts = conn.execute(
+                select(func.count(), func.min(pending_erasures.c.created_at), func.max(pending_erasures.c.attempts))
+                .where(pending_erasures.c.completed_at.is_(None))
+            ).one()
+        return PendingSummary(count, None if oldest is None else aware(oldest), most_attempts or 0)

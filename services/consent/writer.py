@@ -3,36 +3,38 @@
 Appends must be serialised (each entry hashes its predecessor), so one transaction per request would cap the
 ledger at one disk flush per event. Instead one thread takes whatever requests are waiting, runs them in a single
 transaction under the head lock and commits once. When fewer requests wait than callers are inside run(), it
-lingers up to linger_s for the rest, which keeps the batches whole under steady load. A request that fails makes its batch roll back; the batch is
-then retried one request per transaction, so only the failing request sees the error.
+lingers up to linger_s for the rest, which keeps the batches whole under steady load. A request that fails makes
+its batch roll back; the batch is then retried one request per transaction, so only the failing request sees the
+error.
 """
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
-from services.consent.ledger import Appender
+from services.consent.ledger_storage import Appender
 from services.runtime.db import Database
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
-Work = Callable[[Connection, Appender], T]
 
 
-class _Request:
-    def __init__(self, work: Work, subject_hash: str | None, request_id: str | None):
+class _Request(Generic[T]):
+    result: T
+
+    def __init__(self, work: Callable[[Connection, Appender], T], subject_hash: str | None, request_id: str | None):
         self.work = work
         self.subject_hash = subject_hash
         self.request_id = request_id
-        self.result = None
         self.error: BaseException | None = None
         self.done = threading.Event()
+
+
+_AnyRequest = _Request[Any]  # Any: each request in a batch has its own result type
 
 
 class LedgerWriter:
@@ -42,13 +44,15 @@ class LedgerWriter:
         self.linger_s = linger_s
         self._callers = 0  # requests submitted and not yet returned to their callers
         self._callers_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_AnyRequest | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stopped = False
         self._connection: Connection | None = None
 
-    def run(self, work: Work, subject_hash: str | None = None, request_id: str | None = None) -> T:
+    def run(
+        self, work: Callable[[Connection, Appender], T], subject_hash: str | None = None, request_id: str | None = None
+    ) -> T:
         """Run work(connection, appender) inside a ledger transaction; returns its result once committed.
 
         subject_hash and request_id name what work will look up, so a batch loads them all in one query.
@@ -90,23 +94,24 @@ class LedgerWriter:
             if first is None:
                 return
             batch = [first]
-            stopping = self._drain(batch, lambda: False)
+            stopping = self._drain(batch)
             if not stopping and len(batch) < self._callers:
                 # Callers just answered by the last batch are on their way back with their next request: wait for
                 # them briefly, so one commit serves all callers instead of two half-size batches alternating.
-                deadline = time.monotonic() + self.linger_s
-                stopping = self._drain(batch, lambda: len(batch) < self._callers and time.monotonic() < deadline)
+                stopping = self._drain(batch, linger_until=time.monotonic() + self.linger_s)
             self._commit(batch)
             if stopping:
                 return
 
-    def _drain(self, batch: list, keep_waiting: Callable[[], bool]) -> bool:
-        """Move requests into batch: those already queued, then more while keep_waiting(). True once stopping."""
+    def _drain(self, batch: list[_AnyRequest], linger_until: float = 0.0) -> bool:
+        """Move requests into batch: those already queued, then more while fewer than the callers wait and
+        linger_until has not passed. True once stopping."""
         while len(batch) < self.max_batch:
+            lingering = self._lingering(batch, linger_until)
             try:
-                nxt = self._queue.get(timeout=0.0001) if keep_waiting() else self._queue.get_nowait()
+                nxt = self._queue.get(timeout=0.0001) if lingering else self._queue.get_nowait()
             except queue.Empty:
-                if keep_waiting():
+                if self._lingering(batch, linger_until):
                     continue
                 return False
             if nxt is None:
@@ -114,7 +119,10 @@ class LedgerWriter:
             batch.append(nxt)
         return False
 
-    def _commit(self, batch: list[_Request]) -> None:
+    def _lingering(self, batch: list[_AnyRequest], until: float) -> bool:
+        return len(batch) < self._callers and time.monotonic() < until
+
+    def _commit(self, batch: list[_AnyRequest]) -> None:
         try:
             results = self._transaction(batch)
         except BaseException as exc:  # noqa: BLE001 - the error belongs to the request, not the writer thread
@@ -125,11 +133,11 @@ class LedgerWriter:
             batch[0].error = exc
             batch[0].done.set()
             return
-        for request, result in zip(batch, results):
+        for request, result in zip(batch, results, strict=True):
             request.result = result
             request.done.set()
 
-    def _transaction(self, batch: list[_Request]) -> list:
+    def _transaction(self, batch: list[_AnyRequest]) -> list[Any]:  # Any: one result per request, as above
         # The writer keeps one connection: no pool checkout, ping and reset per batch. Any error drops it, so a
         # broken connection is replaced by the next batch.
         if self._connection is None:

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from sqlalchemy import select, text, update
 
-from services.consent.ledger import HASHED_COLUMNS, hash_values
-from services.consent.ledger import verify as verify_ledger
+from services.consent.chain import HASHED_COLUMNS, hash_values
+from services.consent.ledger_storage import verify as verify_ledger
 from services.consent.storage import ledger_entries
 from services.runtime.errors import UnavailableError
 from services.runtime.request_context import Caller

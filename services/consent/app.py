@@ -1,0 +1,85 @@
+"""The one place the consent service's objects are built, for the server and for the manage commands."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.consent import ledger_storage
+from services.consent.chat_eraser import ChatEraser
+from services.consent.consent import ConsentService
+from services.consent.crypto import SubjectCrypto, load_secrets
+from services.consent.erasure import ErasureWorker
+from services.consent.settings import Settings
+from services.consent.storage import PendingErasures
+from services.consent.writer import LedgerWriter
+from services.runtime.clients import channel_to
+from services.runtime.clock import utcnow
+from services.runtime.db import Database
+from services.runtime.diagnostics import Diagnostics
+from services.runtime.migrate import upgrade_to_head
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def database() -> Database:
+    """The consent database (DATABASE_URL and DB_SCHEMA, read by the runtime)."""
+    return Database("consent")
+
+
+def migrate(db: Database) -> None:
+    upgrade_to_head(db, MIGRATIONS)
+
+
+def check_database(db: Database) -> None:
+    """Raises unless the database answers and is migrated (the ledger head exists)."""
+    ledger_storage.length(db)
+
+
+@dataclass
+class ConsentApp:
+    settings: Settings
+    db: Database
+    writer: LedgerWriter
+    pending: PendingErasures
+    worker: ErasureWorker
+    consent: ConsentService
+    diagnostics: Diagnostics
+
+    def close(self) -> None:
+        """Stop the retry thread and the ledger writer, then release the database."""
+        self.worker.stop()
+        self.writer.stop()
+        self.db.dispose()
+
+
+def build(settings: Settings) -> ConsentApp:
+    """Every object of the service, wired; nothing runs until the worker is started or the writer first used."""
+    db = database()
+    crypto = SubjectCrypto(load_secrets())
+    writer = LedgerWriter(db, max_batch=settings.append_batch)
+    pending = PendingErasures(db)
+    worker = ErasureWorker(
+        pending, crypto, writer, ChatEraser(channel_to(settings.chat_addr), timeout_s=settings.erase_timeout_s),
+        retry_base_s=settings.erasure_retry_s, retry_max_s=settings.erasure_retry_max_s,
+        poll_s=settings.erasure_poll_s,
+    )
+    consent = ConsentService(db, crypto, writer, on_erasure_requested=worker.wake)
+    diagnostics = _diagnostics(db, consent, pending, settings.erasure_alert_s)
+    return ConsentApp(settings, db, writer, pending, worker, consent, diagnostics)
+
+
+def _diagnostics(db: Database, consent: ConsentService, pending: PendingErasures, alert_after_s: float) -> Diagnostics:
+    diagnostics = Diagnostics("consent")
+    diagnostics.add_dependency("database", lambda: check_database(db))
+    diagnostics.add("ledger", lambda: (True, f"{consent.ledger_length()} entries"))
+
+    def pending_erasures() -> tuple[bool, str]:
+        summary = pending.summary()
+        if summary.oldest_created_at is None:
+            return True, "0 pending"
+        age_s = (utcnow() - summary.oldest_created_at).total_seconds()
+        detail = f"{summary.pending} pending, oldest {age_s:.0f}s, most attempts {summary.most_attempts}"
+        return age_s < alert_after_s, detail
+
+    diagnostics.add("erasures:pending", pending_erasures)
+    return diagnostics

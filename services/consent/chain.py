@@ -1,0 +1,204 @@
+"""The hash chain itself, with no database: what an entry hashes, and how a walk over entries finds the first that
+does not fit.
+
+entry_hash = SHA-256 over a canonical JSON list of every stored column but entry_hash itself (prev_hash included),
+so changing any single field of any row, or removing, inserting or reordering rows, is found by a walk.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring
+from typing import Any, TypedDict
+
+GENESIS_HASH = "0" * 64
+
+# The order entry_hash covers the columns in; storage.ledger_entries must have exactly these, then entry_hash.
+HASHED_COLUMNS = (
+    "seq", "recorded_at", "action", "subject_id", "processing_consent", "marketing_consent", "text_version",
+    "source", "session_id", "conversation_id", "lead_id", "request_id", "email_enc", "client_ip_enc",
+    "user_agent_enc", "reason_enc", "prev_hash",
+)
+ENTRY_COLUMNS = (*HASHED_COLUMNS, "entry_hash")
+_PREV_INDEX = HASHED_COLUMNS.index("prev_hash")
+_ENTRY_HASH_INDEX = len(HASHED_COLUMNS)  # a walked row has entry_hash right after the hashed columns
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_sha256 = hashlib.sha256
+_json_string = encode_basestring  # what json's encoder writes for a str with ensure_ascii=False
+
+
+def _json_hex(blob: bytes | None) -> str:
+    return "null" if blob is None else f'"{blob.hex()}"'
+
+
+def hash_values(values: Sequence[Any]) -> str:  # Any: one value per column, each of its column's type
+    """entry_hash of a row given its HASHED_COLUMNS values, in that order (called a million times by a walk).
+
+    What is hashed is the compact JSON list (json.dumps with ensure_ascii=False) of the values, with datetimes
+    (SQLite hands them back naive, PostgreSQL in the session's time zone) as microseconds since the epoch and binary
+    ciphertexts as hex. It is written out directly, byte for byte what json.dumps gives (a test holds them
+    together), because the generic encoder was two thirds of verify's time.
+    """
+    (seq, recorded_at, action, subject_id, processing, marketing, text_version, source, session_id,
+     conversation_id, lead_id, request_id, email_enc, client_ip_enc, user_agent_enc, reason_enc, prev_hash) = values
+    if recorded_at.tzinfo is None:
+        recorded_at = recorded_at.replace(tzinfo=UTC)
+    canonical = (
+        f"[{seq:d},{(recorded_at - _EPOCH) // _MICROSECOND:d},{_json_string(action)},{_json_string(subject_id)},"
+        f"{'true' if processing else 'false'},{'true' if marketing else 'false'},{_json_string(text_version)},"
+        f"{_json_string(source)},{_json_string(session_id)},{_json_string(conversation_id)},{_json_string(lead_id)},"
+        f"{'null' if request_id is None else _json_string(request_id)},{_json_hex(email_enc)},"
+        f"{_json_hex(client_ip_enc)},{_json_hex(user_agent_enc)},{_json_hex(reason_enc)},{_json_string(prev_hash)}]"
+    )
+    return _sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class Event:
+    """What one append records; personal fields arrive already encrypted."""
+
+    action: str
+    subject_id: str
+    processing_consent: bool
+    marketing_consent: bool
+    text_version: str = ""
+    source: str = ""
+    session_id: str = ""
+    conversation_id: str = ""
+    lead_id: str = ""
+    request_id: str | None = None
+    email_enc: bytes | None = None
+    client_ip_enc: bytes | None = None
+    user_agent_enc: bytes | None = None
+    reason_enc: bytes | None = None
+
+
+class Entry(TypedDict):
+    """One ledger row as stored: ENTRY_COLUMNS by name (a dict, so a batch of them inserts as is)."""
+
+    seq: int
+    recorded_at: datetime
+    action: str
+    subject_id: str
+    processing_consent: bool
+    marketing_consent: bool
+    text_version: str
+    source: str
+    session_id: str
+    conversation_id: str
+    lead_id: str
+    request_id: str | None
+    email_enc: bytes | None
+    client_ip_enc: bytes | None
+    user_agent_enc: bytes | None
+    reason_enc: bytes | None
+    prev_hash: str
+    entry_hash: str
+
+
+def next_entry(prev_seq: int, prev_hash: str, event: Event, recorded_at: datetime) -> Entry:
+    """The entry that records event right after the entry (prev_seq, prev_hash)."""
+    seq = prev_seq + 1
+    entry_hash = hash_values((
+        seq, recorded_at, event.action, event.subject_id, event.processing_consent, event.marketing_consent,
+        event.text_version, event.source, event.session_id, event.conversation_id, event.lead_id, event.request_id,
+        event.email_enc, event.client_ip_enc, event.user_agent_enc, event.reason_enc, prev_hash,
+    ))
+    return Entry(
+        seq=seq, recorded_at=recorded_at, action=event.action, subject_id=event.subject_id,
+        processing_consent=event.processing_consent, marketing_consent=event.marketing_consent,
+        text_version=event.text_version, source=event.source, session_id=event.session_id,
+        conversation_id=event.conversation_id, lead_id=event.lead_id, request_id=event.request_id,
+        email_enc=event.email_enc, client_ip_enc=event.client_ip_enc, user_agent_enc=event.user_agent_enc,
+        reason_enc=event.reason_enc, prev_hash=prev_hash, entry_hash=entry_hash,
+    )
+
+
+# --- verification -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    entries_checked: int
+    first_bad_seq: int = 0
+    problem: str = ""
+
+
+@dataclass
+class Walk:
+    """What walking one contiguous range of the chain found: where it ended, and the first entry that did not fit."""
+
+    start_seq: int
+    next_seq: int
+    checked: int = 0
+    first_prev_hash: str | None = None
+    last_hash: str | None = None
+    bad: Verification | None = None
+
+
+def walk(rows: Iterable[Sequence[Any]], first_seq: int, prev_hash: str | None) -> Walk:  # Any: column values
+    """Check rows (ENTRY_COLUMNS values, in seq order) from first_seq on.
+
+    prev_hash None leaves the first row's link to the caller, which checks it at the seam with the range before.
+    """
+    result = Walk(first_seq, first_seq)
+    expected_seq, checked, last_hash = first_seq, 0, prev_hash
+    for row in rows:
+        seq = row[0]
+        if seq != expected_seq:
+            problem = f"entry {expected_seq} is missing (next found: {seq})"
+            result.bad = Verification(False, checked, expected_seq, problem)
+            break
+        if hash_values(row[:_ENTRY_HASH_INDEX]) != row[_ENTRY_HASH_INDEX]:
+            result.bad = Verification(False, checked, seq, f"entry {seq} does not match its hash (content changed)")
+            break
+        if last_hash is None:
+            result.first_prev_hash = row[_PREV_INDEX]
+        elif row[_PREV_INDEX] != last_hash:
+            result.bad = Verification(False, checked, seq, f"entry {seq} does not link to entry {seq - 1}")
+            break
+        last_hash, expected_seq, checked = row[_ENTRY_HASH_INDEX], seq + 1, checked + 1
+    result.next_seq, result.checked, result.last_hash = expected_seq, checked, last_hash
+    return result
+
+
+def joined(first: Walk, second: Walk) -> Walk:
+    """Two adjacent ranges as one: the second must start where the first ended and link to its last entry."""
+    if first.bad is not None:
+        return first
+    checked = first.checked
+    if first.next_seq != second.start_seq:
+        missing = first.next_seq
+        return Walk(1, missing, checked, bad=Verification(False, checked, missing, f"entry {missing} is missing"))
+    if second.first_prev_hash is not None and second.first_prev_hash != first.last_hash:
+        seq = second.start_seq
+        problem = f"entry {seq} does not link to entry {seq - 1}"
+        return Walk(1, seq, checked, bad=Verification(False, checked, seq, problem))
+    if second.bad is not None:
+        bad = second.bad
+        return Walk(1, second.next_seq, checked + second.checked,
+                    bad=Verification(False, checked + bad.entries_checked, bad.first_bad_seq, bad.problem))
+    return Walk(1, second.next_seq, checked + second.checked, first.first_prev_hash,
+                second.last_hash if second.checked else first.last_hash)
+
+
+def against_head(result: Walk, head_seq: int, head_hash: str) -> Verification:
+    """The walked chain (from entry 1) must end exactly at the entry the ledger head recorded."""
+    checked = result.checked
+    if result.bad is not None:
+        return result.bad
+    if head_seq > checked:
+        return Verification(False, checked, checked + 1, f"entries {checked + 1}..{head_seq} are missing")
+    if head_seq < checked:
+        return Verification(False, checked, head_seq + 1, f"entries after {head_seq} are not in the ledger head")
+    if head_hash != (result.last_hash or GENESIS_HASH):
+        return Verification(False, checked, head_seq, f"entry {head_seq} differs from the hash the head recorded")
+    return Verification(True, checked)
+
+
+def verify_rows(rows: Iterable[Sequence[Any]], head_seq: int, head_hash: str) -> Verification:  # Any: as in walk
+    """Walk all rows of the chain in seq order and name the first that does not fit."""
+    return against_head(walk(rows, 1, GENESIS_HASH), head_seq, head_hash)

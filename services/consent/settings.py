@@ -1,0 +1,36 @@
+"""The consent service's configuration, read once from environment variables (safe defaults, clear errors).
+
+The keys (CONSENT_HMAC_KEY, CONSENT_KEY_ENCRYPTION_KEY, CONSENT_REQUIRE_SECRETS) are read by crypto.load_secrets
+when app.build() runs, not here, so only what uses them needs them: `manage migrate` runs without.
+The database (DATABASE_URL, DB_SCHEMA, DB_POOL_*) and the server (GRPC_*, METRICS_PORT ...) are the runtime's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.runtime.config import env_bool, env_float, env_int, service_addr
+
+
+@dataclass(frozen=True)
+class Settings:
+    chat_addr: str              # CHAT_ADDR: where erasures are asked for
+    erase_timeout_s: float      # CONSENT_ERASE_TIMEOUT_S: one EraseSubject call
+    erasure_retry_s: float      # CONSENT_ERASURE_RETRY_S: first retry delay, doubled per failed attempt ...
+    erasure_retry_max_s: float  # CONSENT_ERASURE_RETRY_MAX_S: ... up to this
+    erasure_poll_s: float       # CONSENT_ERASURE_POLL_S: longest sleep of the retry thread
+    erasure_alert_s: float      # CONSENT_ERASURE_ALERT_S: Diagnose reports unhealthy once an erasure is this old
+    append_batch: int           # CONSENT_APPEND_BATCH: most appends per ledger transaction
+    migrate_on_start: bool      # MIGRATE_ON_START: the server migrates its database before serving
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            chat_addr=service_addr("chat"),
+            erase_timeout_s=env_float("CONSENT_ERASE_TIMEOUT_S", 10.0, minimum=0.1),
+            erasure_retry_s=env_float("CONSENT_ERASURE_RETRY_S", 2.0, minimum=0.01),
+            erasure_retry_max_s=env_float("CONSENT_ERASURE_RETRY_MAX_S", 300.0, minimum=0.01),
+            erasure_poll_s=env_float("CONSENT_ERASURE_POLL_S", 5.0, minimum=0.01),
+            erasure_alert_s=env_float("CONSENT_ERASURE_ALERT_S", 3600.0, minimum=1),
+            append_batch=env_int("CONSENT_APPEND_BATCH", 200, minimum=1),
+            migrate_on_start=env_bool("MIGRATE_ON_START", True),
+        )
