@@ -14,9 +14,9 @@ import pytest
 
 from deploy.local.processes import grpc_serving
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
+from services.consent.app import MIGRATIONS, ConsentApp, build
 from services.consent.consent import ConsentService
 from services.consent.crypto import Secrets, SubjectCrypto, new_secret_text
-from services.consent.app import MIGRATIONS, ConsentApp, build
 from services.consent.server import grpc_service
 from services.consent.settings import Settings
 from services.consent.writer import LedgerWriter
