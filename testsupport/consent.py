@@ -33,9 +33,11 @@ def fresh_secrets() -> Secrets:
 
 
 @contextlib.contextmanager
-def migrated_database(backend: str, directory: Path) -> Iterator[Database]:
+def migrated_database(backend: str, directory: Path | None = None) -> Iterator[Database]:
     """A consent database at head on SQLite (file in directory) or on a private PostgreSQL schema."""
     if backend == "sqlite":
+        if directory is None:
+            raise ValueError("a SQLite consent database needs a directory for its file")
         db = Database("consent", url=f"sqlite:///{directory / 'consent.db'}")
         schema = None
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -108,9 +108,8 @@ def test_sql_update_and_delete_are_refused_on_sqlite(tmp_path):
         consent.unsubscribe("guard@example.com", "bye")
         consent.writer.stop()
         for statement in ("UPDATE ledger_entries SET action = 'opt-in'", "DELETE FROM ledger_entries"):
-            with pytest.raises(Exception, match="append-only"):
-                with db.engine.begin() as conn:
-                    conn.execute(text(statement))
+            with pytest.raises(Exception, match="append-only"), db.engine.begin() as conn:
+                conn.execute(text(statement))
         assert consent.verify().ok
 
 
@@ -185,7 +184,11 @@ def test_lost_database_connection_answers_unavailable_then_recovers():
     with migrated_database("postgres", None) as db:
         consent = consent_service(db)
         consent.unsubscribe("before@example.com")
-        backend_pid = consent.writer._connection.connection.driver_connection.info.backend_pid
+        connection = consent.writer._connection
+        assert connection is not None
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        backend_pid = driver.info.backend_pid
         with backing.postgres_connect() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
         with pytest.raises(UnavailableError):
@@ -199,11 +202,11 @@ def test_lost_database_connection_answers_unavailable_then_recovers():
 @pytest.mark.parametrize("text", ["plain", 'quo"te \\ back', "tab\tnew\nline\x00\x1f\x7f", "zażółć 😀 \u2028", ""])
 def test_entry_hash_is_sha256_of_the_compact_json_of_the_row(text):
     """Entries already stored were hashed with json.dumps: the hand-written canonical form must be the same bytes."""
-    recorded_at = datetime(2025, 3, 1, 12, 30, 5, 123456, tzinfo=timezone.utc)
+    recorded_at = datetime(2025, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
     for request_id, blob in ((None, None), (text, b"\x00\xff" + text.encode())):
         values = [7, recorded_at, text, "subject", True, False, text, text, text, text, text, request_id,
                   blob, None, blob, blob, "ab" * 32]
-        reference = [7, (recorded_at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1),
+        reference = [7, (recorded_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1),
                      *values[2:12], *(None if b is None else b.hex() for b in values[12:16]), values[16]]
         canonical = json.dumps(reference, ensure_ascii=False, separators=(",", ":")).encode()
         assert hash_values(values) == hashlib.sha256(canonical).hexdigest()
