@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: all venv protos up test bench k8s-check kind-up images deploy kind-down clean
+.PHONY: all venv protos up test lint bench k8s-check kind-up images deploy kind-down clean
 
 all: protos
 
@@ -29,7 +29,13 @@ gen/.stamp: $(PROTOS) $(VENV)/.installed
 up: protos
 	$(BIN)/python -m deploy.local.stack
 
-test: protos
+# The linter and the type checker (configured in pyproject.toml); `make test` runs them before the suite, so a
+# regression in any of the three fails CI.
+lint: protos
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: protos

@@ -110,7 +110,8 @@ def bench_conversations() -> None:
     print(f"  conversations completed: {completed}, messages: {len(latencies)}, errors: {errors}")
     print(f"  messages/s: {len(latencies) / elapsed:.1f}, leads/s: {completed / elapsed:.1f}")
     if latencies:
-        print(f"  latency p50: {statistics.median(latencies) * 1000:.1f} ms, p99: {percentile_ms(latencies, 0.99):.1f} ms")
+        p50, p99 = statistics.median(latencies) * 1000, percentile_ms(latencies, 0.99)
+        print(f"  latency p50: {p50:.1f} ms, p99: {p99:.1f} ms")
 
 
 def seed(db: Database, count: int) -> None:
@@ -145,7 +146,8 @@ def bench_followups() -> None:
                 sent = len(peers.notifier.keys("followup:"))
                 duplicates = sum(count - 1 for count in peers.notifier.calls.values())
                 print(f"follow-ups on PostgreSQL, {workers} manage process(es): {FOLLOWUPS} due, {sent} sent, "
-                      f"{duplicates} duplicates, {elapsed:.1f} s including process start, {sent / elapsed:.0f} claimed/s")
+                      f"{duplicates} duplicates, {elapsed:.1f} s including process start, "
+                      f"{sent / elapsed:.0f} claimed/s")
                 peers.notifier.calls.clear()
             finally:
                 db.dispose()

@@ -72,9 +72,11 @@ def _bulk_chain(db: Database, start_seq: int, prev_hash: str, count: int) -> tup
         cursor.execute("UPDATE ledger_head SET seq = %s, entry_hash = %s WHERE id = 1", (seq, prev_hash))
         raw.commit()
         # What autovacuum does to a live table soon after: hint bits set, statistics current.
-        raw.driver_connection.autocommit = True
-        raw.driver_connection.execute("VACUUM ANALYZE ledger_entries")
-        raw.driver_connection.autocommit = False
+        driver = raw.driver_connection
+        assert driver is not None  # a pooled connection that is open has its driver connection
+        driver.autocommit = True
+        driver.execute("VACUUM ANALYZE ledger_entries")
+        driver.autocommit = False
     finally:
         raw.close()
     return seq, prev_hash
