@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from gateway.ratelimit.policy import load_policy
+from services.runtime.config import DEFAULT_ADDRS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -69,9 +70,9 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         "SHIELD_PER_SECOND": get("SHIELD_PER_SECOND", "10"),
         "SHIELD_MAX_ADDRESSES": get("SHIELD_MAX_ADDRESSES", "100000"),
     }
-    for service, default in (("CHAT", "127.0.0.1:50051"), ("CONSENT", "127.0.0.1:50052"),
-                             ("NOTIFIER", "127.0.0.1:50053"), ("RATELIMIT", "127.0.0.1:50054")):
-        values[f"{service}_HOST"], values[f"{service}_PORT"] = _split(get(f"{service}_ADDR", default))
+    for service, default in DEFAULT_ADDRS.items():
+        values[f"{service.upper()}_HOST"], values[f"{service.upper()}_PORT"] = _split(
+            get(f"{service.upper()}_ADDR", default))
     for name in ("PUBLIC_PORT", "ADMIN_PORT", "ENVOY_ADMIN_PORT", "ENVOY_METRICS_PORT", "TRUSTED_PROXY_HOPS",
                  "RATELIMIT_TIMEOUT_MS", "SHIELD_BURST", "SHIELD_PER_SECOND", "SHIELD_MAX_ADDRESSES"):
         if not values[name].isdigit():

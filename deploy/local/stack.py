@@ -16,6 +16,7 @@ from typing import Any
 
 from deploy.local.processes import ManagedProcess, free_port, grpc_serving, http_ok, python_module
 from gateway.envoy import envoy_argv, render
+from services.runtime.config import DEFAULT_PORTS
 
 SERVICES = ("consent", "notifier", "chat")
 
@@ -27,7 +28,7 @@ class StackConfig:
     admin_port: int = 8081         # Envoy: admin and internal RPCs, bound to 127.0.0.1
     envoy_admin_port: int = 9901   # Envoy's own admin interface, 127.0.0.1
     ports: dict[str, int] = field(
-        default_factory=lambda: {"chat": 50051, "consent": 50052, "notifier": 50053, "ratelimit": 50054}
+        default_factory=lambda: dict(DEFAULT_PORTS)
     )
     env: dict[str, str] = field(default_factory=dict)                     # for every process
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per process name

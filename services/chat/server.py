@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure("chat")
     app = build(Settings.from_env())
 
-    server = GrpcService("chat", 50051, readiness={"database": database_readiness(app)})
+    server = GrpcService("chat", readiness={"database": database_readiness(app)})
     server.add(chat_pb2_grpc.add_ChatServicer_to_server, ChatServicer(app), "novahouse.chat.v1.Chat")
     server.add(
         chat_pb2_grpc.add_ChatInternalServicer_to_server, ChatInternalServicer(app), "novahouse.chat.v1.ChatInternal"

@@ -49,9 +49,12 @@ def test_a_message_that_completes_a_lead_is_logged_under_one_request_id_in_chat_
     request_id = response.headers["x-request-id"]
     assert request_id and request_id != "client-chosen-id-0001"  # the edge assigns it; a client's is not trusted
 
-    wait_for(lambda: monday.requests, what="the lead at Monday.com")
-
     log_dir = gw.stack.log_dir
+    # The item goes out later, from a notifier worker thread, under the id of the request that queued it.
+    wait_for(lambda: any(line.get("msg") == "delivered" and line.get("destination") == "monday"
+                         for line in with_request_id(log_dir, "notifier", request_id)),
+             what="the Monday.com delivery logged under the request's id")
+    assert monday.requests
     chat = with_request_id(log_dir, "chat", request_id)
     consent = with_request_id(log_dir, "consent", request_id)
     notifier = with_request_id(log_dir, "notifier", request_id)
