@@ -40,6 +40,11 @@ class ChatApp:
     def migrate(self) -> None:
         upgrade_to_head(self.db, MIGRATIONS)
 
+    def close(self) -> None:
+        """Stop the periodic jobs (if the server started them), then release the database."""
+        self.jobs.stop()
+        self.db.dispose()
+
 
 def build(settings: Settings) -> ChatApp:
     kb = KnowledgeBase.load()

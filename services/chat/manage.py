@@ -17,18 +17,21 @@ from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from services.chat import privacy
 from services.chat.app import ChatApp, build
 from services.chat.settings import Settings
-from services.runtime import logs
 from services.runtime.clients import channel_to
-from services.runtime.request_context import request_scope
+from services.runtime.commands import Command, CommandContext, run_command
+
+Context = CommandContext[Settings, ChatApp]
 
 
-def migrate(app: ChatApp, _args: argparse.Namespace) -> int:
+def migrate(context: Context, _args: argparse.Namespace) -> int:
+    app = context.app
     app.migrate()
     print(f"chat database migrated to head ({app.db.engine.dialect.name}, schema {app.db.schema or '-'})")
     return 0
 
 
-def run_followups(app: ChatApp, args: argparse.Namespace) -> int:
+def run_followups(context: Context, args: argparse.Namespace) -> int:
+    app = context.app
     leads = app.leads.retry_pending()
     print(f"leads handed over: {leads.delivered}, still pending: {leads.pending}")
     run = app.followups.run(limit=args.limit)
@@ -53,9 +56,9 @@ def replica_addresses(target: str) -> list[str]:
     return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in dict.fromkeys(resolved)]
 
 
-def purge_cache(app: ChatApp, args: argparse.Namespace) -> int:
+def purge_cache(context: Context, args: argparse.Namespace) -> int:
     """Each replica keeps its own in-process fallback entries, so every one of them is asked."""
-    addresses = replica_addresses(app.settings.chat_addr)
+    addresses = replica_addresses(context.settings.chat_addr)
     removed, failed = 0, []
     for address in addresses:
         stub = chat_pb2_grpc.ChatAdminStub(channel_to(address))  # type: ignore[no-untyped-call]  # generated without annotations
@@ -73,7 +76,8 @@ def purge_cache(app: ChatApp, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def purge_retention(app: ChatApp, args: argparse.Namespace) -> int:
+def purge_retention(context: Context, args: argparse.Namespace) -> int:
+    app = context.app
     days = args.days or app.settings.retention_days
     batch = args.batch_size or app.settings.retention_batch
     print(f"deleting conversations without a lead idle for more than {days} days, {batch} per batch")
@@ -84,33 +88,21 @@ def purge_retention(app: ChatApp, args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS: list[Command[Settings, ChatApp]] = [
+    Command("migrate", "apply the Alembic migrations", migrate),
+    Command("run-followups", "send due follow-ups and retry pending leads", run_followups,
+            lambda p: p.add_argument("--limit", type=int, default=0,
+                                     help="at most this many follow-ups (0: FOLLOWUP_BATCH)")),
+    Command("purge-cache", "purge expired in-process cache entries of every chat server at CHAT_ADDR", purge_cache,
+            lambda p: p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")),
+    Command("purge-retention", "delete old conversations without a lead", purge_retention, lambda p: (
+        p.add_argument("--days", type=int, default=0, help="age in days (0: RETENTION_DAYS)"),
+        p.add_argument("--batch-size", type=int, default=0, help="rows per transaction (0: RETENTION_BATCH)"))),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.chat.manage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="apply the Alembic migrations").set_defaults(run=migrate)
-    followups = commands.add_parser("run-followups", help="send due follow-ups and retry pending leads")
-    followups.add_argument("--limit", type=int, default=0, help="at most this many follow-ups (0: FOLLOWUP_BATCH)")
-    followups.set_defaults(run=run_followups)
-    cache = commands.add_parser(
-        "purge-cache", help="purge expired in-process cache entries of every chat server at CHAT_ADDR"
-    )
-    cache.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
-    cache.set_defaults(run=purge_cache)
-    retention = commands.add_parser("purge-retention", help="delete old conversations without a lead")
-    retention.add_argument("--days", type=int, default=0, help="age in days (0: RETENTION_DAYS)")
-    retention.add_argument("--batch-size", type=int, default=0, help="rows per transaction (0: RETENTION_BATCH)")
-    retention.set_defaults(run=purge_retention)
-    args = parser.parse_args(argv)
-    logs.configure("chat-manage")
-    app = build(Settings.from_env())
-    try:
-        with request_scope():  # one minted request id for the run: its log lines and the calls it makes carry it
-            exit_code: int = args.run(app, args)
-        return exit_code
-    finally:
-        app.db.dispose()
+    return run_command("chat", __doc__ or "", Settings.from_env, build, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,6 @@ CACHE_CLEANUP_MINUTES (10), REDIS_RETRY_SECONDS (5), RETENTION_DAYS (90), RETENT
 from __future__ import annotations
 
 import argparse
-import sys
-import threading
-from collections.abc import Callable
 
 from novahouse.chat.v1 import chat_pb2_grpc
 from novahouse.health.v1 import health_pb2_grpc
@@ -23,46 +20,35 @@ from services.chat.app import ChatApp, build
 from services.chat.servicer import ChatAdminServicer, ChatInternalServicer, ChatServicer, PlatformHealthServicer
 from services.chat.settings import Settings
 from services.runtime import logs
-from services.runtime.server import GrpcService
+from services.runtime.server import GrpcService, database_readiness
 
 
-def database_readiness(app: ChatApp) -> Callable[[], None]:
-    """The readiness check: the database answers; the first time it does, migrate it (MIGRATE_ON_START)."""
-    migrated = threading.Event()
-
-    def check() -> None:
-        app.db.ping()
-        if app.settings.migrate_on_start and not migrated.is_set():
-            app.migrate()
-            migrated.set()
-
-    return check
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.parse_args(argv)
-    logs.configure("chat")
-    app = build(Settings.from_env())
-
-    server = GrpcService("chat", readiness={"database": database_readiness(app)})
-    server.add(chat_pb2_grpc.add_ChatServicer_to_server, ChatServicer(app), "novahouse.chat.v1.Chat")
-    server.add(
+def grpc_service(app: ChatApp) -> GrpcService:
+    """The chat service's gRPC services over app; its periodic jobs run while it is ready (SCHEDULER_ENABLED)."""
+    service = GrpcService("chat", readiness={
+        "database": database_readiness(app.db.ping, app.migrate if app.settings.migrate_on_start else None),
+    })
+    service.add(chat_pb2_grpc.add_ChatServicer_to_server, ChatServicer(app), "novahouse.chat.v1.Chat")
+    service.add(
         chat_pb2_grpc.add_ChatInternalServicer_to_server, ChatInternalServicer(app), "novahouse.chat.v1.ChatInternal"
     )
-    server.add(chat_pb2_grpc.add_ChatAdminServicer_to_server, ChatAdminServicer(app), "novahouse.chat.v1.ChatAdmin")
-    server.add(
+    service.add(chat_pb2_grpc.add_ChatAdminServicer_to_server, ChatAdminServicer(app), "novahouse.chat.v1.ChatAdmin")
+    service.add(
         health_pb2_grpc.add_PlatformHealthServicer_to_server,
         PlatformHealthServicer(app.health),
         "novahouse.health.v1.PlatformHealth",
     )
     if app.settings.scheduler_enabled:
-        server.on_ready(app.jobs.start)
-    server.on_stop(app.jobs.stop)
-    server.on_stop(app.db.dispose)
-    server.run()
-    return 0
+        service.on_ready(app.jobs.start)
+    service.on_stop(app.close)
+    return service
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    logs.configure("chat")
+    grpc_service(build(Settings.from_env())).run()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -45,6 +45,9 @@ class ConsentApp:
     consent: ConsentService
     diagnostics: Diagnostics
 
+    def migrate(self) -> None:
+        migrate(self.db)
+
     def close(self) -> None:
         """Stop the retry thread and the ledger writer, then release the database."""
         self.worker.stop()

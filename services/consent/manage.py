@@ -1,26 +1,41 @@
-"""Operator commands of the consent service (also run as Kubernetes Jobs). Each prints what it did."""
+"""Operator and CronJob commands of the consent service. Each prints what it did and exits non-zero on failure.
+
+  migrate           bring the database schema to the newest revision (needs no secrets: the migration Job has none)
+  verify-ledger     walk the hash chain; exit 2 naming the first bad entry
+  run-erasures      retry due erasures in the chat service once
+  generate-secrets  print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY values
+"""
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
+from services.consent import app as consent_app
+from services.consent import ledger_storage
+from services.consent.app import ConsentApp, build
 from services.consent.crypto import SECRET_VARIABLES, new_secret_text
+from services.consent.settings import Settings
+from services.runtime.commands import Command, CommandContext, run_command
+
+Context = CommandContext[Settings, ConsentApp]
 
 
-def migrate(_args: argparse.Namespace) -> int:
-    from services.consent import app
-
-    db = app.database()
-    app.migrate(db)
-    print(f"consent database migrated to head ({db.engine.dialect.name}{', schema ' + db.schema if db.schema else ''})")
+def migrate(_context: Context, _args: argparse.Namespace) -> int:
+    db = consent_app.database()
+    try:
+        consent_app.migrate(db)
+        print(f"consent database migrated to head ({db.engine.dialect.name}, schema {db.schema or '-'})")
+    finally:
+        db.dispose()
     return 0
 
 
-def verify_ledger(_args: argparse.Namespace) -> int:
-    from services.consent import app, ledger_storage
-
-    result = ledger_storage.verify(app.database())
+def verify_ledger(_context: Context, _args: argparse.Namespace) -> int:
+    db = consent_app.database()
+    try:
+        result = ledger_storage.verify(db)
+    finally:
+        db.dispose()
     if result.ok:
         print(f"ledger ok: {result.entries_checked} entries verified")
         return 0
@@ -28,49 +43,32 @@ def verify_ledger(_args: argparse.Namespace) -> int:
     return 2
 
 
-def run_erasures(_args: argparse.Namespace) -> int:
+def run_erasures(context: Context, _args: argparse.Namespace) -> int:
     """Attempt every due erasure once (the server's retry thread does the same periodically)."""
-    from services.consent.app import build
-    from services.consent.settings import Settings
-    from services.runtime.request_context import request_scope
-
-    app = build(Settings.from_env())
-    try:
-        with request_scope():  # one job: its log lines and its calls to chat share an id
-            run = app.worker.run_due()
-        summary = app.pending.summary()
-    finally:
-        app.close()
+    app = context.app
+    run = app.worker.run_due()
+    summary = app.pending.summary()
     print(f"erasures completed: {run.completed}, failed: {run.failed}, still pending: {summary.pending}")
     return 0 if run.failed == 0 else 1
 
 
-def generate_secrets(_args: argparse.Namespace) -> int:
+def generate_secrets(_context: Context, _args: argparse.Namespace) -> int:
     """Fresh values for the Kubernetes secret; print them, store them only in the secret store."""
     for name in SECRET_VARIABLES:
         print(f"{name}={new_secret_text()}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.consent.manage", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="apply the Alembic migrations").set_defaults(run=migrate)
-    commands.add_parser("verify-ledger", help="walk the hash chain; exit 2 naming the first bad entry").set_defaults(
-        run=verify_ledger
-    )
-    commands.add_parser("run-erasures", help="retry due erasures in the chat service once").set_defaults(
-        run=run_erasures
-    )
-    commands.add_parser(
-        "generate-secrets", help="print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY"
-    ).set_defaults(run=generate_secrets)
-    args = parser.parse_args(argv)
-    from services.runtime import logs
+COMMANDS: list[Command[Settings, ConsentApp]] = [
+    Command("migrate", "apply the Alembic migrations", migrate),
+    Command("verify-ledger", "walk the hash chain; exit 2 naming the first bad entry", verify_ledger),
+    Command("run-erasures", "retry due erasures in the chat service once", run_erasures),
+    Command("generate-secrets", "print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY", generate_secrets),
+]
 
-    logs.configure("consent-manage")
-    run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("consent", __doc__ or "", Settings.from_env, build, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 
 from novahouse.consent.v1 import consent_pb2_grpc
-from services.consent.app import ConsentApp, build, check_database, migrate
+from services.consent.app import ConsentApp, build, check_database
 from services.consent.servicer import ConsentAdminServicer, ConsentInternalServicer, ConsentServicer
 from services.consent.settings import Settings
 from services.runtime import logs
-from services.runtime.server import GrpcService
+from services.runtime.server import GrpcService, database_readiness
 
 
 def grpc_service(app: ConsentApp) -> GrpcService:
-    """The three gRPC services over app; the erasure worker runs while the server is ready."""
-    service = GrpcService("consent", readiness={"database": lambda: check_database(app.db)})
+    """The consent service's gRPC services over app; the erasure worker runs while it is ready."""
+    service = GrpcService("consent", readiness={
+        "database": database_readiness(lambda: check_database(app.db),
+                                       app.migrate if app.settings.migrate_on_start else None),
+    })
     service.add(
         consent_pb2_grpc.add_ConsentServicer_to_server, ConsentServicer(app.consent), "novahouse.consent.v1.Consent"
     )
@@ -40,13 +43,9 @@ def grpc_service(app: ConsentApp) -> GrpcService:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.parse_args(argv)
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     logs.configure("consent")
-    app = build(Settings.from_env())
-    if app.settings.migrate_on_start:
-        migrate(app.db)
-    grpc_service(app).run()
+    grpc_service(build(Settings.from_env())).run()
 
 
 if __name__ == "__main__":

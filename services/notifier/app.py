@@ -35,9 +35,16 @@ class NotifierApp:
     scheduler: RetryScheduler
     deliveries: DeliveryService
     redis: redis.Redis | None
+    diagnostics: Diagnostics
 
     def migrate(self) -> None:
         upgrade_to_head(self.db, MIGRATIONS)
+
+    def close(self) -> None:
+        """Stop the retry job and the delivery workers (if the server started them), then release the database."""
+        self.scheduler.stop()
+        self.dispatcher.stop()
+        self.db.dispose()
 
 
 def breaker_board(settings: Settings, client: redis.Redis | None) -> BreakerBoard:
@@ -62,29 +69,30 @@ def build(settings: Settings) -> NotifierApp:
     dispatcher = Dispatcher(settings, store, senders, breakers)
     scheduler = RetryScheduler(dispatcher, store, settings.poll_interval_s)
     deliveries = DeliveryService(settings, store, dispatcher, breakers)
-    return NotifierApp(settings, db, store, breakers, dispatcher, scheduler, deliveries, client)
+    report = _diagnostics(db, client, breakers, deliveries, scheduler, dispatcher)
+    return NotifierApp(settings, db, store, breakers, dispatcher, scheduler, deliveries, client, report)
 
 
-def diagnostics(app: NotifierApp) -> Diagnostics:
+def _diagnostics(db: Database, client: redis.Redis | None, breakers: BreakerBoard, deliveries: DeliveryService,
+                 scheduler: RetryScheduler, dispatcher: Dispatcher) -> Diagnostics:
     """What NotifierAdmin.Diagnose reports: database, Redis, each breaker, the DLQ's depth, and the workers."""
     report = Diagnostics("notifier")
-    report.add_dependency("database", app.db.ping)
-    client = app.redis
+    report.add_dependency("database", db.ping)
     if client is not None:
-        report.add_dependency("redis", lambda: _ping(client))
-    for breaker in app.breakers:
+        report.add_dependency("redis", functools.partial(_ping, client))
+    for breaker in breakers:
         report.add(f"breaker:{breaker.name}", functools.partial(_breaker_state, breaker))
 
     def dlq_depth() -> tuple[bool, str]:
-        stats = app.deliveries.dlq_stats()
+        stats = deliveries.dlq_stats()
         return True, f"{stats.pending} pending, {stats.failed} failed, {stats.dead} dead"
 
     def running(part: RetryScheduler | Dispatcher) -> tuple[bool, str]:
         return part.running, "running" if part.running else "stopped"
 
     report.add("dlq", dlq_depth)
-    report.add("scheduler", lambda: running(app.scheduler))
-    report.add("dispatcher", lambda: running(app.dispatcher))
+    report.add("scheduler", lambda: running(scheduler))
+    report.add("dispatcher", lambda: running(dispatcher))
     return report
 
 

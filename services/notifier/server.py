@@ -11,36 +11,21 @@ REDIS_KEY_PREFIX, METRICS_PORT, LOG_LEVEL.
 from __future__ import annotations
 
 import argparse
-import threading
 
 from novahouse.notifier.v1 import notifier_pb2_grpc
-from services.notifier.app import NotifierApp, build, diagnostics
+from services.notifier.app import NotifierApp, build
 from services.notifier.servicer import NotifierAdminServicer, NotifierInternalServicer
 from services.notifier.settings import Settings
 from services.runtime import logs
-from services.runtime.server import GrpcService, ReadinessCheck
+from services.runtime.server import GrpcService, database_readiness
 
 
-def database_readiness(app: NotifierApp) -> ReadinessCheck:
-    """Ready when the database answers, and (with MIGRATE_ON_START) once its schema is at head."""
-    migrated = threading.Event()
-
-    def check() -> None:
-        app.db.ping()
-        if app.settings.migrate_on_start and not migrated.is_set():
-            app.migrate()
-            migrated.set()
-
-    return check
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.parse_args(argv)
-    logs.configure("notifier")
-    app = build(Settings.from_env())
+def grpc_service(app: NotifierApp) -> GrpcService:
+    """The notifier's gRPC services over app; the delivery workers and the retry job run while it is ready."""
     # Only the notifier's own database: Slack or Monday.com being down must not take the outbox offline.
-    service = GrpcService("notifier", readiness={"database": database_readiness(app)})
+    service = GrpcService("notifier", readiness={
+        "database": database_readiness(app.db.ping, app.migrate if app.settings.migrate_on_start else None),
+    })
     service.add(
         notifier_pb2_grpc.add_NotifierInternalServicer_to_server,
         NotifierInternalServicer(app.deliveries),
@@ -48,15 +33,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     service.add(
         notifier_pb2_grpc.add_NotifierAdminServicer_to_server,
-        NotifierAdminServicer(app.deliveries, diagnostics(app)),
+        NotifierAdminServicer(app.deliveries, app.diagnostics),
         "novahouse.notifier.v1.NotifierAdmin",
     )
     service.on_ready(app.dispatcher.start)
     service.on_ready(app.scheduler.start)
-    service.on_stop(app.scheduler.stop)
-    service.on_stop(app.dispatcher.stop)
-    service.on_stop(app.db.dispose)
-    service.run()
+    service.on_stop(app.close)
+    return service
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    logs.configure("notifier")
+    grpc_service(build(Settings.from_env())).run()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,20 @@ ReadinessCheck = Callable[[], None]  # raises when the dependency is not usable
 LIVENESS_SERVICE = "novahouse.liveness"
 
 
+def database_readiness(check: ReadinessCheck, migrate: Callable[[], None] | None) -> ReadinessCheck:
+    """Ready when check() passes. With `migrate` (MIGRATE_ON_START), the first time the database answers it is
+    brought to head first, so a server can start before its database and become ready once both are there."""
+    migrated = threading.Event()
+
+    def ready() -> None:
+        if migrate is not None and not migrated.is_set():
+            migrate()
+            migrated.set()
+        check()
+
+    return ready
+
+
 def server_interceptors() -> list[grpc.ServerInterceptor]:
     """Outermost first: the request id is set before metrics and errors, so their log lines carry it; errors are
     mapped innermost, so metrics count the status the caller gets."""
