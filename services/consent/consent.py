@@ -323,6 +323,3 @@ class ConsentService:
     def ledger_length(self) -> int:
         return ledger_storage.length(self.db)
 
-    def subject_key(self, subject_id: str) -> bytes:
-        """The current key of a subject; KeyDestroyed after erasure."""
-        return self.crypto.unwrap(subject_id, self.records.wrapped_key(subject_id))

@@ -204,13 +204,6 @@ class ConsentRecords:
         entries = [StoredEntry(**{**row._mapping, "recorded_at": aware(row.recorded_at)}) for row in rows]
         return subject.subject_id, subject.wrapped_key, entries
 
-    def wrapped_key(self, subject_id: str) -> bytes | None:
-        """The subject's wrapped key; None once erasure destroyed it."""
-        with self.db.engine.connect() as conn:
-            wrapped: bytes | None = conn.execute(
-                select(subjects.c.wrapped_key).where(subjects.c.subject_id == subject_id)
-            ).scalar_one_or_none()
-        return wrapped
 
 
 # --- pending erasures ----------------------------------------------------------------------------------------

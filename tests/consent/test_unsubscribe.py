@@ -141,7 +141,7 @@ def test_revoke_turns_everything_off_then_erases_the_person(consent, stubs):
     assert [r.action for r in rows] == ["opt-in", "revoke", "erasure-completed"]
     assert key_row.wrapped_key is None and key_row.subject_hash is None
     with pytest.raises(KeyDestroyed):
-        consent.app.consent.subject_key(subject_id)
+        consent.app.consent.crypto.unwrap(subject_id, key_row.wrapped_key)
     for row in rows[:2]:
         with pytest.raises(KeyDestroyed):
             consent.app.consent.decrypt_entry(row, None)
