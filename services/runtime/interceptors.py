@@ -29,14 +29,14 @@ class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):
         """Entered before the handler runs, left once its response is complete (or it raised)."""
 
     def _unary(self, method: str, inner: Behaviour) -> Behaviour:
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:  # Any: see Behaviour
             with self.scope(method, context):
                 return inner(request, context)
 
         return behaviour
 
     def _streaming(self, method: str, inner: Behaviour) -> Behaviour:
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # Any: see Behaviour
             with self.scope(method, context):
                 yield from inner(request, context)
 
@@ -46,7 +46,7 @@ class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:  # Any: one interceptor serves every RPC's types
         handler = continuation(handler_call_details)
         if handler is None:
             return None

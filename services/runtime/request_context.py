@@ -106,10 +106,11 @@ class RequestIdClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStr
         metadata = tuple((k, v) for k, v in (details.metadata or ()) if k != REQUEST_ID_HEADER)
         return _CallDetails(details, (*metadata, (REQUEST_ID_HEADER, rid)))
 
+    # Any: the request and response types differ per RPC; this interceptor only touches the metadata.
     def intercept_unary_unary(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails,
                               request: Any) -> Any:
         return continuation(self._with_id(client_call_details), request)
 
     def intercept_unary_stream(self, continuation: Callable[..., Any], client_call_details: grpc.ClientCallDetails,
-                               request: Any) -> Any:
+                               request: Any) -> Any:  # Any: as above
         return continuation(self._with_id(client_call_details), request)
