@@ -1,6 +1,10 @@
 """A conversation turn: validate the message, answer from the knowledge base, fill lead slots, ask for consent,
 store and score the lead.
 
+A transcript is read with the conversation's secret, not its session id: the first reply carries a fresh secret
+(256 bits) for the visitor's client, the conversation keeps only its SHA-256, and a missing or wrong secret reads as
+an unknown session.
+
 Turns of one session are serialised: the conversation row is locked for the whole turn (SELECT ... FOR UPDATE on
 PostgreSQL; SQLite's BEGIN IMMEDIATE serialises every writer), so concurrent messages are handled one after the
 other, each seeing the state the previous one left. A rejected message rolls the turn back: nothing is stored.
@@ -9,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import re
+import secrets
 import uuid
 from dataclasses import dataclass, field
 
@@ -61,6 +67,7 @@ class Reply:
     intent: str
     lead: LeadProgress
     consent_prompt: ConsentPrompt | None = None
+    session_secret: str = ""  # set on the first reply of a conversation only
 
 
 @dataclass
@@ -134,13 +141,15 @@ class ChatService:
         text = self._check_message(text, answered)
         if session_id:
             self._check_session_id(session_id)
+        secret = ""
         with self.db.session() as s:
             if session_id:
                 conv = storage.conversation_by_session(s, session_id, lock=True)
                 if conv is None:
                     raise ValidationError("session_id is unknown: start a new conversation without a session_id")
             else:
-                conv = storage.new_conversation(s, str(uuid.uuid4()), detect_language(text))
+                secret = secrets.token_urlsafe(32)
+                conv = storage.new_conversation(s, str(uuid.uuid4()), detect_language(text), _secret_hash(secret))
             turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller)
             now = utcnow()
             user_text = text or _consent_note(processing_consent, marketing_consent)
@@ -149,7 +158,9 @@ class ChatService:
             conv.message_count += 2
             conv.last_activity_at = now
             progress = self._progress(s, conv)
-            reply = Reply(conv.session_id, turn.reply, conv.language, turn.intent, progress, self._prompt(turn, conv))
+            reply = Reply(
+                conv.session_id, turn.reply, conv.language, turn.intent, progress, self._prompt(turn, conv), secret
+            )
         if turn.new_lead_id:
             self.leads.deliver(turn.new_lead_id)
         return reply
@@ -328,14 +339,26 @@ class ChatService:
 
     # --- reading ----------------------------------------------------------------------------------------------
 
-    def transcript(self, session_id: str) -> Transcript:
+    def transcript(self, session_id: str, secret: str) -> Transcript:
+        """The conversation, for the holder of its secret; NotFoundError without it, with a wrong one, or for a
+        conversation that has none, exactly as for an unknown session."""
         self._check_session_id(session_id)
         with self.db.session() as s:
             conv = storage.conversation_by_session(s, session_id)
-            if conv is None:
+            if conv is None or not _secret_matches(secret, conv.session_secret_hash):
                 raise NotFoundError("no conversation with this session_id")
             messages = [TranscriptEntry(m.role, m.text, m.created_at) for m in storage.messages_of(s, conv.id)]
             return Transcript(conv.session_id, conv.created_at, messages, self._progress(s, conv))
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _secret_matches(secret: str, stored_hash: str | None) -> bool:
+    """Constant-time: whether `secret` is the one whose hash is stored (never for an empty secret or hash)."""
+    matches = hmac.compare_digest(_secret_hash(secret), stored_hash or "")
+    return matches and bool(secret) and bool(stored_hash)
 
 
 def _consent_note(processing: bool | None, marketing: bool | None) -> str:

@@ -13,6 +13,16 @@ from services.chat.platform_health import PlatformHealth
 from services.runtime import request_context
 from services.runtime.timestamps import to_timestamp
 
+# The transcript's secret travels as a header (REST) / metadata (gRPC), never in the URL that access logs keep.
+SESSION_SECRET_HEADER = "x-session-secret"
+
+
+def _session_secret(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == SESSION_SECRET_HEADER and isinstance(value, str):
+            return value
+    return ""
+
 
 def _lead(progress: LeadProgress) -> chat_pb2.LeadProgress:
     return chat_pb2.LeadProgress(
@@ -49,12 +59,13 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             intent=reply.intent,
             lead=_lead(reply.lead),
             consent_prompt=prompt,
+            session_secret=reply.session_secret,
         )
 
     def GetConversation(
         self, request: chat_pb2.GetConversationRequest, context: grpc.ServicerContext
     ) -> chat_pb2.Conversation:
-        transcript = self.app.chat.transcript(request.session_id)
+        transcript = self.app.chat.transcript(request.session_id, _session_secret(context))
         return chat_pb2.Conversation(
             session_id=transcript.session_id,
             created_at=to_timestamp(transcript.created_at),

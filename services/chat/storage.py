@@ -74,6 +74,8 @@ class Conversation(Base):
     followups_stopped: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     last_followup_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     message_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # SHA-256 (hex) of the secret that reads the transcript; NULL for conversations from before it: unreadable.
+    session_secret_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_conversation_followup_due", "marketing_consent", "followups_stopped", "followups_sent"),
@@ -158,9 +160,9 @@ def conversation_by_session(session: Session, session_id: str, lock: bool = Fals
     return session.scalars(query).first()
 
 
-def new_conversation(session: Session, session_id: str, language: str) -> Conversation:
+def new_conversation(session: Session, session_id: str, language: str, secret_hash: str) -> Conversation:
     """A conversation inserted now (flushed, so it has its id)."""
-    conversation = Conversation(session_id=session_id, slots={}, language=language)
+    conversation = Conversation(session_id=session_id, slots={}, language=language, session_secret_hash=secret_hash)
     session.add(conversation)
     session.flush()
     return conversation

@@ -1,11 +1,13 @@
 """Conversations as a visitor has them: answers, one question at a time, consent, a stored and handed-over lead."""
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import pytest
 from sqlalchemy import func, select
 
+from services.chat.conversation import Reply
 from services.chat.storage import Conversation, Lead, Message
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.request_context import Caller
@@ -117,32 +119,56 @@ def test_a_message_of_exactly_the_limit_is_accepted(world):
 
 
 def test_bad_input_in_an_existing_conversation_leaves_it_unchanged(world):
-    session = world.chat.send_message("", "Dzień dobry").session_id
+    first = world.chat.send_message("", "Dzień dobry")
     with pytest.raises(ValidationError):
-        world.chat.send_message(session, "tak", processing_consent=True)
-    assert len(world.chat.transcript(session).messages) == 2
+        world.chat.send_message(first.session_id, "tak", processing_consent=True)
+    assert len(world.chat.transcript(first.session_id, first.session_secret).messages) == 2
 
 
 def test_transcript_of_unknown_session_is_not_found(world):
     with pytest.raises(NotFoundError):
-        world.chat.transcript("8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11")
+        world.chat.transcript("8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11", "some-secret")
 
 
-def send_concurrently(chat, count: int) -> tuple[str, list[str]]:
-    """`count` messages to one new session from as many threads at once; (session id, texts sent)."""
-    session = chat.send_message("", "Dzień dobry").session_id
+def test_only_the_secret_of_the_first_reply_reads_the_transcript_and_only_its_hash_is_stored(world):
+    first, *later = talk(world.chat, ["Dzień dobry", "Ile kosztuje remont?"])
+    other = world.chat.send_message("", "Hello")
+    assert len(first.session_secret) >= 32 and other.session_secret != first.session_secret
+    assert [reply.session_secret for reply in later] == [""]  # handed out once
+
+    assert len(world.chat.transcript(first.session_id, first.session_secret).messages) == 4
+    with pytest.raises(NotFoundError) as unknown:
+        world.chat.transcript("8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11", first.session_secret)
+    for secret in ("", "wrong", first.session_secret[:-1], other.session_secret, first.session_id):
+        with pytest.raises(NotFoundError) as refused:
+            world.chat.transcript(first.session_id, secret)
+        assert str(refused.value) == str(unknown.value)  # nothing tells a stranger the session exists
+
+    with world.db.session() as s:
+        stored = s.scalars(select(Conversation).where(Conversation.session_id == first.session_id)).one()
+        assert stored.session_secret_hash == hashlib.sha256(first.session_secret.encode()).hexdigest()
+        stored.session_secret_hash = None  # a conversation from before secrets existed
+    for secret in ("", first.session_secret):
+        with pytest.raises(NotFoundError):
+            world.chat.transcript(first.session_id, secret)
+
+
+def send_concurrently(chat, count: int) -> tuple[Reply, list[str]]:
+    """`count` messages to one new session from as many threads at once; (the first reply, texts sent)."""
+    first = chat.send_message("", "Dzień dobry")
+    session = first.session_id
     texts = [f"pytanie numer {i}" for i in range(count)]
     threads = [threading.Thread(target=chat.send_message, args=(session, t)) for t in texts]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return session, texts
+    return first, texts
 
 
 def test_concurrent_messages_of_one_session_are_handled_one_after_the_other(world):
-    session, texts = send_concurrently(world.chat, 12)
-    messages = world.chat.transcript(session).messages
+    first, texts = send_concurrently(world.chat, 12)
+    messages = world.chat.transcript(first.session_id, first.session_secret).messages
     assert len(messages) == 2 + 2 * len(texts)
     assert [m.role for m in messages] == ["user", "bot"] * (1 + len(texts))
     assert sorted(m.text for m in messages[2::2]) == sorted(texts)

@@ -3,6 +3,7 @@ and each lead makes exactly one Monday.com item (and a high score one Slack aler
 Every Chat, ChatInternal, ChatAdmin and PlatformHealth RPC is called through the gateway here."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,12 @@ def platform(tmp_path_factory):
             "MONDAY_API_URL": f"{monday.url}/v2",
             "MONDAY_API_KEY": "test-key",
             "MONDAY_BOARD_ID": "4242",
+            # More visitors from one address than the default limits let through; the limits are not tested here.
+            "CHAT_RATE_LIMIT": "100000 per minute",
+            "API_RATE_LIMIT_MINUTE": "100000 per minute",
+            "API_RATE_LIMIT_HOUR": "100000 per hour",
+            "SHIELD_BURST": "100000",
+            "SHIELD_PER_SECOND": "100000",
         }
         with running_stack(tmp_path_factory.mktemp("chat-e2e"), env=env) as gw:
             yield type("Platform", (), {"gw": gw, "slack": slack, "monday": monday})
@@ -33,13 +40,25 @@ def items_for(receiver: HttpReceiver, lead_id: str) -> int:
     return sum(lead_id in r.body.decode(errors="replace") for r in receiver.requests)
 
 
-def test_polish_visitor_over_rest_becomes_one_monday_item_and_one_slack_alert(platform):
-    gw, session, body = platform.gw, "", {}
-    for text in POLISH_HIGH_SCORE:
+def chat_over_rest(gw, messages: list[str]) -> tuple[str, str, dict]:
+    """The messages as one visitor over REST: (session id, the secret of the first reply, the last reply)."""
+    session, secret, body = "", "", {}
+    for text in messages:
         response = gw.rest("POST", "/api/chatbot/chat", json={"session_id": session, "message": text})
         assert response.status_code == 200, response.text
         body = response.json()
-        session = body["session_id"]
+        session, secret = body["session_id"], secret or body["session_secret"]
+    return session, secret, body
+
+
+def read_transcript(gw, session: str, secret: str | None):
+    headers = {"x-session-secret": secret} if secret is not None else {}
+    return gw.rest("GET", f"/api/chatbot/conversations/{session}", headers=headers)
+
+
+def test_polish_visitor_over_rest_becomes_one_monday_item_and_one_slack_alert(platform):
+    gw = platform.gw
+    session, secret, body = chat_over_rest(gw, POLISH_HIGH_SCORE)
     assert body["consent_prompt"]["kind"] == "processing" and body["consent_prompt"]["text_version"]
     response = gw.rest(
         "POST", "/api/chatbot/chat",
@@ -59,8 +78,17 @@ def test_polish_visitor_over_rest_becomes_one_monday_item_and_one_slack_alert(pl
     assert items_for(platform.monday, lead["lead_id"]) == 1
     assert items_for(platform.slack, lead["lead_id"]) == 1
 
-    transcript = gw.rest("GET", f"/api/chatbot/conversations/{session}").json()
+    transcript = read_transcript(gw, session, secret).json()
     assert len(transcript["messages"]) == 10 and transcript["lead"]["lead_id"] == lead["lead_id"]
+    # The session id went to Monday.com and Slack; by itself it reads nothing.
+    assert any(session in r.body.decode(errors="replace") for r in platform.monday.requests)
+    unknown = read_transcript(gw, "8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11", secret)
+    assert unknown.status_code == 404
+    for wrong in (None, "", "not-the-secret", session):
+        refused = read_transcript(gw, session, wrong)
+        assert (refused.status_code, refused.json()) == (404, unknown.json())
+    logs = "".join(path.read_text(errors="replace") for path in gw.stack.config.data_dir.rglob("*.log"))
+    assert logs and secret not in logs
 
 
 def test_english_visitor_over_grpc_becomes_one_monday_item_and_no_alert(platform):
@@ -83,7 +111,7 @@ def test_bad_input_through_the_gateway_is_400_with_a_reason_and_404_for_unknown_
     assert response.status_code == 400 and "too long" in response.text
     response = gw.rest("POST", "/api/chatbot/chat", json={"session_id": "nope", "message": "hej"})
     assert response.status_code == 400 and "session_id" in response.text
-    assert gw.rest("GET", "/api/chatbot/conversations/8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11").status_code == 404
+    assert read_transcript(gw, "8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11", None).status_code == 404
 
 
 def test_admin_and_internal_rpcs_through_the_admin_listener(platform):
@@ -130,6 +158,19 @@ def test_command_line_client_holds_a_scripted_conversation_through_the_gateway(p
         capture_output=True, text=True, timeout=60,
     )
     assert again.returncode == 0 and '"intent": "thanks"' in again.stdout
+    [secret] = re.findall(r"^secret: (\S+)$", first.stderr, re.MULTILINE)
+    transcript = subprocess.run(
+        [sys.executable, "-m", "services.chat.client", "--url", url, "--session", session, "--secret", secret,
+         "--transcript"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert transcript.returncode == 0, transcript.stderr
+    assert transcript.stdout.splitlines()[::2] == ["you> Hello", "you> How much does it cost?", "you> thanks"]
+    without = subprocess.run(
+        [sys.executable, "-m", "services.chat.client", "--url", url, "--session", session, "--transcript"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert without.returncode == 1 and "HTTP 404" in without.stderr and "you>" not in without.stdout
     refused = subprocess.run(
         [sys.executable, "-m", "services.chat.client", "--url", url, "--session", "bogus", "--message", "hi"],
         capture_output=True, text=True, timeout=60,

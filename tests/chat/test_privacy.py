@@ -15,12 +15,13 @@ from tests.chat.test_conversation import send_concurrently, talk
 
 
 def stored_lead(world, messages=POLISH_HIGH_SCORE):
+    """The reply that stored the lead, and the conversation's secret."""
     replies = talk(world.chat, messages)
-    return world.chat.send_message(replies[-1].session_id, "", True, True)
+    return world.chat.send_message(replies[-1].session_id, "", True, True), replies[0].session_secret
 
 
 def test_erasure_removes_messages_and_identifying_lead_fields_and_keeps_counts(world):
-    lead = stored_lead(world)
+    lead, secret = stored_lead(world)
     other = world.chat.send_message("", "Dzień dobry, ile kosztuje remont?")
     result = privacy.erase_subject(world.db, "  Jan.Kowalski@EXAMPLE.com ", "revoke-1")
     assert (result.conversations, result.leads_anonymised) == (1, 1) and result.messages_erased == 10
@@ -30,8 +31,8 @@ def test_erasure_removes_messages_and_identifying_lead_fields_and_keeps_counts(w
         assert (row.name, row.email, row.phone, row.client_ip) == (None, None, None, None)
         assert (row.score, row.city, row.area_m2) == (100, "Warszawa", 85)  # statistics stay
         assert s.scalar(select(func.count()).select_from(Lead)) == 1
-    assert world.chat.transcript(lead.session_id).messages == []
-    assert len(world.chat.transcript(other.session_id).messages) == 2
+    assert world.chat.transcript(lead.session_id, secret).messages == []
+    assert len(world.chat.transcript(other.session_id, other.session_secret).messages) == 2
 
 
 def test_erasure_is_carried_out_once_per_request_id(world):
@@ -45,7 +46,7 @@ def test_erasure_is_carried_out_once_per_request_id(world):
 def test_erasure_finds_an_email_typed_in_a_conversation_without_a_lead(world):
     reply = world.chat.send_message("", "Mój mail to ANNA@example.com")
     assert privacy.erase_subject(world.db, "anna@example.com", "r-1").messages_erased == 2
-    assert world.chat.transcript(reply.session_id).messages == []
+    assert world.chat.transcript(reply.session_id, reply.session_secret).messages == []
 
 
 @pytest.mark.parametrize("email, request_id", [("", "r"), ("not-an-email", "r"), ("a@b.pl", ""), ("a@b.pl", "x" * 65)])
@@ -55,7 +56,7 @@ def test_erasure_with_bad_input_is_refused(world, email, request_id):
 
 
 def test_retention_purge_deletes_old_conversations_without_a_lead_in_batches(world):
-    lead = stored_lead(world)
+    lead, _ = stored_lead(world)
     for i in range(7):
         world.chat.send_message("", f"pytanie {i}")
     recent = world.chat.send_message("", "świeże pytanie").session_id
@@ -74,8 +75,9 @@ def test_retention_purge_deletes_old_conversations_without_a_lead_in_batches(wor
 
 @pytest.mark.postgres
 def test_concurrent_messages_of_one_session_are_serialised_on_postgresql(pg_world):
-    session, texts = send_concurrently(pg_world.chat, 16)
-    messages = pg_world.chat.transcript(session).messages
+    first, texts = send_concurrently(pg_world.chat, 16)
+    messages = pg_world.chat.transcript(first.session_id, first.session_secret).messages
     assert [m.role for m in messages] == ["user", "bot"] * (1 + len(texts))
     with pg_world.db.session() as s:
         assert s.scalar(select(Conversation.message_count)) == len(messages)
+

@@ -59,8 +59,7 @@ def manage(server, *args) -> subprocess.CompletedProcess:
     )
 
 
-def converse(server, messages, metadata=()):
-    session = ""
+def converse(server, messages, metadata=(), session=""):
     for text in messages:
         request = chat_pb2.SendMessageRequest(session_id=session, message=text)
         reply = server.chat.SendMessage(request, metadata=metadata)
@@ -77,7 +76,8 @@ def test_lead_over_grpc_records_the_callers_address_and_user_agent(server):
     metadata = (("x-novahouse-client-ip", "198.51.100.23"),)
     with grpc.insecure_channel(server.address, options=[("grpc.primary_user_agent", "WidgetTest/1.0")]) as channel:
         widget = SimpleNamespace(chat=chat_pb2_grpc.ChatStub(channel))
-        last = converse(widget, POLISH_HIGH_SCORE, metadata)
+        first = converse(widget, POLISH_HIGH_SCORE[:1], metadata)
+        last = converse(widget, POLISH_HIGH_SCORE[1:], metadata, session=first.session_id)
         stored = widget.chat.SendMessage(
             chat_pb2.SendMessageRequest(session_id=last.session_id, processing_consent=True, marketing_consent=True),
             metadata=metadata,
@@ -85,8 +85,13 @@ def test_lead_over_grpc_records_the_callers_address_and_user_agent(server):
     assert last.consent_prompt.kind == "processing" and stored.lead.score == 100
     record = server.peers.consent.recorded[-1]
     assert record.client_ip == "198.51.100.23" and record.user_agent.startswith("WidgetTest/1.0")
-    conversation = server.chat.GetConversation(chat_pb2.GetConversationRequest(session_id=last.session_id))
+    request = chat_pb2.GetConversationRequest(session_id=last.session_id)
+    conversation = server.chat.GetConversation(request, metadata=(("x-session-secret", first.session_secret),))
     assert len(conversation.messages) == 10 and conversation.lead.lead_id == stored.lead.lead_id
+    for wrong in ([], [("x-session-secret", "not-the-secret")]):
+        with pytest.raises(grpc.RpcError) as refused:
+            server.chat.GetConversation(request, metadata=wrong)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_bad_input_is_invalid_argument(server):
