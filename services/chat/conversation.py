@@ -3,7 +3,8 @@ store and score the lead.
 
 A transcript is read with the conversation's secret, not its session id: the first reply carries a fresh secret
 (256 bits) for the visitor's client, the conversation keeps only its SHA-256, and a missing or wrong secret reads as
-an unknown session.
+an unknown session. A refused processing consent drops the captured details and replaces the text of every visitor
+message stored in the conversation so far with a marker, so what the bot says ("I have removed them") is true.
 
 Turns of one session are serialised: the conversation row is locked for the whole turn (SELECT ... FOR UPDATE on
 PostgreSQL; SQLite's BEGIN IMMEDIATE serialises every writer), so concurrent messages are handled one after the
@@ -91,6 +92,7 @@ class _Turn:
     intent: str
     prompt: str | None = None  # "processing" or "marketing"
     new_lead_id: str | None = None
+    stored_text: str | None = None  # what to store as the visitor's message, instead of what they typed
 
 
 def yes_or_no(text: str) -> bool | None:
@@ -152,7 +154,7 @@ class ChatService:
                 conv = storage.new_conversation(s, str(uuid.uuid4()), detect_language(text), _secret_hash(secret))
             turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller)
             now = utcnow()
-            user_text = text or _consent_note(processing_consent, marketing_consent)
+            user_text = turn.stored_text or text or _consent_note(processing_consent, marketing_consent)
             storage.add_message(s, conv.id, "user", user_text, now)
             storage.add_message(s, conv.id, "bot", turn.reply, now)
             conv.message_count += 2
@@ -246,7 +248,7 @@ class ChatService:
         if processing is None:
             return self._ask_consent_again(conv, text, "processing")
         if not processing:
-            return self._declined(conv)
+            return self._declined(s, conv)
         if marketing is None:
             conv.stage = "consent_marketing"
             return _Turn(self.kb.say("consent.marketing", lang), "consent", prompt="marketing")
@@ -262,7 +264,7 @@ class ChatService:
         caller: Caller,
     ) -> _Turn:
         if processing is False:
-            return self._declined(conv)
+            return self._declined(s, conv)
         if marketing is None:
             marketing = yes_or_no(text)
         if marketing is None:
@@ -281,12 +283,17 @@ class ChatService:
             lead_in = self.kb.say("consent.ask_again", lang)
         return _Turn(lead_in + " " + self.kb.say(f"consent.{kind}", lang), "consent", prompt=kind)
 
-    def _declined(self, conv: Conversation) -> _Turn:
-        """Without processing consent the personal data given so far is dropped."""
+    def _declined(self, s: Session, conv: Conversation) -> _Turn:
+        """Without processing consent the personal data given so far is dropped: the captured slots, and the text of
+        every visitor message stored in this conversation (the details were typed there). The refusal itself is
+        stored as a consent note, whatever else its message said."""
         conv.slots = {}
         conv.stage = "collecting"
         conv.awaiting_slot = None
-        return _Turn(self.kb.say("consent.declined", conv.language), "consent_declined")
+        storage.redact_visitor_messages(s, conv.id, self.kb.say("consent.redacted", conv.language))
+        return _Turn(
+            self.kb.say("consent.declined", conv.language), "consent_declined", stored_text=_consent_note(False, None)
+        )
 
     def _store_lead(self, s: Session, conv: Conversation, marketing: bool, caller: Caller) -> _Turn:
         slots = conv.slots

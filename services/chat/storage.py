@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -174,6 +175,18 @@ def add_message(session: Session, conversation_id: int, role: str, text: str, at
 
 def messages_of(session: Session, conversation_id: int) -> list[Message]:
     return list(session.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)))
+
+
+def redact_visitor_messages(session: Session, conversation_id: int, marker: str) -> int:
+    """Replace the text of every visitor ('user') message of the conversation stored so far with `marker`; returns
+    how many."""
+    result = session.execute(
+        update(Message)
+        .where(Message.conversation_id == conversation_id)
+        .where(Message.role == "user")
+        .values(text=marker)
+    )
+    return result.rowcount if isinstance(result, CursorResult) else 0
 
 
 # --- leads --------------------------------------------------------------------------------------------------------

@@ -91,7 +91,11 @@ def test_declining_processing_consent_stores_no_lead_and_drops_the_details(world
     replies = talk(world.chat, POLISH_HIGH_SCORE)
     declined = world.chat.send_message(replies[-1].session_id, "nie")
     assert declined.intent == "consent_declined" and declined.lead.captured == []
+    assert "usunąłem" in declined.reply and "zapisu tej rozmowy" in declined.reply
     assert count(world.db, Lead) == 0 and world.consent.recorded == [] and world.notifier.keys() == []
+    with world.db.session() as s:
+        conversation = s.scalars(select(Conversation)).one()
+        assert conversation.slots == {} and conversation.contact_email is None
 
 
 @pytest.mark.parametrize(

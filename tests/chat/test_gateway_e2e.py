@@ -4,6 +4,7 @@ Every Chat, ChatInternal, ChatAdmin and PlatformHealth RPC is called through the
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 
@@ -112,6 +113,50 @@ def test_bad_input_through_the_gateway_is_400_with_a_reason_and_404_for_unknown_
     response = gw.rest("POST", "/api/chatbot/chat", json={"session_id": "nope", "message": "hej"})
     assert response.status_code == 400 and "session_id" in response.text
     assert read_transcript(gw, "8f14e45f-ceea-467f-a0e6-0d1b2b8e9a11", None).status_code == 404
+
+
+def stored_message_texts(platform, session: str) -> list[str]:
+    """The conversation's messages as the chat database holds them, read from its file directly."""
+    with sqlite3.connect(platform.gw.stack.config.data_dir / "chat.db") as db:
+        rows = db.execute(
+            "SELECT m.text FROM message m JOIN conversation c ON c.id = m.conversation_id WHERE c.session_id = ?",
+            (session,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize(
+    "script, refusal, typed, phone_digits",
+    [
+        (POLISH_HIGH_SCORE, {"message": "nie"}, ["jan.kowalski@example.com", "600 700 800", "Kowalski"], "600700800"),
+        (ENGLISH_LOW_SCORE, {"message": "", "processing_consent": False},
+         ["john.smith@example.org", "+48 601 234 567", "John Smith"], "601234567"),
+    ],
+    ids=["pl", "en"],
+)
+def test_a_refused_consent_removes_the_typed_details_from_the_database_and_the_transcript(
+    platform, script, refusal, typed, phone_digits
+):
+    gw = platform.gw
+
+    def leaks(texts: list[str]) -> list[str]:
+        return [
+            text for text in texts
+            if any(value.lower() in text.lower() for value in typed) or phone_digits in re.sub(r"\D", "", text)
+        ]
+
+    session, secret, body = chat_over_rest(gw, script)
+    assert body["consent_prompt"]["kind"] == "processing" and leaks(stored_message_texts(platform, session))
+    response = gw.rest("POST", "/api/chatbot/chat", json={"session_id": session, **refusal})
+    assert response.status_code == 200, response.text
+    declined = response.json()
+    assert declined["intent"] == "consent_declined" and declined["lead"]["captured"] == []
+
+    stored = stored_message_texts(platform, session)
+    assert len(stored) == 2 * (len(script) + 1) and leaks(stored) == []
+    transcript = read_transcript(gw, session, secret)
+    assert transcript.status_code == 200 and len(transcript.json()["messages"]) == len(stored)
+    assert leaks([transcript.text]) == []
 
 
 def test_admin_and_internal_rpcs_through_the_admin_listener(platform):

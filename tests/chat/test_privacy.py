@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from sqlalchemy import func, select
@@ -10,8 +11,9 @@ from services.chat import privacy
 from services.chat.storage import Conversation, Lead, Message
 from services.runtime.clock import utcnow
 from services.runtime.errors import ValidationError
-from tests.chat.scripts import POLISH_HIGH_SCORE
+from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE
 from tests.chat.test_conversation import send_concurrently, talk
+from testsupport import backing
 
 
 def stored_lead(world, messages=POLISH_HIGH_SCORE):
@@ -81,3 +83,65 @@ def test_concurrent_messages_of_one_session_are_serialised_on_postgresql(pg_worl
     with pg_world.db.session() as s:
         assert s.scalar(select(Conversation.message_count)) == len(messages)
 
+
+def stored_texts(schema: str, session_id: str) -> list[str]:
+    """The conversation's message texts, read from PostgreSQL directly, not through the service."""
+    with backing.postgres_connect() as conn:
+        rows = conn.execute(
+            f'SELECT m.text FROM "{schema}".message m JOIN "{schema}".conversation c ON c.id = m.conversation_id '
+            "WHERE c.session_id = %s ORDER BY m.id",
+            (session_id,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def leaks(texts: list[str], typed: list[str], phone_digits: str) -> list[str]:
+    """The texts holding any of the typed values (in any case) or the phone's nine digits in any spacing."""
+    return [
+        text for text in texts
+        if any(value.lower() in text.lower() for value in typed) or phone_digits in re.sub(r"\D", "", text)
+    ]
+
+
+REFUSALS = {
+    # Polish: the details in one message, refused in words that themselves carry the phone number again.
+    "pl": (POLISH_HIGH_SCORE, "Nie. Mój numer to 600 700 800, ale nie dzwońcie", None,
+           ["jan.kowalski@example.com", "600 700 800", "Jan Kowalski", "Kowalski"], "600700800"),
+    # English: one detail a message, refused with the widget's checkbox.
+    "en": (ENGLISH_LOW_SCORE, "", False,
+           ["john.smith@example.org", "+48 601 234 567", "John Smith"], "601234567"),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("language", ["pl", "en"])
+def test_refused_processing_consent_leaves_no_typed_email_phone_or_name_in_any_stored_message(
+    pg_world, pg_schema, language
+):
+    script, refusal, checkbox, typed, phone_digits = REFUSALS[language]
+    replies = talk(pg_world.chat, script)
+    first, session = replies[0], replies[0].session_id
+    assert leaks(stored_texts(pg_schema, session), typed, phone_digits)  # the details were stored while collecting
+
+    declined = pg_world.chat.send_message(session, refusal, processing_consent=checkbox)
+    assert declined.intent == "consent_declined" and declined.lead.captured == []
+    texts = stored_texts(pg_schema, session)
+    assert texts and leaks(texts, typed, phone_digits) == []
+    transcript = pg_world.chat.transcript(session, first.session_secret)
+    assert leaks([m.text for m in transcript.messages], typed, phone_digits) == []
+
+    marker = pg_world.app.kb.say("consent.redacted", language)
+    visitor = [m.text for m in transcript.messages if m.role == "user"]
+    assert visitor == [marker] * len(script) + ["[consent processing=no]"]
+    assert len(transcript.messages) == 2 * (len(script) + 1)  # the bot's side stays, the turns are all there
+    with pg_world.db.session() as s:
+        conversation = s.scalars(select(Conversation).where(Conversation.session_id == session)).one()
+        assert conversation.slots == {} and conversation.lead_id is None
+        assert s.scalar(select(func.count()).select_from(Lead)) == 0
+
+    # The conversation goes on as a new one would: questions are answered and stored as typed.
+    later = pg_world.chat.send_message(session, "Ile kosztuje remont?" if language == "pl" else "How much is it?")
+    assert later.intent == "packages"
+    assert pg_world.chat.transcript(session, first.session_secret).messages[-2].text in (
+        "Ile kosztuje remont?", "How much is it?"
+    )
