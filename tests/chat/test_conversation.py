@@ -98,6 +98,18 @@ def test_declining_processing_consent_stores_no_lead_and_drops_the_details(world
         assert conversation.slots == {} and conversation.contact_email is None
 
 
+def test_withdrawing_processing_at_the_marketing_question_also_removes_the_typed_details(world):
+    replies = talk(world.chat, [*POLISH_HIGH_SCORE, "tak"])
+    assert replies[-1].consent_prompt.kind == "marketing"
+    declined = world.chat.send_message(replies[-1].session_id, "", processing_consent=False, marketing_consent=False)
+    assert declined.intent == "consent_declined" and declined.lead.captured == []
+    messages = world.chat.transcript(replies[0].session_id, replies[0].session_secret).messages
+    visitor = [m.text for m in messages if m.role == "user"]
+    assert visitor == [world.app.kb.say("consent.redacted", "pl")] * 5 + ["[consent processing=no]"]
+    assert not any("kowalski" in m.text.lower() or "600 700 800" in m.text for m in messages)
+    assert count(world.db, Lead) == 0 and world.consent.recorded == []
+
+
 @pytest.mark.parametrize(
     "session_id, message, consent, problem",
     [
