@@ -60,6 +60,14 @@ class ConsentBook(consent_pb2_grpc.ConsentServicer, consent_pb2_grpc.ConsentInte
         return consent_pb2.ConsentStatus(email=request.email, processing_consent=processing,
                                          marketing_consent=marketing)
 
+    def GetMarketingConsent(self, request, context):
+        with self._lock:
+            return consent_pb2.MarketingConsent(allowed=self.status.get(request.email, (False, False))[1])
+
+    def IssueUnsubscribeLink(self, request, context):
+        token = f"stand-in-{abs(hash(request.email)):x}"  # not a signed token: the real one is consent's
+        return consent_pb2.UnsubscribeLink(url=f"http://127.0.0.1:8080/api/unsubscribe/one-click?token={token}")
+
     def allow_marketing(self, emails) -> None:
         with self._lock:
             for email in emails:

@@ -12,7 +12,9 @@ Sending one follow-up is a single transaction:
      fail, which is a normal "already sent";
   3. ask the consent service, at send time, whether marketing consent is still on (an unsubscribe that landed
      after scheduling wins: no send, and the sequence stops);
-  4. hand the email to the notifier with the key followup:<conversation_id>:<n>;
+  4. hand the email to the notifier with the key followup:<conversation_id>:<n>, as a marketing message (the notifier
+     asks consent again before each of its attempts) that states the right to object and carries the one-click
+     unsubscribe link consent issued, as text and in the List-Unsubscribe headers (RFC 8058);
   5. commit. If the notifier did not accept it, the transaction rolls back and the claim with it, so the next run
      tries again; if the process dies after step 4, the retry reuses the key, which the notifier deduplicates.
 """
@@ -143,7 +145,13 @@ class FollowupSender:
         subject = self.kb.say(f"followups.{number}.subject", lang)
         body = self.kb.say(f"followups.{number}.body", lang, name=name).replace("  ", " ").replace(" ,", ",")
         try:
-            self.notifier.email(f"followup:{conv.id}:{number}", email, subject, body)
+            url = self.consent.unsubscribe_link(email)
+        except PeerUnavailable as exc:
+            log.warning("follow-up postponed: no unsubscribe link", extra={"reason": str(exc)})
+            raise _NotSent from None
+        body = f"{body}\n\n--\n{self.kb.say('followup_objection', lang, url=url)}\n"
+        try:
+            self.notifier.marketing_email(f"followup:{conv.id}:{number}", email, subject, body, url)
         except PeerUnavailable as exc:
             log.warning("follow-up postponed: notifier unavailable", extra={"reason": str(exc)})
             raise _NotSent from None

@@ -81,6 +81,7 @@ class LeadDelivery:
             client_ip=lead.client_ip or "",
             user_agent=lead.user_agent or "",
             request_id=f"lead:{lead.id}:consent",
+            stated_at=lead.created_at,  # stored in the turn that took the visitor's last consent answer
         )
 
     def _notify(self, lead: Lead, session_id: str) -> None:

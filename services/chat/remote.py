@@ -5,6 +5,7 @@ Every call has a short deadline; any failure becomes PeerUnavailable, which the 
 """
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -48,7 +49,9 @@ class ConsentClient:
         client_ip: str,
         user_agent: str,
         request_id: str,
+        stated_at: dt.datetime,
     ) -> None:
+        """`stated_at`: when the visitor gave these answers; consent lets the latest statement win by this time."""
         request = consent_pb2.RecordConsentRequest(
             email=email,
             processing_consent=processing,
@@ -62,6 +65,7 @@ class ConsentClient:
             user_agent=user_agent,
             request_id=request_id,
         )
+        request.stated_at.FromDatetime(stated_at)
         _call("consent", self._internal.RecordConsent, request, self.timeout_s)
 
     def marketing_allowed(self, email: str) -> bool:
@@ -69,6 +73,14 @@ class ConsentClient:
             "consent", self._public.GetStatus, consent_pb2.GetStatusRequest(email=email), self.timeout_s
         )
         return status.marketing_consent
+
+    def unsubscribe_link(self, email: str) -> str:
+        """The one-click unsubscribe URL for a marketing email to this person (signed by consent)."""
+        link: consent_pb2.UnsubscribeLink = _call(
+            "consent", self._internal.IssueUnsubscribeLink, consent_pb2.IssueUnsubscribeLinkRequest(email=email),
+            self.timeout_s,
+        )
+        return link.url
 
 
 class NotifierClient:
@@ -81,12 +93,23 @@ class NotifierClient:
 
     def monday_item(self, key: str, item_name: str, columns: dict[str, str]) -> None:
         item = notifier_pb2.MondayItem(item_name=item_name, column_values=columns)
-        self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, monday=item))
+        self._notify(
+            notifier_pb2.NotifyRequest(
+                idempotency_key=key, monday=item, purpose=notifier_pb2.PURPOSE_INTERNAL_ALERT
+            )
+        )
 
     def slack_alert(self, key: str, title: str, text: str, fields: dict[str, str]) -> None:
         alert = notifier_pb2.SlackAlert(title=title, text=text, fields=fields)
-        self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, slack=alert))
+        self._notify(
+            notifier_pb2.NotifyRequest(idempotency_key=key, slack=alert, purpose=notifier_pb2.PURPOSE_INTERNAL_ALERT)
+        )
 
-    def email(self, key: str, to: str, subject: str, body: str) -> None:
-        email = notifier_pb2.Email(to=to, subject=subject, body=body)
-        self._notify(notifier_pb2.NotifyRequest(idempotency_key=key, email=email))
+    def marketing_email(self, key: str, to: str, subject: str, body: str, unsubscribe_url: str) -> None:
+        """A marketing email: the notifier asks consent before every attempt, and the headers let mail clients
+        offer one-click unsubscribe (RFC 8058)."""
+        headers = {"List-Unsubscribe": f"<{unsubscribe_url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        email = notifier_pb2.Email(to=to, subject=subject, body=body, headers=headers)
+        self._notify(
+            notifier_pb2.NotifyRequest(idempotency_key=key, email=email, purpose=notifier_pb2.PURPOSE_MARKETING)
+        )

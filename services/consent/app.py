@@ -66,7 +66,9 @@ def build(settings: Settings) -> ConsentApp:
         retry_base_s=settings.erasure_retry_s, retry_max_s=settings.erasure_retry_max_s,
         poll_s=settings.erasure_poll_s,
     )
-    consent = ConsentService(db, crypto, writer, on_erasure_requested=worker.wake)
+    consent = ConsentService(
+        db, crypto, writer, on_erasure_requested=worker.wake, public_base_url=settings.public_base_url
+    )
     diagnostics = _diagnostics(db, consent, pending, settings.erasure_alert_s)
     return ConsentApp(settings, db, writer, pending, worker, consent, diagnostics)
 

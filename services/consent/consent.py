@@ -2,6 +2,11 @@
 
 Every change is one ledger event plus the subject's current state, written in the same transaction. An email
 with nothing on record answers exactly like any other unknown address: both consents off, no last action.
+
+The latest statement wins, by when the person made it (an opt-in carries the time of the visitor's answer; an
+unsubscribe or revoke is made when it arrives): every statement is appended to the ledger in the order it arrives,
+but the current state only changes for a statement at least as new as the one it holds. A later "no" to marketing
+turns it off, whichever chat or link it came through, and a delayed older "yes" cannot turn it back on.
 """
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import quote
 
 from sqlalchemy.engine import Connection
 
@@ -21,15 +27,18 @@ from services.consent.storage import (
     ConsentState,
     PendingErasures,
     StoredEntry,
+    aware,
     outage_as_unavailable,
 )
 from services.consent.writer import LedgerWriter
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
-from services.runtime.errors import UnavailableError, ValidationError
+from services.runtime.errors import NotFoundError, UnavailableError, ValidationError
 from services.runtime.request_context import Caller
 
 OPT_IN, UNSUBSCRIBE, REVOKE, ERASURE_COMPLETED = "opt-in", "unsubscribe", "revoke", "erasure-completed"
+ONE_CLICK = "one-click"  # the source of an unsubscribe made with the link in a marketing email
+ONE_CLICK_PATH = "/api/unsubscribe/one-click"
 _NO_CALLER = Caller()  # a change made without a client behind it: no address, no user agent
 
 
@@ -107,7 +116,9 @@ class ConsentService:
         crypto: SubjectCrypto,
         writer: LedgerWriter,
         on_erasure_requested: Callable[[], None] = lambda: None,
+        public_base_url: str = "http://127.0.0.1:8080",
     ):
+        self.public_base_url = public_base_url.rstrip("/")
         self.db = db
         self.crypto = crypto
         self.writer = writer
@@ -128,9 +139,46 @@ class ConsentService:
             subject = self._subject(appender, request.subject_hash)
             current = appender.state(subject.subject_id)
             processing = current is not None and current["processing_consent"]
-            return self._record(appender, request, subject, UNSUBSCRIBE, processing, False, _Details(reason=reason))
+            return self._record(
+                appender, request, subject, UNSUBSCRIBE, processing, False, _Details(reason=reason), utcnow()
+            )
 
         return self._write(work, request)
+
+    def check_unsubscribe_token(self, token: str) -> str:
+        """The subject id a one-click token names; ValidationError for a token this service did not sign."""
+        subject_id = self.crypto.token_subject(token)
+        if subject_id is None:
+            raise ValidationError("this unsubscribe link is not valid; use the form at /api/unsubscribe instead")
+        return subject_id
+
+    def one_click_unsubscribe(self, token: str, origin: Caller = _NO_CALLER) -> bool:
+        """The link in a marketing email (RFC 8058): marketing off for the person the token names, no login.
+
+        A token this service did not sign is refused (ValidationError) and changes nothing. A second POST succeeds
+        again. Returns the marketing consent now: False (also for a person since erased, who has nothing on record).
+        """
+        subject_id = self.check_unsubscribe_token(token)
+        with outage_as_unavailable():
+            subject_hash = self.records.subject_hash(subject_id)
+        if subject_hash is None:
+            return False
+        request = _Request(
+            email="", subject_hash=subject_hash, request_id=None,
+            client_ip=validation.client_ip(origin.client_ip), user_agent=validation.user_agent(origin.user_agent),
+        )
+
+        def work(_conn: Connection, appender: Appender) -> Status:
+            known = appender.subject(subject_hash)
+            if known is None or known[0] != subject_id:  # erased meanwhile: nothing on record any more
+                return Status("")
+            subject = Subject(subject_id, self.crypto.unwrap(subject_id, known[1]))
+            current = appender.state(subject_id)
+            processing = current is not None and current["processing_consent"]
+            details = _Details(source=ONE_CLICK, reason="one-click unsubscribe link")
+            return self._record(appender, request, subject, UNSUBSCRIBE, processing, False, details, utcnow())
+
+        return self._write(work, request).marketing_consent
 
     def revoke(self, email: str, reason: str = "", request_id: str = "", origin: Caller = _NO_CALLER) -> Status:
         """Processing and marketing off, and erasure in the chat service queued in the same transaction."""
@@ -142,7 +190,9 @@ class ConsentService:
             if replayed is not None:
                 return replayed
             subject = self._subject(appender, request.subject_hash)
-            status = self._record(appender, request, subject, REVOKE, False, False, _Details(reason=reason))
+            status = self._record(
+                appender, request, subject, REVOKE, False, False, _Details(reason=reason), utcnow()
+            )
             # One pending erasure per subject, with its own id: chat carries out an erasure id once.
             email_enc = self.crypto.encrypt(subject.key, subject.subject_id, "pending_email", request.email)
             PendingErasures.queue(conn, subject.subject_id, f"erase-{uuid.uuid4().hex}", email_enc, utcnow())
@@ -164,8 +214,14 @@ class ConsentService:
         lead_id: str = "",
         request_id: str = "",
         origin: Caller = _NO_CALLER,
+        stated_at: datetime | None = None,
     ) -> Status:
-        """An opt-in collected by the chat service, with the consent text version and where it was given."""
+        """An opt-in collected by the chat service, with the consent text version and where it was given.
+
+        `marketing_consent` is the person's answer as given at `stated_at` (None: now): False is a "no" that turns
+        marketing off, unless the state already holds a newer statement."""
+        now = utcnow()
+        stated = now if stated_at is None else min(aware(stated_at), now)  # a clock ahead cannot outrank later news
         if not processing_consent:
             raise ValidationError("processing_consent must be true: an opt-in without it records nothing")
         details = _Details(
@@ -184,9 +240,7 @@ class ConsentService:
             subject = self._subject(appender, request.subject_hash)
             if PendingErasures.in_progress(conn, subject.subject_id):
                 raise UnavailableError("this person's erasure is in progress; record the consent again shortly")
-            current = appender.state(subject.subject_id)
-            marketing = marketing_consent or (current is not None and current["marketing_consent"])
-            return self._record(appender, request, subject, OPT_IN, True, marketing, details)
+            return self._record(appender, request, subject, OPT_IN, True, marketing_consent, details, stated)
 
         return self._write(work, request)
 
@@ -240,8 +294,10 @@ class ConsentService:
         processing: bool,
         marketing: bool,
         details: _Details,
+        stated_at: datetime,
     ) -> Status:
-        """Append the event (personal fields encrypted under the subject's key) and make it the current state."""
+        """Append the event (personal fields encrypted under the subject's key); it becomes the current state unless
+        the state holds a statement the person made later (then the answer is that state)."""
         encrypt, key, subject_id = self.crypto.encrypt, subject.key, subject.subject_id
         entry = appender.append(
             Event(
@@ -261,13 +317,29 @@ class ConsentService:
                 reason_enc=encrypt(key, subject_id, "reason", details.reason),
             )
         )
+        current = appender.state(subject_id)
+        if current is not None and stated_at < current["stated_at"]:
+            return _status_from(request.email, current)
         appender.set_state(ConsentState(
             subject_id=subject_id, processing_consent=processing, marketing_consent=marketing, last_action=action,
-            last_action_at=entry["recorded_at"], last_seq=entry["seq"],
+            last_action_at=entry["recorded_at"], last_seq=entry["seq"], stated_at=stated_at,
         ))
         return Status(request.email, processing, marketing, action, entry["recorded_at"])
 
     # --- questions ---------------------------------------------------------------------------------------
+
+    def marketing_allowed(self, email: str) -> bool:
+        """Asked by the notifier before every attempt of a marketing message."""
+        return self.status(email).marketing_consent
+
+    def unsubscribe_link(self, email: str) -> str:
+        """The one-click URL for a marketing email to this person; NotFoundError when nothing is on record."""
+        email = validation.normalise_email(email)
+        with outage_as_unavailable():
+            subject_id = self.records.subject_id(self.crypto.subject_hash(email))
+        if subject_id is None:
+            raise NotFoundError("nothing is on record for this person")
+        return f"{self.public_base_url}{ONE_CLICK_PATH}?token={quote(self.crypto.unsubscribe_token(subject_id))}"
 
     def status(self, email: str) -> Status:
         email = validation.normalise_email(email)

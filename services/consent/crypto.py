@@ -28,6 +28,8 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 SECRET_VARIABLES = ("CONSENT_HMAC_KEY", "CONSENT_KEY_ENCRYPTION_KEY")
 SECRETS_FILE = "consent-secrets.json"
+# The label that derives the unsubscribe-link key from the HMAC key: a link's MAC is never an email's keyed hash.
+UNSUBSCRIBE_LABEL = b"novahouse/one-click-unsubscribe/v1"
 
 
 class KeyDestroyed(LookupError):
@@ -94,6 +96,22 @@ class SubjectCrypto:
     def __init__(self, secrets: Secrets):
         self._hmac_key = secrets.hmac_key
         self._kek = AESGCM(secrets.key_encryption_key)
+        self._unsubscribe_key = hmac.new(secrets.hmac_key, UNSUBSCRIBE_LABEL, hashlib.sha256).digest()
+
+    def unsubscribe_token(self, subject_id: str) -> str:
+        """'<subject id>.<MAC>': names the person by their random subject id (never the email) and does not expire."""
+        return f"{subject_id}.{self._unsubscribe_mac(subject_id)}"
+
+    def token_subject(self, token: str) -> str | None:
+        """The subject id a token was issued for; None for anything this service did not sign."""
+        subject_id, dot, mac = token.partition(".")
+        if not dot or not subject_id or len(subject_id) > 64 or not subject_id.isalnum():
+            return None
+        return subject_id if hmac.compare_digest(mac, self._unsubscribe_mac(subject_id)) else None
+
+    def _unsubscribe_mac(self, subject_id: str) -> str:
+        digest = hmac.new(self._unsubscribe_key, subject_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def subject_hash(self, normalised_email: str) -> str:
         return hmac.new(self._hmac_key, normalised_email.encode(), hashlib.sha256).hexdigest()

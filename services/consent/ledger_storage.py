@@ -36,11 +36,12 @@ _UPSERT_STATES = _upsert.on_conflict_do_update(
 
 
 def _state(
-    subject_id: str, processing: bool, marketing: bool, last_action: str, last_action_at: datetime, last_seq: int
+    subject_id: str, processing: bool, marketing: bool, last_action: str, last_action_at: datetime, last_seq: int,
+    stated_at: datetime | None = None,
 ) -> ConsentState:
     return ConsentState(
         subject_id=subject_id, processing_consent=processing, marketing_consent=marketing, last_action=last_action,
-        last_action_at=aware(last_action_at), last_seq=last_seq,
+        last_action_at=aware(last_action_at), last_seq=last_seq, stated_at=aware(stated_at or last_action_at),
     )
 
 
@@ -112,7 +113,7 @@ class Appender:
         self._subjects.update(dict.fromkeys(subject_hashes))
         for subject_hash, subject_id, wrapped_key, *state in subject_rows:
             self._subjects[subject_hash] = (subject_id, wrapped_key)
-            self._states[subject_id] = _state(subject_id, *state) if state[-1] is not None else None
+            self._states[subject_id] = _state(subject_id, *state) if state[0] is not None else None
         self._requests.update(dict.fromkeys(request_ids))
         for request_id, action, subject_id in request_rows:
             self._requests[request_id] = (action, subject_id)

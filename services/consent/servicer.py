@@ -1,10 +1,14 @@
 """Thin gRPC layer: proto in, domain call, proto out. Public, internal and admin services are separate classes."""
 from __future__ import annotations
 
+from datetime import UTC
+
 import grpc
+from google.api import httpbody_pb2
 
 from novahouse.common.v1 import diagnostics_pb2
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
+from services.consent import unsubscribe_page
 from services.consent.chain import Verification
 from services.consent.consent import ConsentService, ExportedEntry, Status
 from services.runtime import request_context
@@ -55,6 +59,23 @@ class ConsentServicer(consent_pb2_grpc.ConsentServicer):
     ) -> consent_pb2.ConsentStatus:
         return status_proto(self.consent.status(request.email))
 
+    def ShowOneClickUnsubscribe(
+        self, request: consent_pb2.ShowOneClickUnsubscribeRequest, context: grpc.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        self.consent.check_unsubscribe_token(request.token)
+        return httpbody_pb2.HttpBody(
+            content_type=unsubscribe_page.CONTENT_TYPE, data=unsubscribe_page.render(request.token)
+        )
+
+    def OneClickUnsubscribe(
+        self, request: consent_pb2.OneClickUnsubscribeRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.OneClickUnsubscribeResponse:
+        caller = request_context.caller(context)
+        marketing = self.consent.one_click_unsubscribe(request.token, caller)
+        return consent_pb2.OneClickUnsubscribeResponse(
+            marketing_consent=marketing, message="You will receive no more marketing emails from NovaHouse."
+        )
+
 
 class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
     def __init__(self, consent: ConsentService):
@@ -75,8 +96,19 @@ class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
                 lead_id=request.lead_id,
                 request_id=request.request_id,
                 origin=request_context.Caller(request.client_ip, request.user_agent),
+                stated_at=request.stated_at.ToDatetime(tzinfo=UTC) if request.HasField("stated_at") else None,
             )
         )
+
+    def GetMarketingConsent(
+        self, request: consent_pb2.GetMarketingConsentRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.MarketingConsent:
+        return consent_pb2.MarketingConsent(allowed=self.consent.marketing_allowed(request.email))
+
+    def IssueUnsubscribeLink(
+        self, request: consent_pb2.IssueUnsubscribeLinkRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.UnsubscribeLink:
+        return consent_pb2.UnsubscribeLink(url=self.consent.unsubscribe_link(request.email))
 
 
 class ConsentAdminServicer(consent_pb2_grpc.ConsentAdminServicer):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.runtime.config import env_bool, env_float, env_int, service_addr
+from services.runtime.config import ConfigError, env_bool, env_float, env_int, env_str, service_addr
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,13 @@ class Settings:
     erasure_alert_s: float      # CONSENT_ERASURE_ALERT_S: Diagnose reports unhealthy once an erasure is this old
     append_batch: int           # CONSENT_APPEND_BATCH: most appends per ledger transaction
     migrate_on_start: bool      # MIGRATE_ON_START: the server migrates its database before serving
+    public_base_url: str        # PUBLIC_BASE_URL: where the public gateway is reached; unsubscribe links start with it
 
     @classmethod
     def from_env(cls) -> Settings:
+        public_base_url = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8080").rstrip("/")
+        if not public_base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, not {public_base_url!r}")
         return cls(
             chat_addr=service_addr("chat"),
             erase_timeout_s=env_float("CONSENT_ERASE_TIMEOUT_S", 10.0, minimum=0.1),
@@ -33,4 +37,5 @@ class Settings:
             erasure_alert_s=env_float("CONSENT_ERASURE_ALERT_S", 3600.0, minimum=1),
             append_batch=env_int("CONSENT_APPEND_BATCH", 200, minimum=1),
             migrate_on_start=env_bool("MIGRATE_ON_START", True),
+            public_base_url=public_base_url,
         )

@@ -95,6 +95,8 @@ consent_state = Table(
     Column("last_action", String(32), nullable=False),
     Column("last_action_at", DateTime(timezone=True), nullable=False),
     Column("last_seq", BigInteger, nullable=False),
+    # When the person made the statement this state holds (NULL before 0002: read as last_action_at).
+    Column("stated_at", DateTime(timezone=True), nullable=True),
 )
 STATE_COLUMNS = tuple(c.name for c in consent_state.columns if c.name != "subject_id")
 
@@ -140,6 +142,7 @@ class ConsentState(TypedDict):
     last_action: str
     last_action_at: datetime
     last_seq: int
+    stated_at: datetime  # when the person made the statement; a statement older than this leaves the state alone
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,24 @@ class ConsentRecords:
             subject_id=row.subject_id, processing_consent=row.processing_consent,
             marketing_consent=row.marketing_consent, last_action=row.last_action,
             last_action_at=aware(row.last_action_at), last_seq=row.last_seq,
+            stated_at=aware(row.stated_at or row.last_action_at),
         )
+
+    def subject_hash(self, subject_id: str) -> str | None:
+        """The keyed hash of a live subject; None when the id is unknown or the subject was erased."""
+        with self.db.engine.connect() as conn:
+            found: str | None = conn.execute(
+                select(subjects.c.subject_hash).where(subjects.c.subject_id == subject_id)
+            ).scalar_one_or_none()
+        return found
+
+    def subject_id(self, subject_hash: str) -> str | None:
+        """The id of the live subject with this keyed hash, or None."""
+        with self.db.engine.connect() as conn:
+            found: str | None = conn.execute(
+                select(subjects.c.subject_id).where(subjects.c.subject_hash == subject_hash)
+            ).scalar_one_or_none()
+        return found
 
     def entries(self, subject_hash: str) -> tuple[str, bytes | None, list[StoredEntry]] | None:
         """(subject_id, wrapped_key, entries in ledger order) of the live subject with this keyed hash, or None."""

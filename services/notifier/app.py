@@ -12,9 +12,11 @@ from services.notifier.breakers import BreakerBoard, DestinationBreaker
 from services.notifier.deliveries import DeliveryService
 from services.notifier.destinations import EmailSender, MondaySender, SlackSender
 from services.notifier.dispatcher import Dispatcher, Sender
+from services.notifier.remote import ConsentClient
 from services.notifier.retry_scheduler import RetryScheduler
 from services.notifier.settings import Settings
 from services.notifier.storage import DESTINATIONS, DeliveryStore
+from services.runtime.clients import channel_to
 from services.runtime.db import Database
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.migrate import upgrade_to_head
@@ -66,7 +68,8 @@ def build(settings: Settings) -> NotifierApp:
     senders: dict[str, Sender] = {
         "slack": SlackSender(settings), "monday": MondaySender(settings), "email": EmailSender(settings)
     }
-    dispatcher = Dispatcher(settings, store, senders, breakers)
+    consent = ConsentClient(channel_to(settings.consent_addr), settings.consent_timeout_s)
+    dispatcher = Dispatcher(settings, store, senders, breakers, consent)
     scheduler = RetryScheduler(dispatcher, store, settings.poll_interval_s)
     deliveries = DeliveryService(settings, store, dispatcher, breakers)
     report = _diagnostics(db, client, breakers, deliveries, scheduler, dispatcher)
@@ -85,7 +88,7 @@ def _diagnostics(db: Database, client: redis.Redis | None, breakers: BreakerBoar
 
     def dlq_depth() -> tuple[bool, str]:
         stats = deliveries.dlq_stats()
-        return True, f"{stats.pending} pending, {stats.failed} failed, {stats.dead} dead"
+        return True, f"{stats.pending} pending, {stats.failed} failed, {stats.dead} dead, {stats.cancelled} cancelled"
 
     def running(part: RetryScheduler | Dispatcher) -> tuple[bool, str]:
         return part.running, "running" if part.running else "stopped"

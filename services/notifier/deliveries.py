@@ -14,13 +14,27 @@ from services.notifier.breakers import BreakerBoard, BreakerStatus
 from services.notifier.destinations import Payload
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.settings import Settings
-from services.notifier.storage import DEAD, DESTINATIONS, FAILED, PENDING, STATUSES, Delivery, DeliveryStore
+from services.notifier.storage import (
+    CANCELLED,
+    DEAD,
+    DESTINATIONS,
+    FAILED,
+    MARKETING,
+    PENDING,
+    PURPOSES,
+    STATUSES,
+    Delivery,
+    DeliveryStore,
+)
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.request_context import current_request_id
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
 _EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,}$")
 _DELIVERY_ID = re.compile(r"^[0-9a-f]{32}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+# Headers the sender writes itself (or that would change how the message is read): a caller may not set them.
+_RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "sender", "reply-to"}
 MAX_LIST = 1000
 
 
@@ -34,10 +48,14 @@ def _text(value: str, what: str, limit: int, required: bool = False, single_line
     return value
 
 
-def validate(key: str, destination: str, payload: Payload) -> Payload:
+def validate(key: str, destination: str, payload: Payload, purpose: str = "") -> Payload:
     """The payload as stored; raises ValidationError naming what is wrong."""
     if not _KEY.match(key or ""):
         raise ValidationError("idempotency_key is required: 1-200 printable characters without spaces")
+    if purpose and purpose not in PURPOSES:
+        raise ValidationError(f"purpose must be one of {', '.join(PURPOSES)}")
+    if purpose == MARKETING and destination != "email":
+        raise ValidationError("a marketing message must be an email: its recipient's consent is asked before sending")
     if destination == "slack":
         if not (payload.get("title", "").strip() or payload.get("text", "").strip()):
             raise ValidationError("a Slack alert needs a title or a text")
@@ -60,6 +78,14 @@ def validate(key: str, destination: str, payload: Payload) -> Payload:
             raise ValidationError("email.to is not a valid email address")
         _text(payload.get("subject", ""), "email.subject", 200, required=True, single_line=True)
         _text(payload.get("body", ""), "email.body", 100_000, required=True)
+        headers = payload.get("headers", {})
+        if len(headers) > 20:
+            raise ValidationError("email.headers has more than 20 entries")
+        for name, value in headers.items():
+            lowered = name.lower()
+            if not _HEADER_NAME.match(name) or lowered in _RESERVED_HEADERS or lowered.startswith("content-"):
+                raise ValidationError(f"email.headers may not set {name[:64]!r}")
+            _text(value, f"email.headers[{name}]", 900, required=True, single_line=True)
     else:
         raise ValidationError("a payload is required: one of slack, monday or email")
     return payload
@@ -71,6 +97,7 @@ class DlqStats:
     pending: int
     failed: int
     dead: int
+    cancelled: int
 
 
 class DeliveryService:
@@ -82,14 +109,14 @@ class DeliveryService:
         self.dispatcher = dispatcher
         self.breakers = breakers
 
-    def notify(self, key: str, destination: str, payload: Payload) -> tuple[Delivery, bool]:
+    def notify(self, key: str, destination: str, payload: Payload, purpose: str = "") -> tuple[Delivery, bool]:
         """Store durably, then wake the workers; returns the delivery and whether the key was seen before.
 
         The row keeps the id of the request that asked, so the log lines of its sending (later, on a worker
-        thread) join that request's."""
-        payload = validate(key, destination, payload)
+        thread) join that request's. A marketing message keeps its purpose: consent is asked before each attempt."""
+        payload = validate(key, destination, payload, purpose)
         stored = json.dumps(payload, ensure_ascii=False, sort_keys=True)
-        delivery, duplicate = self.store.add(key, destination, stored, current_request_id())
+        delivery, duplicate = self.store.add(key, destination, stored, current_request_id(), purpose=purpose)
         if not duplicate:
             self.dispatcher.wake()
         return delivery, duplicate
@@ -103,12 +130,12 @@ class DeliveryService:
     def dlq_stats(self) -> DlqStats:
         counts = self.store.counts()
         totals = {status: sum(n for _, s, n in counts if s == status) for status in STATUSES}
-        return DlqStats(counts, totals[PENDING], totals[FAILED], totals[DEAD])
+        return DlqStats(counts, totals[PENDING], totals[FAILED], totals[DEAD], totals[CANCELLED])
 
     def list_dead_letters(self, destination: str | None, status: str | None, limit: int) -> list[Delivery]:
         if limit < 0:
             raise ValidationError("limit must not be negative")
-        statuses = (status,) if status else (PENDING, FAILED, DEAD)
+        statuses = (status,) if status else (PENDING, FAILED, DEAD, CANCELLED)
         return self.store.list_entries(destination, statuses, min(limit or 100, MAX_LIST))
 
     def replay(self, delivery_ids: list[str], all_failed: bool) -> int:

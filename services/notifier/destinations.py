@@ -216,6 +216,8 @@ class EmailSender:
         message["From"] = self.sender
         message["To"] = email["to"]
         message["Subject"] = email["subject"]
+        for name, value in email.get("headers", {}).items():  # checked by deliveries.validate: single lines
+            message[name] = value
         message.set_content(email.get("body", ""))
         try:
             with self._connect() as smtp:

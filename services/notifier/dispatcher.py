@@ -6,6 +6,9 @@ never a backlog. Slack is paced by one worker when SLACK_MIN_INTERVAL_S is set, 
 at a time. A failed attempt goes back to the queue with exponential backoff and jitter; after the last retry the row
 is FAILED and one escalation email is queued. Each send runs in the scope of the request that queued it, so its log
 lines carry that request's id.
+
+A marketing message asks consent before every attempt (the first, each retry, each replay): an objection cancels it
+for good; an unanswered question puts it back in the queue with its attempt given back, like a breaker's refusal.
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from prometheus_client import Counter
 from services.notifier.breakers import BreakerBoard, BreakerOpen
 from services.notifier.destinations import DeliveryError, Payload
 from services.notifier.group_commit import GroupCommit
+from services.notifier.remote import ConsentUnavailable
 from services.notifier.settings import Settings
-from services.notifier.storage import ESCALATION, Delivery, DeliveryStore, Escalation
+from services.notifier.storage import ESCALATION, MARKETING, Delivery, DeliveryStore, Escalation
 from services.runtime.clock import utcnow
 from services.runtime.request_context import request_scope
 
@@ -41,6 +45,11 @@ ATTEMPTS = Counter(
 class Sender(Protocol):
     def send(self, payload: Payload) -> str:
         """Deliver; return the external id (Monday.com item id) or ''. Raise DeliveryError on failure."""
+
+
+class MarketingConsent(Protocol):
+    def marketing_allowed(self, email: str) -> bool:
+        """Whether the person's marketing consent is on now; raise ConsentUnavailable when that cannot be known."""
 
 
 def backoff_delay(attempts: int, base_s: float, max_s: float) -> float:
@@ -88,11 +97,19 @@ class Lane:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, store: DeliveryStore, senders: dict[str, Sender], breakers: BreakerBoard):
+    def __init__(
+        self,
+        settings: Settings,
+        store: DeliveryStore,
+        senders: dict[str, Sender],
+        breakers: BreakerBoard,
+        consent: MarketingConsent,
+    ):
         self.settings = settings
         self.store = store
         self.senders = senders
         self.breakers = breakers
+        self.consent = consent
         self.lanes = {name: self._lane(name) for name in senders}
         self._delivered = GroupCommit(store.mark_delivered_many)
         self._waiting_noted: dict[str, float] = {}
@@ -185,6 +202,8 @@ class Dispatcher:
             # A Monday.com item was created by an earlier attempt: never make a second one.
             self._record_delivered(row, token, row.external_id)
             return
+        if row.purpose == MARKETING and not self._consent_allows(row, token):
+            return
         breaker = self.breakers[row.destination]
         try:
             trial = breaker.admit()
@@ -214,6 +233,27 @@ class Dispatcher:
         woken = self.store.bring_forward(destination)
         log.info("destination works again; its queue is due now", extra={"destination": destination, "due": woken})
         self.wake()
+
+    def _consent_allows(self, row: Delivery, token: str) -> bool:
+        """Ask consent right before sending a marketing message; cancel it on an objection, hold it when unsure."""
+        context = {"delivery_id": row.id, "destination": row.destination}
+        try:
+            allowed = self.consent.marketing_allowed(json.loads(row.payload)["to"])
+        except ConsentUnavailable as exc:
+            ATTEMPTS.labels(row.destination, "consent-unknown").inc()
+            log.warning("marketing message waits: consent did not answer", extra={**context, "reason": str(exc)})
+            delay = self.settings.poll_interval_s + random.uniform(0, min(1.0, self.settings.poll_interval_s))
+            next_at = utcnow() + timedelta(seconds=delay)
+            reason = f"waiting for consent to answer ({exc})"
+            _with_retries(lambda: self.store.mark_retry(row.id, token, reason, next_at, attempted=False))
+            return False
+        if not allowed:
+            ATTEMPTS.labels(row.destination, "cancelled").inc()
+            log.info("marketing message cancelled: its recipient has no marketing consent", extra=context)
+            reason = "cancelled: the recipient's marketing consent is off (objection or unsubscribe)"
+            _with_retries(lambda: self.store.mark_cancelled(row.id, token, reason))
+            return False
+        return True
 
     def _park(self, row: Delivery, token: str, refusal: BreakerOpen) -> None:
         """The breaker refused: nothing was sent, so no retry is used up; wait until a trial may go out."""

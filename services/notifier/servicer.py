@@ -9,14 +9,20 @@ from novahouse.notifier.v1 import notifier_pb2_grpc
 from services.notifier.breakers import BreakerStatus
 from services.notifier.deliveries import DeliveryService
 from services.notifier.destinations import Payload
-from services.notifier.storage import Delivery
+from services.notifier.storage import INTERNAL_ALERT, MARKETING, SERVICE, Delivery
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.timestamps import to_timestamp
 
 DESTINATION_NAMES = {pb.SLACK: "slack", pb.MONDAY: "monday", pb.EMAIL: "email"}
 DESTINATION_ENUMS = {name: value for value, name in DESTINATION_NAMES.items()}
-STATUS_NAMES = {pb.PENDING: "pending", pb.DELIVERED: "delivered", pb.FAILED: "failed", pb.DEAD: "dead"}
+STATUS_NAMES = {
+    pb.PENDING: "pending", pb.DELIVERED: "delivered", pb.FAILED: "failed", pb.DEAD: "dead", pb.CANCELLED: "cancelled"
+}
 STATUS_ENUMS = {name: value for value, name in STATUS_NAMES.items()}
+PURPOSE_NAMES = {
+    pb.PURPOSE_MARKETING: MARKETING, pb.PURPOSE_SERVICE: SERVICE, pb.PURPOSE_INTERNAL_ALERT: INTERNAL_ALERT
+}
+PURPOSE_ENUMS = {name: value for value, name in PURPOSE_NAMES.items()}
 
 
 def _payload(request: pb.NotifyRequest) -> tuple[str, Payload]:
@@ -31,7 +37,10 @@ def _payload(request: pb.NotifyRequest) -> tuple[str, Payload]:
         }
     if kind == "email":
         email = request.email
-        return "email", {"to": email.to, "subject": email.subject, "body": email.body}
+        payload: Payload = {"to": email.to, "subject": email.subject, "body": email.body}
+        if email.headers:
+            payload["headers"] = dict(email.headers)
+        return "email", payload
     return "", {}
 
 
@@ -49,6 +58,7 @@ def delivery_message(d: Delivery) -> pb.Delivery:
         delivered_at=to_timestamp(d.delivered_at),
         payload_json=d.payload,
         request_id=d.request_id,
+        purpose=PURPOSE_ENUMS.get(d.purpose, pb.PURPOSE_UNSPECIFIED),
     )
 
 
@@ -64,7 +74,8 @@ class NotifierInternalServicer(notifier_pb2_grpc.NotifierInternalServicer):
 
     def Notify(self, request: pb.NotifyRequest, context: grpc.ServicerContext) -> pb.NotifyResponse:
         destination, payload = _payload(request)
-        delivery, duplicate = self.deliveries.notify(request.idempotency_key, destination, payload)
+        purpose = PURPOSE_NAMES.get(request.purpose, "")
+        delivery, duplicate = self.deliveries.notify(request.idempotency_key, destination, payload, purpose)
         return pb.NotifyResponse(
             delivery_id=delivery.id,
             status=STATUS_ENUMS[delivery.status],
@@ -89,7 +100,9 @@ class NotifierAdminServicer(notifier_pb2_grpc.NotifierAdminServicer):
             )
             for d, s, n in stats.counts
         ]
-        return pb.GetDlqStatsResponse(counts=counts, pending=stats.pending, failed=stats.failed, dead=stats.dead)
+        return pb.GetDlqStatsResponse(
+            counts=counts, pending=stats.pending, failed=stats.failed, dead=stats.dead, cancelled=stats.cancelled
+        )
 
     def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: grpc.ServicerContext

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.runtime.config import env_bool, env_float, env_int, env_str
+from services.runtime.config import env_bool, env_float, env_int, env_str, service_addr
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class Settings:
     workers: int
     max_retry_after_s: float
     migrate_on_start: bool
+    consent_addr: str          # CONSENT_ADDR: asked before every attempt of a marketing message
+    consent_timeout_s: float   # NOTIFIER_CONSENT_TIMEOUT_S: one such question
 
     @property
     def max_attempts(self) -> int:
@@ -61,4 +63,6 @@ class Settings:
             workers=env_int("DELIVERY_WORKERS", 8, minimum=1),
             max_retry_after_s=env_float("MAX_RETRY_AFTER_S", 30.0, minimum=0.0),
             migrate_on_start=env_bool("MIGRATE_ON_START", True),
+            consent_addr=service_addr("consent"),
+            consent_timeout_s=env_float("NOTIFIER_CONSENT_TIMEOUT_S", 2.0, minimum=0.05),
         )

@@ -33,10 +33,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from services.runtime.clock import naive_utc, utcnow
 from services.runtime.db import Database
 
-PENDING, DELIVERED, FAILED, DEAD = "pending", "delivered", "failed", "dead"
-STATUSES = (PENDING, DELIVERED, FAILED, DEAD)
+PENDING, DELIVERED, FAILED, DEAD, CANCELLED = "pending", "delivered", "failed", "dead", "cancelled"
+STATUSES = (PENDING, DELIVERED, FAILED, DEAD, CANCELLED)
 DESTINATIONS = ("slack", "monday", "email")
 MESSAGE, ESCALATION = "message", "escalation"
+# Why a message is sent ('' for rows queued before purposes existed); a marketing one needs consent at every attempt.
+MARKETING, SERVICE, INTERNAL_ALERT = "marketing", "service", "internal-alert"
+PURPOSES = (MARKETING, SERVICE, INTERNAL_ALERT)
 
 
 def _now() -> datetime:
@@ -68,6 +71,8 @@ class DeliveryRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # The request that queued the delivery, so the log lines of its sending join that request's ('' before 0002).
     request_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # MARKETING, SERVICE, INTERNAL_ALERT or '' (before 0003, or a caller that named none).
+    purpose: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
     __table_args__ = (
         Index("ix_deliveries_due", "status", "destination", "next_attempt_at"),
@@ -92,6 +97,7 @@ class Delivery:
     next_attempt_at: datetime
     delivered_at: datetime | None
     request_id: str
+    purpose: str
 
     @classmethod
     def of(cls, row: DeliveryRow) -> Delivery:
@@ -109,6 +115,7 @@ class Delivery:
             next_attempt_at=row.next_attempt_at,
             delivered_at=row.delivered_at,
             request_id=row.request_id,
+            purpose=row.purpose,
         )
 
 
@@ -121,7 +128,9 @@ class Escalation:
     request_id: str
 
 
-def _new_row(key: str, destination: str, payload: str, kind: str, request_id: str, now: datetime) -> DeliveryRow:
+def _new_row(
+    key: str, destination: str, payload: str, kind: str, request_id: str, now: datetime, purpose: str = ""
+) -> DeliveryRow:
     return DeliveryRow(
         id=uuid.uuid4().hex,
         idempotency_key=key,
@@ -136,6 +145,7 @@ def _new_row(key: str, destination: str, payload: str, kind: str, request_id: st
         updated_at=now,
         next_attempt_at=now,
         request_id=request_id,
+        purpose=purpose,
     )
 
 
@@ -153,12 +163,12 @@ class DeliveryStore:
 
     # --- the outbox -------------------------------------------------------------------------------------------
     def add(
-        self, key: str, destination: str, payload: str, request_id: str, kind: str = MESSAGE
+        self, key: str, destination: str, payload: str, request_id: str, kind: str = MESSAGE, purpose: str = ""
     ) -> tuple[Delivery, bool]:
         """Store a new delivery; for a key seen before, return the first one and True."""
         try:
             with self.db.session() as s:
-                row = _new_row(key, destination, payload, kind, request_id, _now())
+                row = _new_row(key, destination, payload, kind, request_id, _now(), purpose)
                 s.add(row)
                 s.flush()
                 return Delivery.of(row), False
@@ -263,6 +273,13 @@ class DeliveryStore:
         now = _now()
         return self._update_queued(destination, DeliveryRow.next_attempt_at > now, next_attempt_at=now)
 
+    def mark_cancelled(self, delivery_id: str, token: str, reason: str) -> bool:
+        """Never to be sent (its recipient objected): nothing went out, so the attempt is given back."""
+        with self.db.session() as s:
+            return self._finish(
+                s, delivery_id, token, status=CANCELLED, last_error=reason[:2000], attempts=DeliveryRow.attempts - 1
+            )
+
     def mark_dead(self, delivery_id: str, token: str, error: str) -> bool:
         with self.db.session() as s:
             return self._finish(s, delivery_id, token, status=DEAD, last_error=error[:2000])
@@ -276,7 +293,7 @@ class DeliveryStore:
                 known = s.scalar(select(DeliveryRow.id).where(DeliveryRow.idempotency_key == escalation.key))
                 if known is None:
                     s.add(_new_row(escalation.key, "email", escalation.payload, ESCALATION, escalation.request_id,
-                                   _now()))
+                                   _now(), INTERNAL_ALERT))
             return True
 
     # --- the dead-letter queue for operators ------------------------------------------------------------------
@@ -302,7 +319,9 @@ class DeliveryStore:
             return [Delivery.of(r) for r in rows]
 
     def replay(self, ids: list[str] | None) -> int:
-        """Put FAILED and DEAD rows (the given ones, or all) back in the queue with a fresh attempt budget."""
+        """Put FAILED and DEAD rows (the given ones, or all) back in the queue with a fresh attempt budget.
+
+        CANCELLED rows are never replayed; a replayed marketing row asks consent again before it is sent."""
         now = _now()
         query = update(DeliveryRow).where(DeliveryRow.status.in_((FAILED, DEAD)))
         if ids is not None:

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
+from novahouse.notifier.v1 import notifier_pb2
 from services.chat.storage import Conversation, FollowupEvent
 from services.runtime.clock import utcnow
 from testsupport.waiting import poll
@@ -88,6 +89,21 @@ def test_each_followup_goes_out_once_after_its_delay(world):
     assert scheduler.run(now=now + 146 * HOUR).sent == 1
     assert scheduler.run(now=now + 1000 * HOUR).due == 0  # three configured, three sent
     assert world.notifier.calls == {f"followup:{cid}:{n}": 1 for n in (1, 2, 3)}
+
+
+def test_every_followup_is_a_marketing_email_that_states_the_right_to_object_with_a_one_click_link(world):
+    [cid] = seed_due(world.db, 1, language="en")
+    world.consent.allow_marketing(["visitor0@example.com"])
+    scheduler, now = world.app.followups, utcnow()
+    for later in (0, 49, 146):
+        assert scheduler.run(now=now + later * HOUR).sent == 1
+    for number in (1, 2, 3):
+        request = world.notifier.requests[f"followup:{cid}:{number}"]
+        url = request.email.headers["List-Unsubscribe"].strip("<>")
+        assert request.purpose == notifier_pb2.PURPOSE_MARKETING  # the notifier asks consent before every attempt
+        assert url.startswith("http") and "/api/unsubscribe/one-click?token=" in url
+        assert request.email.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert url in request.email.body and "right to object" in request.email.body
 
 
 def test_a_claim_already_taken_counts_as_already_sent(world):

@@ -154,7 +154,7 @@ def test_admin_stats_list_and_diagnose_describe_the_queue(notifier):
     report = notifier.admin.Diagnose(diagnostics_pb2.DiagnoseRequest(), timeout=10)
     checks = {c.name: c for c in report.checks}
     assert checks["database"].ok and checks["scheduler"].ok and checks["breaker:slack"].detail == "closed"
-    assert checks["dlq"].detail == "0 pending, 0 failed, 1 dead"
+    assert checks["dlq"].detail == "0 pending, 0 failed, 1 dead, 0 cancelled"
 
 
 def test_replaying_a_dead_entry_delivers_it_once_the_cause_is_fixed(notifier, module_receivers):
