@@ -96,6 +96,21 @@ def test_a_follow_up_email_arrives_over_smtp(notifier, module_receivers):
     assert "bot@novahouse.test" in message.mail_from
 
 
+def test_an_email_carries_its_extra_headers_and_only_marketing_asks_consent(notifier, module_receivers):
+    """No consent service runs beside this notifier: a service email goes out at once, with its headers."""
+    smtp = module_receivers[2]
+    headers = {"List-Unsubscribe": "<https://novahouse.example/u?token=t>", "X-Campaign": "none"}
+    email = pb.Email(to="marek@example.com", subject="Your estimate", body="As you asked.", headers=headers)
+    notifier.internal.Notify(
+        pb.NotifyRequest(idempotency_key="service-1", email=email, purpose=pb.PURPOSE_SERVICE), timeout=10
+    )
+
+    sent = notifier.wait_status("service-1", pb.DELIVERED)
+    assert sent.purpose == pb.PURPOSE_SERVICE and sent.attempts == 1
+    [message] = smtp.to("marek@example.com")
+    assert {name: str(message.message[name]) for name in headers} == headers
+
+
 def test_a_permanent_4xx_is_dead_after_one_attempt_with_its_reason(notifier, module_receivers):
     slack = module_receivers[0]
     attempts_before = slack.attempts
@@ -128,6 +143,12 @@ def test_a_permanent_4xx_is_dead_after_one_attempt_with_its_reason(notifier, mod
             ),
             "single line",
         ),
+        (pb.NotifyRequest(idempotency_key="bcc-header", email=pb.Email(to="a@b.pl", subject="s", body="b",
+                                                                      headers={"Bcc": "x@y.pl"})), "may not set"),
+        (pb.NotifyRequest(idempotency_key="header-value-injection", email=pb.Email(
+            to="a@b.pl", subject="s", body="b", headers={"List-Unsubscribe": "<u>\r\nBcc: x@y.pl"})), "single line"),
+        (pb.NotifyRequest(idempotency_key="marketing-slack", slack=pb.SlackAlert(title="Buy"),
+                          purpose=pb.PURPOSE_MARKETING), "must be an email"),
     ],
 )
 def test_bad_input_is_invalid_argument_and_nothing_is_stored(notifier, request_, complaint):
