@@ -63,7 +63,9 @@ class NotifierProcess:
 
     def email(self, key: str, to: str, subject: str, body: str) -> pb.NotifyResponse:
         email = pb.Email(to=to, subject=subject, body=body)
-        return self.internal.Notify(pb.NotifyRequest(idempotency_key=key, email=email), timeout=10)
+        # A service message: no consent service runs beside the notifier in these tests (marketing has its own).
+        request = pb.NotifyRequest(idempotency_key=key, email=email, purpose=pb.PURPOSE_SERVICE)
+        return self.internal.Notify(request, timeout=10)
 
     def delivery(self, key: str) -> pb.Delivery:
         return self.internal.GetDelivery(pb.GetDeliveryRequest(idempotency_key=key), timeout=10)

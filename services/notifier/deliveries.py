@@ -19,6 +19,7 @@ from services.notifier.storage import (
     DEAD,
     DESTINATIONS,
     FAILED,
+    INTERNAL_ALERT,
     MARKETING,
     PENDING,
     PURPOSES,
@@ -46,6 +47,12 @@ def _text(value: str, what: str, limit: int, required: bool = False, single_line
     if single_line and ("\r" in value or "\n" in value):
         raise ValidationError(f"{what} must be a single line")
     return value
+
+
+def default_purpose(destination: str) -> str:
+    """A caller that names no purpose (an older release, say): an email to a person is taken for marketing, so its
+    recipient's consent is asked before it goes; an alert to Slack or Monday.com is internal."""
+    return MARKETING if destination == "email" else INTERNAL_ALERT
 
 
 def validate(key: str, destination: str, payload: Payload, purpose: str = "") -> Payload:
@@ -114,6 +121,7 @@ class DeliveryService:
 
         The row keeps the id of the request that asked, so the log lines of its sending (later, on a worker
         thread) join that request's. A marketing message keeps its purpose: consent is asked before each attempt."""
+        purpose = purpose or default_purpose(destination)
         payload = validate(key, destination, payload, purpose)
         stored = json.dumps(payload, ensure_ascii=False, sort_keys=True)
         delivery, duplicate = self.store.add(key, destination, stored, current_request_id(), purpose=purpose)

@@ -121,6 +121,21 @@ def wait_status(platform, key: str, status: int, timeout: float = 30.0) -> pb.De
 
 # --- the notifier asks consent before every attempt --------------------------------------------------------------
 
+def test_an_email_that_names_no_purpose_is_taken_for_marketing_and_asks_consent(platform):
+    """An older caller that names no purpose: an email to a person is never sent on the guess that it is not
+    marketing; the recipient's objection cancels it."""
+    email = new_email()
+    opt_in(platform, email)
+    unsubscribe(platform, email)
+    key = f"no-purpose:{uuid.uuid4().hex}"
+    message = pb.Email(to=email, subject="Hello again", body="Still interested?")
+    notifier_internal(platform).Notify(pb.NotifyRequest(idempotency_key=key, email=message), timeout=10)
+
+    cancelled = wait_status(platform, key, pb.CANCELLED)
+    assert cancelled.purpose == pb.PURPOSE_MARKETING
+    assert not platform.smtp.to(email)
+
+
 def test_unsubscribing_between_a_failed_attempt_and_its_retry_cancels_the_retry(platform):
     email = new_email()
     opt_in(platform, email)
