@@ -29,10 +29,16 @@ class ErasureResult:
     leads_anonymised: int
 
 
-def erase_subject(db: Database, email: str, request_id: str) -> ErasureResult:
+def checked_email(email: str) -> str:
+    """The email normalised as chat stores it; ValidationError when it is missing or malformed."""
     email = normalise_email(email or "")
     if not _EMAIL_SHAPE.match(email) or len(email) > 254:
         raise ValidationError("email is missing or malformed")
+    return email
+
+
+def erase_subject(db: Database, email: str, request_id: str) -> ErasureResult:
+    email = checked_email(email)
     request_id = (request_id or "").strip()
     if not request_id or len(request_id) > 64:
         raise ValidationError("request_id is required (at most 64 characters)")

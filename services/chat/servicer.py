@@ -1,12 +1,14 @@
 """gRPC servicers of the chat service: proto in, domain call, proto out. No logic lives here."""
 from __future__ import annotations
 
+import json
+
 import grpc
 
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.common.v1 import diagnostics_pb2
 from novahouse.health.v1 import health_pb2, health_pb2_grpc
-from services.chat import privacy
+from services.chat import export, privacy
 from services.chat.app import ChatApp
 from services.chat.conversation import LeadProgress
 from services.chat.platform_health import PlatformHealth
@@ -89,6 +91,18 @@ class ChatInternalServicer(chat_pb2_grpc.ChatInternalServicer):
             conversations=result.conversations,
             messages_erased=result.messages_erased,
             leads_anonymised=result.leads_anonymised,
+        )
+
+    def ExportSubject(
+        self, request: chat_pb2.ExportSubjectRequest, context: grpc.ServicerContext
+    ) -> chat_pb2.SubjectExport:
+        found = export.export_subject(self.app.db, request.email)
+        return chat_pb2.SubjectExport(
+            document_json=json.dumps(found.document, ensure_ascii=False),
+            lead_ids=found.lead_ids,
+            session_ids=found.session_ids,
+            conversation_ids=found.conversation_ids,
+            phones=found.phones,
         )
 
 

@@ -331,6 +331,41 @@ def conversation_ids_with_email(session: Session, email: str) -> set[int]:
     return set(session.scalars(query))
 
 
+def _escaped_like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def conversation_ids_mentioning_digits(session: Session, digits: str) -> set[int]:
+    """Conversations with a message holding this run of digits however it was typed (spaces, dashes, dots,
+    brackets and slashes between the digits ignored): a phone number in any format."""
+    text = func.lower(Message.text)
+    for separator in (" ", "-", ".", "(", ")", "/"):
+        text = func.replace(text, separator, "")
+    query = select(Message.conversation_id).where(text.like(_escaped_like(digits), escape="\\")).distinct()
+    return set(session.scalars(query))
+
+
+def conversation_ids_mentioning(session: Session, words: str) -> set[int]:
+    """Conversations with a message containing `words` (already lower-cased), in any case."""
+    query = select(Message.conversation_id).where(
+        func.lower(Message.text).like(_escaped_like(words), escape="\\")
+    ).distinct()
+    return set(session.scalars(query))
+
+
+def leads_of_conversations(session: Session, conversation_ids: Iterable[int]) -> list[Lead]:
+    return list(session.scalars(select(Lead).where(Lead.conversation_id.in_(list(conversation_ids)))))
+
+
+def followups_of(session: Session, conversation_id: int) -> list[FollowupEvent]:
+    return list(
+        session.scalars(
+            select(FollowupEvent).where(FollowupEvent.conversation_id == conversation_id).order_by(FollowupEvent.id)
+        )
+    )
+
+
 def conversations_by_ids(session: Session, ids: Iterable[int]) -> list[Conversation]:
     return list(session.scalars(select(Conversation).where(Conversation.id.in_(list(ids)))))
 

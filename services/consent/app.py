@@ -9,6 +9,8 @@ from services.consent.chat_eraser import ChatEraser
 from services.consent.consent import ConsentService
 from services.consent.crypto import SubjectCrypto, load_secrets
 from services.consent.erasure import ErasureWorker
+from services.consent.export_clients import ChatExport, DeliveriesExport
+from services.consent.person_export import PersonExport
 from services.consent.settings import Settings
 from services.consent.storage import PendingErasures
 from services.consent.writer import LedgerWriter
@@ -44,6 +46,7 @@ class ConsentApp:
     worker: ErasureWorker
     consent: ConsentService
     diagnostics: Diagnostics
+    person_export: PersonExport
 
     def migrate(self) -> None:
         migrate(self.db)
@@ -70,7 +73,12 @@ def build(settings: Settings) -> ConsentApp:
         db, crypto, writer, on_erasure_requested=worker.wake, public_base_url=settings.public_base_url
     )
     diagnostics = _diagnostics(db, consent, pending, settings.erasure_alert_s)
-    return ConsentApp(settings, db, writer, pending, worker, consent, diagnostics)
+    person_export = PersonExport(
+        consent,
+        ChatExport(channel_to(settings.chat_addr), timeout_s=settings.export_timeout_s),
+        DeliveriesExport(channel_to(settings.notifier_addr), timeout_s=settings.export_timeout_s),
+    )
+    return ConsentApp(settings, db, writer, pending, worker, consent, diagnostics, person_export)
 
 
 def _diagnostics(db: Database, consent: ConsentService, pending: PendingErasures, alert_after_s: float) -> Diagnostics:

@@ -34,7 +34,7 @@ def grpc_service(app: ConsentApp) -> GrpcService:
     )
     service.add(
         consent_pb2_grpc.add_ConsentAdminServicer_to_server,
-        ConsentAdminServicer(app.consent, app.diagnostics),
+        ConsentAdminServicer(app.consent, app.diagnostics, app.person_export),
         "novahouse.consent.v1.ConsentAdmin",
     )
     service.on_ready(app.worker.start)

@@ -1,6 +1,7 @@
 """Thin gRPC layer: proto in, domain call, proto out. Public, internal and admin services are separate classes."""
 from __future__ import annotations
 
+import json
 from datetime import UTC
 
 import grpc
@@ -11,6 +12,7 @@ from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from services.consent import unsubscribe_page
 from services.consent.chain import Verification
 from services.consent.consent import ConsentService, ExportedEntry, Status
+from services.consent.person_export import PersonExport
 from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.timestamps import to_timestamp
@@ -112,9 +114,18 @@ class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
 
 
 class ConsentAdminServicer(consent_pb2_grpc.ConsentAdminServicer):
-    def __init__(self, consent: ConsentService, diagnostics: Diagnostics):
+    def __init__(self, consent: ConsentService, diagnostics: Diagnostics, person_export: PersonExport):
         self.consent = consent
         self.diagnostics = diagnostics
+        self.person_export = person_export
+
+    def ExportPerson(
+        self, request: consent_pb2.ExportPersonRequest, context: grpc.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        document = self.person_export.export(request.email)
+        return httpbody_pb2.HttpBody(
+            content_type="application/json", data=json.dumps(document, ensure_ascii=False, indent=2).encode()
+        )
 
     def ExportSubject(
         self, request: consent_pb2.ExportSubjectRequest, context: grpc.ServicerContext

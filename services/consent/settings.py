@@ -22,6 +22,8 @@ class Settings:
     append_batch: int           # CONSENT_APPEND_BATCH: most appends per ledger transaction
     migrate_on_start: bool      # MIGRATE_ON_START: the server migrates its database before serving
     public_base_url: str        # PUBLIC_BASE_URL: where the public gateway is reached; unsubscribe links start with it
+    notifier_addr: str          # NOTIFIER_ADDR: the notifier (deliveries made about a person, for an access request)
+    export_timeout_s: float     # CONSENT_EXPORT_TIMEOUT_S: one call to chat or the notifier for an access request
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,4 +40,6 @@ class Settings:
             append_batch=env_int("CONSENT_APPEND_BATCH", 200, minimum=1),
             migrate_on_start=env_bool("MIGRATE_ON_START", True),
             public_base_url=public_base_url,
+            notifier_addr=service_addr("notifier"),
+            export_timeout_s=env_float("CONSENT_EXPORT_TIMEOUT_S", 10.0, minimum=0.1),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from services.notifier.breakers import BreakerBoard, BreakerStatus
 from services.notifier.destinations import Payload
@@ -18,6 +19,7 @@ from services.notifier.storage import (
     CANCELLED,
     DEAD,
     DESTINATIONS,
+    ESCALATION,
     FAILED,
     INTERNAL_ALERT,
     MARKETING,
@@ -135,6 +137,20 @@ class DeliveryService:
             raise NotFoundError("no delivery with this idempotency key")
         return delivery
 
+    def export_deliveries(
+        self, email: str, phones: list[str], lead_ids: list[str], session_ids: list[str], conversation_ids: list[str]
+    ) -> list[dict[str, object]]:
+        """The deliveries made about one person (Art. 15/20): those whose message names their email, a phone of
+        theirs (its 9 national digits, as typed or as +48...), one of their leads or sessions, or whose key is a
+        follow-up of one of their conversations; with the escalations that carried them. Each with its purpose,
+        destination, times, outcome and the message itself."""
+        email = email.strip().lower()
+        if not _EMAIL.match(email):
+            raise ValidationError("email is missing or malformed")
+        terms = [email] + [_national(p) for p in phones] + [i.lower() for i in lead_ids + session_ids]
+        prefixes = [f"followup:{c}:" for c in conversation_ids if c.isdigit()]
+        return [_exported(d) for d in self.store.mentioning([t for t in terms if len(t) >= 6], prefixes)]
+
     def dlq_stats(self) -> DlqStats:
         counts = self.store.counts()
         totals = {status: sum(n for _, s, n in counts if s == status) for status in STATUSES}
@@ -172,3 +188,32 @@ class DeliveryService:
         breaker.reset()
         self.dispatcher.destination_recovered(name)
         return breaker.describe()
+
+
+def _national(phone: str) -> str:
+    """'+48600700800' -> '600700800', the digits every format of the number contains."""
+    digits = re.sub(r"\D", "", phone)
+    return digits[2:] if len(digits) == 11 and digits.startswith("48") else digits
+
+
+def _exported(d: Delivery) -> dict[str, object]:
+    return {
+        "delivery_id": d.id,
+        "idempotency_key": d.idempotency_key,
+        "purpose": d.purpose or (INTERNAL_ALERT if d.kind == ESCALATION else default_purpose(d.destination)),
+        "destination": d.destination,
+        "kind": d.kind,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+        "external_id": d.external_id,
+        "created_at": _utc(d.created_at),
+        "delivered_at": _utc(d.delivered_at),
+        "request_id": d.request_id,
+        "message": json.loads(d.payload),
+    }
+
+
+def _utc(value: datetime | None) -> str | None:
+    """Stored as naive UTC."""
+    return None if value is None else value.replace(tzinfo=UTC).isoformat()

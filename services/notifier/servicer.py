@@ -1,6 +1,8 @@
 """gRPC servicers of the notifier: proto in, domain call, proto out. Nothing else lives here."""
 from __future__ import annotations
 
+import json
+
 import grpc
 
 from novahouse.common.v1 import diagnostics_pb2
@@ -85,6 +87,15 @@ class NotifierInternalServicer(notifier_pb2_grpc.NotifierInternalServicer):
 
     def GetDelivery(self, request: pb.GetDeliveryRequest, context: grpc.ServicerContext) -> pb.Delivery:
         return delivery_message(self.deliveries.get_delivery(request.idempotency_key))
+
+    def ExportDeliveries(
+        self, request: pb.ExportDeliveriesRequest, context: grpc.ServicerContext
+    ) -> pb.DeliveriesExport:
+        found = self.deliveries.export_deliveries(
+            request.email, list(request.phones), list(request.lead_ids), list(request.session_ids),
+            list(request.conversation_ids),
+        )
+        return pb.DeliveriesExport(document_json=json.dumps(found, ensure_ascii=False))
 
 
 class NotifierAdminServicer(notifier_pb2_grpc.NotifierAdminServicer):

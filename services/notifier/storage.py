@@ -318,6 +318,27 @@ class DeliveryStore:
             rows = s.scalars(query.order_by(DeliveryRow.created_at, DeliveryRow.id).limit(limit)).all()
             return [Delivery.of(r) for r in rows]
 
+    def mentioning(self, terms: list[str], key_prefixes: list[str]) -> list[Delivery]:
+        """Rows whose payload contains one of `terms` (lower-cased; in any case) or whose idempotency key starts
+        with one of `key_prefixes`, oldest first; then the escalations that carry those rows' payloads."""
+        def like(value: str, prefix_only: bool = False) -> str:
+            escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            return f"{escaped}%" if prefix_only else f"%{escaped}%"
+
+        conditions = [func.lower(DeliveryRow.payload).like(like(t), escape="\\") for t in terms if t]
+        conditions += [DeliveryRow.idempotency_key.like(like(p, True), escape="\\") for p in key_prefixes if p]
+        if not conditions:
+            return []
+        order = (DeliveryRow.created_at, DeliveryRow.id)
+        with self.db.session() as s:
+            rows = list(s.scalars(select(DeliveryRow).where(or_(*conditions)).order_by(*order)))
+            escalation_keys = [f"escalation:{r.id}" for r in rows if r.kind != ESCALATION]
+            seen = {r.id for r in rows}
+            if escalation_keys:
+                query = select(DeliveryRow).where(DeliveryRow.idempotency_key.in_(escalation_keys)).order_by(*order)
+                rows += [r for r in s.scalars(query) if r.id not in seen]
+            return [Delivery.of(r) for r in rows]
+
     def replay(self, ids: list[str] | None) -> int:
         """Put FAILED and DEAD rows (the given ones, or all) back in the queue with a fresh attempt budget.
 
