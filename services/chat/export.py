@@ -69,26 +69,26 @@ def _find(s: Session, email: str) -> tuple[list[Conversation], list[Lead], dict[
         conversations = storage.conversations_by_ids(s, found_by)
         leads = list({lead.id: lead for lead in leads + storage.leads_of_conversations(s, found_by)}.values())
         phones, names = _identifiers(conversations, leads)
-        candidates: dict[int, str] = {}
+        candidates: dict[int, set[str]] = {}
         for phone in phones - searched_phones:
             digits = _NATIONAL_DIGITS.match(phone)
             for cid in storage.conversation_ids_mentioning_digits(s, digits.group(1) if digits else phone):
-                candidates.setdefault(cid, "phone")
+                candidates.setdefault(cid, set()).add("phone")
         for name in names - searched_names:
             for cid in storage.conversation_ids_mentioning(s, name):
-                candidates.setdefault(cid, "name")
+                candidates.setdefault(cid, set()).add("name")
         searched_phones |= phones
         searched_names |= names
         new = {cid: why for cid, why in candidates.items() if cid not in found_by}
         for cid, why in candidates.items():
             if cid in found_by:
-                found_by[cid].add(why)
+                found_by[cid] |= why
         added = False
         if new:
             their_leads = storage.leads_of_conversations(s, new)
             for conversation in storage.conversations_by_ids(s, new):
                 if not _someone_else(conversation, their_leads, email):
-                    found_by[conversation.id] = {new[conversation.id]}
+                    found_by[conversation.id] = new[conversation.id]
                     added = True
         if not added:
             return sorted(conversations, key=lambda c: c.id), sorted(leads, key=lambda x: x.id), found_by, phones
