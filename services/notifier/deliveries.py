@@ -141,15 +141,16 @@ class DeliveryService:
         self, email: str, phones: list[str], lead_ids: list[str], session_ids: list[str], conversation_ids: list[str]
     ) -> list[dict[str, object]]:
         """The deliveries made about one person (Art. 15/20): those whose message names their email, a phone of
-        theirs (its 9 national digits, as typed or as +48...), one of their leads or sessions, or whose key is a
+        theirs (its 9 national digits, in any format), one of their leads or sessions, or whose key is a
         follow-up of one of their conversations; with the escalations that carried them. Each with its purpose,
         destination, times, outcome and the message itself."""
         email = email.strip().lower()
         if not _EMAIL.match(email):
             raise ValidationError("email is missing or malformed")
-        terms = [email] + [_national(p) for p in phones] + [i.lower() for i in lead_ids + session_ids]
+        terms = [email] + [i.lower() for i in lead_ids + session_ids if len(i) >= 6]
+        digits = [n for n in (_national(p) for p in phones) if len(n) >= 6]
         prefixes = [f"followup:{c}:" for c in conversation_ids if c.isdigit()]
-        return [_exported(d) for d in self.store.mentioning([t for t in terms if len(t) >= 6], prefixes)]
+        return [_exported(d) for d in self.store.mentioning(terms, digits, prefixes)]
 
     def dlq_stats(self) -> DlqStats:
         counts = self.store.counts()

@@ -318,15 +318,21 @@ class DeliveryStore:
             rows = s.scalars(query.order_by(DeliveryRow.created_at, DeliveryRow.id).limit(limit)).all()
             return [Delivery.of(r) for r in rows]
 
-    def mentioning(self, terms: list[str], key_prefixes: list[str]) -> list[Delivery]:
-        """Rows whose payload contains one of `terms` (lower-cased; in any case) or whose idempotency key starts
-        with one of `key_prefixes`, oldest first; then the escalations that carry those rows' payloads."""
+    def mentioning(self, terms: list[str], digit_runs: list[str], key_prefixes: list[str]) -> list[Delivery]:
+        """Rows whose payload contains one of `terms` (lower-cased; in any case) or one of `digit_runs` however
+        they were typed (spaces, dashes, dots, brackets and slashes between the digits ignored), or whose
+        idempotency key starts with one of `key_prefixes`, oldest first; then the escalations that carry those
+        rows' payloads."""
         def like(value: str, prefix_only: bool = False) -> str:
             escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             return f"{escaped}%" if prefix_only else f"%{escaped}%"
 
         conditions = [func.lower(DeliveryRow.payload).like(like(t), escape="\\") for t in terms if t]
         conditions += [DeliveryRow.idempotency_key.like(like(p, True), escape="\\") for p in key_prefixes if p]
+        digits_only = func.replace(DeliveryRow.payload, " ", "")
+        for separator in ("-", ".", "(", ")", "/"):
+            digits_only = func.replace(digits_only, separator, "")
+        conditions += [digits_only.like(like(d), escape="\\") for d in digit_runs if d]
         if not conditions:
             return []
         order = (DeliveryRow.created_at, DeliveryRow.id)
