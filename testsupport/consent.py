@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from urllib.parse import unquote
 
 import grpc
 import pytest
 
 from deploy.local.processes import grpc_serving
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
+from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from services.consent.app import MIGRATIONS, ConsentApp, build
 from services.consent.consent import ConsentService
 from services.consent.crypto import Secrets, SubjectCrypto, new_secret_text
@@ -23,6 +26,7 @@ from services.consent.writer import LedgerWriter
 from services.runtime.db import Database
 from services.runtime.migrate import upgrade_to_head
 from testsupport import backing
+from testsupport.peers import PeerServer, RecordingNotifier
 from testsupport.waiting import wait_for
 
 BACKENDS = ("sqlite", "postgres")
@@ -90,16 +94,39 @@ class FakeChat(chat_pb2_grpc.ChatInternalServicer):
 
 
 class RunningConsent:
-    def __init__(self, app: ConsentApp, db: Database, chat: FakeChat, address: str):
-        self.app, self.db, self.chat, self.address = app, db, chat, address
+    def __init__(self, app: ConsentApp, db: Database, chat: FakeChat, address: str, mail: RecordingNotifier):
+        self.app, self.db, self.chat, self.address, self.mail = app, db, chat, address, mail
 
     def channel(self, user_agent: str = "TestBrowser/1.0") -> grpc.Channel:
         return grpc.insecure_channel(self.address, options=[("grpc.primary_user_agent", user_agent)])
 
+    def confirm_latest(self, email: str, metadata: tuple[tuple[str, str], ...] = ()) -> str:
+        """The person opens the latest link emailed to them and presses the button: the page shown after."""
+        with self.channel() as channel:
+            return confirm_latest(channel, self.mail, email, metadata)
+
+
+def emailed_tokens(mail: RecordingNotifier, email: str) -> list[str]:
+    """The tokens of the confirmation links consent emailed to this address through `mail`, oldest first."""
+    bodies = [r.email.body for r in list(mail.requests.values()) if r.email.to == email]
+    return [unquote(token) for body in bodies for token in re.findall(r"/api/confirm\?token=([\w.%-]+)", body)]
+
+
+def confirm_latest(
+    channel: grpc.Channel, mail: RecordingNotifier, email: str, metadata: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """Confirm (the page's POST, over gRPC) the latest link emailed to this address; the page shown after."""
+    token = wait_for(lambda: emailed_tokens(mail, email), what=f"a confirmation link to {email}")[-1]
+    page = consent_pb2_grpc.ConsentStub(channel).Confirm(
+        consent_pb2.ConfirmRequest(token=token), metadata=metadata, timeout=10
+    )
+    return str(page.data.decode())
+
 
 @contextlib.contextmanager
 def running_consent(backend: str, directory: Path) -> Iterator[RunningConsent]:
-    """The consent gRPC server in this process on a free port, erasing through a FakeChat, fast retries."""
+    """The consent gRPC server in this process on a free port, erasing through a FakeChat, fast retries; its
+verification emails go to a RecordingNotifier (RunningConsent.mail)."""
     env = {
         "GRPC_PORT": "0",
         "CONSENT_ERASURE_RETRY_S": "0.05",
@@ -107,8 +134,10 @@ def running_consent(backend: str, directory: Path) -> Iterator[RunningConsent]:
         "SHUTDOWN_GRACE_S": "1",
         "HEALTH_CHECK_INTERVAL_S": "0.5",
     }
-    with pytest.MonkeyPatch.context() as patch, migrated_database(backend, directory) as db, FakeChat() as chat:
+    with (pytest.MonkeyPatch.context() as patch, migrated_database(backend, directory) as db, FakeChat() as chat,
+          PeerServer() as mail):
         env.update({"DATABASE_URL": db.url, "DB_SCHEMA": db.schema or "", "CHAT_ADDR": chat.address,
+                    "NOTIFIER_ADDR": mail.address,
                     "CONSENT_ERASE_TIMEOUT_S": "2", "CONSENT_HMAC_KEY": new_secret_text(),
                     "CONSENT_KEY_ENCRYPTION_KEY": new_secret_text()})
         for name, value in env.items():
@@ -119,6 +148,6 @@ def running_consent(backend: str, directory: Path) -> Iterator[RunningConsent]:
         address = f"127.0.0.1:{port}"
         try:
             wait_for(lambda: grpc_serving(address), what="consent SERVING")
-            yield RunningConsent(app, app.db, chat, address)
+            yield RunningConsent(app, app.db, chat, address, mail.notifier)
         finally:
             service.stop()

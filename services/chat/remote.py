@@ -32,8 +32,7 @@ def _call(peer: str, method: Callable[..., Response], request: Message, timeout:
 
 class ConsentClient:
     def __init__(self, channel: grpc.Channel, timeout_s: float):
-        self._public = consent_pb2_grpc.ConsentStub(channel)  # type: ignore[no-untyped-call]  # generated without annotations
-        self._internal = consent_pb2_grpc.ConsentInternalStub(channel)  # type: ignore[no-untyped-call]  # as above
+        self._internal = consent_pb2_grpc.ConsentInternalStub(channel)  # type: ignore[no-untyped-call]  # generated without annotations
         self.timeout_s = timeout_s
 
     def record_consent(
@@ -69,10 +68,11 @@ class ConsentClient:
         _call("consent", self._internal.RecordConsent, request, self.timeout_s)
 
     def marketing_allowed(self, email: str) -> bool:
-        status: consent_pb2.ConsentStatus = _call(
-            "consent", self._public.GetStatus, consent_pb2.GetStatusRequest(email=email), self.timeout_s
+        answer: consent_pb2.MarketingConsent = _call(
+            "consent", self._internal.GetMarketingConsent, consent_pb2.GetMarketingConsentRequest(email=email),
+            self.timeout_s,
         )
-        return status.marketing_consent
+        return answer.allowed
 
     def unsubscribe_link(self, email: str) -> str:
         """The one-click unsubscribe URL for a marketing email to this person (signed by consent)."""

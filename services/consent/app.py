@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from services.consent import ledger_storage
+from services.consent.action_tokens import ActionTokens
 from services.consent.chat_eraser import ChatEraser
 from services.consent.consent import ConsentService
 from services.consent.crypto import SubjectCrypto, load_secrets
 from services.consent.erasure import ErasureWorker
 from services.consent.export_clients import ChatExport, DeliveriesExport
+from services.consent.mailer import Mailer
 from services.consent.person_export import PersonExport
 from services.consent.settings import Settings
-from services.consent.storage import PendingErasures
+from services.consent.storage import ActionRecords, PendingErasures
+from services.consent.verification import VerifiedRequests
 from services.consent.writer import LedgerWriter
 from services.runtime.clients import channel_to
 from services.runtime.clock import utcnow
@@ -46,6 +50,7 @@ class ConsentApp:
     worker: ErasureWorker
     consent: ConsentService
     diagnostics: Diagnostics
+    verified: VerifiedRequests
     person_export: PersonExport
 
     def migrate(self) -> None:
@@ -61,7 +66,8 @@ class ConsentApp:
 def build(settings: Settings) -> ConsentApp:
     """Every object of the service, wired; nothing runs until the worker is started or the writer first used."""
     db = database()
-    crypto = SubjectCrypto(load_secrets())
+    secrets = load_secrets()
+    crypto = SubjectCrypto(secrets)
     writer = LedgerWriter(db, max_batch=settings.append_batch)
     pending = PendingErasures(db)
     worker = ErasureWorker(
@@ -73,12 +79,17 @@ def build(settings: Settings) -> ConsentApp:
         db, crypto, writer, on_erasure_requested=worker.wake, public_base_url=settings.public_base_url
     )
     diagnostics = _diagnostics(db, consent, pending, settings.erasure_alert_s)
+    verified = VerifiedRequests(
+        consent, ActionTokens(secrets.hmac_key, timedelta(minutes=settings.action_token_ttl_minutes)),
+        ActionRecords(db), Mailer(channel_to(settings.notifier_addr), timeout_s=settings.notify_timeout_s),
+        public_base_url=settings.public_base_url, emails_per_hour=settings.verification_emails_per_hour,
+    )
     person_export = PersonExport(
         consent,
         ChatExport(channel_to(settings.chat_addr), timeout_s=settings.export_timeout_s),
         DeliveriesExport(channel_to(settings.notifier_addr), timeout_s=settings.export_timeout_s),
     )
-    return ConsentApp(settings, db, writer, pending, worker, consent, diagnostics, person_export)
+    return ConsentApp(settings, db, writer, pending, worker, consent, diagnostics, verified, person_export)
 
 
 def _diagnostics(db: Database, consent: ConsentService, pending: PendingErasures, alert_after_s: float) -> Diagnostics:

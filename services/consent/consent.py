@@ -109,6 +109,12 @@ def _status_from(email: str, state: ConsentState | None) -> Status:
     )
 
 
+def withdrawal_answer(status: Status) -> Status:
+    """The public answer to an unsubscribe: the same for every address (marketing off, when), never whether
+    processing consent, and so a record, exists."""
+    return Status(status.email, marketing_consent=False, last_action=UNSUBSCRIBE, last_action_at=status.last_action_at)
+
+
 class ConsentService:
     def __init__(
         self,

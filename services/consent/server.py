@@ -1,10 +1,12 @@
-"""Consent service: unsubscribe, revoke and status (public), opt-ins from chat (internal), ledger export and
-verification (admin). Ready when its own database answers and is migrated.
+"""Consent service: unsubscribe, and revoke and status confirmed from an emailed link (public), opt-ins from chat
+(internal), ledger export and verification (admin). Ready when its own database answers and is migrated.
 
 Environment (besides the common runtime variables): CONSENT_HMAC_KEY, CONSENT_KEY_ENCRYPTION_KEY (32 bytes,
 base64), CONSENT_REQUIRE_SECRETS (default false), CHAT_ADDR, CONSENT_ERASE_TIMEOUT_S (10),
 CONSENT_ERASURE_RETRY_S (2, doubled per failed attempt), CONSENT_ERASURE_RETRY_MAX_S (300),
-CONSENT_ERASURE_POLL_S (5), CONSENT_ERASURE_ALERT_S (3600), CONSENT_APPEND_BATCH (200), MIGRATE_ON_START (true).
+CONSENT_ERASURE_POLL_S (5), CONSENT_ERASURE_ALERT_S (3600), CONSENT_APPEND_BATCH (200), MIGRATE_ON_START (true),
+PUBLIC_BASE_URL, NOTIFIER_ADDR, CONSENT_NOTIFY_TIMEOUT_S (5), CONSENT_ACTION_TOKEN_TTL_MINUTES (60),
+CONSENT_VERIFICATION_EMAILS_PER_HOUR (5).
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ def grpc_service(app: ConsentApp) -> GrpcService:
                                        app.migrate if app.settings.migrate_on_start else None),
     })
     service.add(
-        consent_pb2_grpc.add_ConsentServicer_to_server, ConsentServicer(app.consent), "novahouse.consent.v1.Consent"
+        consent_pb2_grpc.add_ConsentServicer_to_server,
+        ConsentServicer(app.consent, app.verified),
+        "novahouse.consent.v1.Consent",
     )
     service.add(
         consent_pb2_grpc.add_ConsentInternalServicer_to_server,

@@ -9,10 +9,11 @@ from google.api import httpbody_pb2
 
 from novahouse.common.v1 import diagnostics_pb2
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
-from services.consent import unsubscribe_page
+from services.consent import confirmation_page, unsubscribe_page, verification
 from services.consent.chain import Verification
-from services.consent.consent import ConsentService, ExportedEntry, Status
+from services.consent.consent import ConsentService, ExportedEntry, Status, withdrawal_answer
 from services.consent.person_export import PersonExport
+from services.consent.verification import Asked, VerifiedRequests
 from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.timestamps import to_timestamp
@@ -40,26 +41,46 @@ def verification_proto(result: Verification) -> consent_pb2.VerifyLedgerResponse
     )
 
 
+def asked_proto(asked: Asked) -> consent_pb2.ConsentStatus:
+    return consent_pb2.ConsentStatus(email=asked.email, message=asked.message)
+
+
 class ConsentServicer(consent_pb2_grpc.ConsentServicer):
-    def __init__(self, consent: ConsentService):
+    def __init__(self, consent: ConsentService, verified: VerifiedRequests):
         self.consent = consent
+        self.verified = verified
 
     def Unsubscribe(
         self, request: consent_pb2.UnsubscribeRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentStatus:
         caller = request_context.caller(context)
-        return status_proto(self.consent.unsubscribe(request.email, request.reason, request.request_id, caller))
+        status = self.consent.unsubscribe(request.email, request.reason, request.request_id, caller)
+        return status_proto(withdrawal_answer(status))
 
     def RevokeConsent(
         self, request: consent_pb2.RevokeConsentRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentStatus:
-        caller = request_context.caller(context)
-        return status_proto(self.consent.revoke(request.email, request.reason, request.request_id, caller))
+        return asked_proto(self.verified.ask(request.email, verification.ERASE, request.reason))
 
     def GetStatus(
         self, request: consent_pb2.GetStatusRequest, context: grpc.ServicerContext
     ) -> consent_pb2.ConsentStatus:
-        return status_proto(self.consent.status(request.email))
+        return asked_proto(self.verified.ask(request.email, verification.STATUS))
+
+    def ShowConfirmation(
+        self, request: consent_pb2.ShowConfirmationRequest, context: grpc.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
+        claim = self.verified.check(request.token)
+        return httpbody_pb2.HttpBody(
+            content_type=confirmation_page.CONTENT_TYPE,
+            data=confirmation_page.render_confirmation(request.token, claim.action),
+        )
+
+    def Confirm(self, request: consent_pb2.ConfirmRequest, context: grpc.ServicerContext) -> httpbody_pb2.HttpBody:
+        done = self.verified.confirm(request.token, request_context.caller(context))
+        return httpbody_pb2.HttpBody(
+            content_type=confirmation_page.CONTENT_TYPE, data=confirmation_page.render_done(done)
+        )
 
     def ShowOneClickUnsubscribe(
         self, request: consent_pb2.ShowOneClickUnsubscribeRequest, context: grpc.ServicerContext

@@ -22,7 +22,10 @@ class Settings:
     append_batch: int           # CONSENT_APPEND_BATCH: most appends per ledger transaction
     migrate_on_start: bool      # MIGRATE_ON_START: the server migrates its database before serving
     public_base_url: str        # PUBLIC_BASE_URL: where the public gateway is reached; unsubscribe links start with it
-    notifier_addr: str          # NOTIFIER_ADDR: the notifier (deliveries made about a person, for an access request)
+    notifier_addr: str          # NOTIFIER_ADDR: verification emails; deliveries about a person (access requests)
+    notify_timeout_s: float     # CONSENT_NOTIFY_TIMEOUT_S: one Notify call
+    action_token_ttl_minutes: int  # CONSENT_ACTION_TOKEN_TTL_MINUTES: how long an emailed confirmation link works
+    verification_emails_per_hour: int  # CONSENT_VERIFICATION_EMAILS_PER_HOUR: most sent to one address per hour
     export_timeout_s: float     # CONSENT_EXPORT_TIMEOUT_S: one call to chat or the notifier for an access request
 
     @classmethod
@@ -41,5 +44,8 @@ class Settings:
             migrate_on_start=env_bool("MIGRATE_ON_START", True),
             public_base_url=public_base_url,
             notifier_addr=service_addr("notifier"),
+            notify_timeout_s=env_float("CONSENT_NOTIFY_TIMEOUT_S", 5.0, minimum=0.1),
+            action_token_ttl_minutes=env_int("CONSENT_ACTION_TOKEN_TTL_MINUTES", 60, minimum=1),
+            verification_emails_per_hour=env_int("CONSENT_VERIFICATION_EMAILS_PER_HOUR", 5, minimum=1),
             export_timeout_s=env_float("CONSENT_EXPORT_TIMEOUT_S", 10.0, minimum=0.1),
         )

@@ -24,12 +24,13 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    delete,
     func,
     select,
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.consent.chain import ENTRY_COLUMNS
 from services.runtime.db import Database
@@ -114,6 +115,26 @@ pending_erasures = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("subject_id", name="uq_pending_erasures_subject"),
+)
+
+# Verified requests (verification.py): each emailed action token is used once; its id is kept until it expires.
+used_action_tokens = Table(
+    "used_action_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("action", String(16), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# One row per verification email sent, by the keyed hash of the address (never the address): the throttle counts
+# them. Rows older than the throttle's window are deleted as new ones are added.
+verification_emails = Table(
+    "verification_emails",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address_hash", String(64), nullable=False, index=True),
+    Column("sent_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
 
@@ -327,3 +348,52 @@ class PendingErasures:
                 .where(pending_erasures.c.completed_at.is_(None))
             ).one()
         return PendingSummary(count, None if oldest is None else aware(oldest), most_attempts or 0)
+
+
+# --- verified requests ---------------------------------------------------------------------------------------
+
+class ActionRecords:
+    """Used action tokens and the verification emails sent per address (for the throttle)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def use(self, token_id: str, action: str, expires_at: datetime, now: datetime) -> bool:
+        """Mark a token used; False when it already was. Ids of tokens past their expiry are dropped here: an
+        expired token is refused before its id is looked at."""
+        with self.db.engine.begin() as conn:
+            conn.execute(delete(used_action_tokens).where(used_action_tokens.c.expires_at < now))
+            try:
+                with conn.begin_nested():
+                    conn.execute(used_action_tokens.insert().values(
+                        token_id=token_id, action=action, used_at=now, expires_at=expires_at,
+                    ))
+            except IntegrityError:
+                return False
+        return True
+
+    def release(self, token_id: str) -> None:
+        """Make a token usable again: its action could not be carried out (the database went away meanwhile)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(delete(used_action_tokens).where(used_action_tokens.c.token_id == token_id))
+
+    def is_used(self, token_id: str) -> bool:
+        with self.db.engine.connect() as conn:
+            found = conn.execute(
+                select(used_action_tokens.c.token_id).where(used_action_tokens.c.token_id == token_id)
+            ).first()
+        return found is not None
+
+    def emails_since(self, address_hash: str, since: datetime) -> int:
+        with self.db.engine.connect() as conn:
+            count: int = conn.execute(
+                select(func.count()).where(
+                    verification_emails.c.address_hash == address_hash, verification_emails.c.sent_at >= since
+                )
+            ).scalar_one()
+        return count
+
+    def record_email(self, address_hash: str, now: datetime, forget_before: datetime) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(delete(verification_emails).where(verification_emails.c.sent_at < forget_before))
+            conn.execute(verification_emails.insert().values(address_hash=address_hash, sent_at=now))

@@ -1,7 +1,9 @@
 """Through Envoy with the real chat service: a visitor's opt-in is on record, unsubscribe and revoke work over REST,
-revoke erases the person in chat, the admin export shows the events with IP, user agent and reason.
-Every Consent, ConsentInternal and ConsentAdmin RPC is called through the gateway here."""
+revoke erases the person in chat once confirmed from the emailed link, the admin export shows the events with IP,
+user agent and reason. Every Consent, ConsentInternal and ConsentAdmin RPC is called through the gateway here."""
 from __future__ import annotations
+
+import re
 
 import grpc
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from novahouse.consent.v1 import consent_pb2 as pb
 from novahouse.consent.v1 import consent_pb2_grpc
 from tests.chat.scripts import POLISH_HIGH_SCORE
+from testsupport.smtp import SmtpReceiver
 from testsupport.stack import running_stack
 from testsupport.waiting import wait_for
 
@@ -16,11 +19,19 @@ EMAIL = "anna.e2e@example.com"
 VISITOR = [text.replace("jan.kowalski@example.com", EMAIL) for text in POLISH_HIGH_SCORE]
 BROWSER = {"User-Agent": "Mozilla/5.0 (e2e browser)"}
 FORGED = {"X-Forwarded-For": "6.6.6.6", "x-novahouse-client-ip": "6.6.6.6"}
+PUBLIC_BASE_URL = "https://novahouse.example"
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory):
+def smtp():
+    with SmtpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, smtp):
     env = {
+        "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",
         "CONSENT_ERASURE_RETRY_S": "0.1",
         "CONSENT_ERASURE_POLL_S": "0.5",
         # This test polls; the rate limits are not what it is about.
@@ -30,7 +41,8 @@ def gw(tmp_path_factory):
         "SHIELD_BURST": "100000",
         "SHIELD_PER_SECOND": "100000",
     }
-    with running_stack(tmp_path_factory.mktemp("consent-e2e"), env=env) as gateway:
+    service_env = {"consent": {"PUBLIC_BASE_URL": PUBLIC_BASE_URL}}
+    with running_stack(tmp_path_factory.mktemp("consent-e2e"), env=env, service_env=service_env) as gateway:
         yield gateway
 
 
@@ -49,17 +61,17 @@ def _visitor_becomes_a_lead(gw) -> tuple[str, str]:
     return session, secret
 
 
-def test_unsubscribe_revoke_erase_and_export_through_the_gateway(gw):
+def test_unsubscribe_revoke_erase_and_export_through_the_gateway(gw, smtp):
     session, secret = _visitor_becomes_a_lead(gw)
-    status = gw.rest("GET", f"/api/unsubscribe/status/{EMAIL}").json()
-    assert status["processing_consent"] is True and status["marketing_consent"] is True
-    assert status["last_action"] == "opt-in"
+    opted_in = gw.rest("GET", f"/api/admin/consent/subjects/{EMAIL}/ledger", admin=True).json()["entries"]
+    assert [(e["action"], e["processing_consent"], e["marketing_consent"]) for e in opted_in] == \
+        [("opt-in", True, True)]
 
     response = gw.rest("POST", "/api/unsubscribe", json={"email": EMAIL.upper(), "reason": "Too many emails"},
                        headers={**BROWSER, **FORGED})
     assert response.status_code == 200, response.text
-    status = gw.rest("GET", f"/api/unsubscribe/status/{EMAIL}").json()
-    assert status.get("marketing_consent", False) is False and status["processing_consent"] is True
+    status = response.json()  # the same for every address: says nothing of the processing consent on record
+    assert status["marketing_consent"] is False and status["processing_consent"] is False
     assert status["last_action"] == "unsubscribe" and status["last_action_at"].endswith("Z")
 
     export = gw.rest("GET", f"/api/admin/consent/subjects/{EMAIL}/ledger", admin=True)
@@ -70,14 +82,16 @@ def test_unsubscribe_revoke_erase_and_export_through_the_gateway(gw):
     unsubscribe = entries[1]
     assert unsubscribe["client_ip"] == "127.0.0.1"  # the edge address, not the forged headers
     assert unsubscribe["user_agent"] == BROWSER["User-Agent"]
-    assert unsubscribe["reason"] == "Too many emails"
+    assert unsubscribe["reason"] == "Too many emails" and unsubscribe["processing_consent"] is True
     assert entries[0]["text_version"] and entries[0]["source"] and entries[0]["lead_id"]
 
     response = gw.rest("POST", "/api/revoke-consent", json={"email": EMAIL, "reason": "Forget me"}, headers=BROWSER)
     assert response.status_code == 200, response.text
-    revoked = response.json()
-    assert not revoked.get("processing_consent") and not revoked.get("marketing_consent")
-    assert revoked["last_action"] == "revoke"
+    assert response.json()["message"] and not response.json()["last_action"]
+    [link] = re.findall(r"https://\S+", wait_for(lambda: smtp.to(EMAIL), what="the confirmation email")[0].body)
+    confirmed = gw.rest("POST", link.removeprefix(PUBLIC_BASE_URL), data="confirm=yes", headers={
+        **BROWSER, **FORGED, "Content-Type": "application/x-www-form-urlencoded"})
+    assert confirmed.status_code == 200 and "being erased" in confirmed.text, confirmed.text
 
     def erased_in_chat() -> bool:
         transcript = gw.rest("GET", f"/api/chatbot/conversations/{session}", headers={"x-session-secret": secret})
@@ -86,15 +100,12 @@ def test_unsubscribe_revoke_erase_and_export_through_the_gateway(gw):
             not transcript.json().get("messages") and EMAIL not in transcript.text and "Kowalski" not in transcript.text
         )
 
-    def status_forgotten() -> bool:
-        response = gw.rest("GET", f"/api/unsubscribe/status/{EMAIL}")
-        return response.status_code == 200 and not response.json().get("last_action")
+    def forgotten() -> bool:
+        response = gw.rest("GET", f"/api/admin/consent/subjects/{EMAIL}/ledger", admin=True)
+        return response.status_code == 200 and response.json().get("entries", []) == []
 
     wait_for(erased_in_chat, timeout=30, what="chat erasure", interval=0.2)
-    wait_for(status_forgotten, timeout=30, what="status answering as for an unknown person", interval=0.2)
-    assert gw.rest("GET", f"/api/unsubscribe/status/{EMAIL}").json() == \
-        gw.rest("GET", "/api/unsubscribe/status/never.seen@example.com").json() | {"email": EMAIL}
-    assert gw.rest("GET", f"/api/admin/consent/subjects/{EMAIL}/ledger", admin=True).json().get("entries", []) == []
+    wait_for(forgotten, timeout=30, what="the export answering as for an unknown person", interval=0.2)
 
     verify = gw.rest("GET", "/api/admin/consent/ledger/verify", admin=True).json()
     assert verify["ok"] is True and int(verify["entries_checked"]) >= 4
@@ -127,7 +138,8 @@ def test_admin_rpcs_only_on_the_admin_listener_and_internal_over_grpc(gw):
     assert refused.value.code() != grpc.StatusCode.OK  # internal RPCs are not on the public listener
 
     public = consent_pb2_grpc.ConsentStub(gw.channel())
-    assert public.GetStatus(pb.GetStatusRequest(email="grpc.optin@example.com"), timeout=10).processing_consent
+    asked = public.GetStatus(pb.GetStatusRequest(email="grpc.optin@example.com"), timeout=10)
+    assert asked.message and not asked.processing_consent  # the status itself goes to the mailbox
     admin = consent_pb2_grpc.ConsentAdminStub(gw.channel(admin=True))
     export = admin.ExportSubject(pb.ExportSubjectRequest(email="grpc.optin@example.com"), timeout=10)
     assert [(e.action, e.client_ip, e.user_agent) for e in export.entries] == [("opt-in", "198.51.100.9", "e2e")]

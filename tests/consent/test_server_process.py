@@ -14,6 +14,8 @@ from novahouse.consent.v1 import consent_pb2 as pb
 from novahouse.consent.v1 import consent_pb2_grpc
 from services.consent.crypto import SECRETS_FILE, load_secrets
 from services.runtime.config import ConfigError
+from testsupport.consent import confirm_latest
+from testsupport.peers import PeerServer
 
 EMAIL = "private.person@example.com"
 
@@ -26,7 +28,13 @@ def _env(tmp_path, **extra) -> dict[str, str]:
 
 
 def test_server_starts_on_sqlite_and_keeps_personal_data_out_of_logs(tmp_path):
-    env = _env(tmp_path, LOG_LEVEL="DEBUG", CONSENT_ERASURE_RETRY_S="0.05", CONSENT_ERASURE_POLL_S="0.2")
+    with PeerServer() as mail:
+        _serve_and_revoke(tmp_path, mail)
+
+
+def _serve_and_revoke(tmp_path, mail: PeerServer) -> None:
+    env = _env(tmp_path, LOG_LEVEL="DEBUG", CONSENT_ERASURE_RETRY_S="0.05", CONSENT_ERASURE_POLL_S="0.2",
+               NOTIFIER_ADDR=mail.address)
     process = ManagedProcess("consent", python_module("services.consent.server"), env, tmp_path / "logs").start()
     address = f"127.0.0.1:{env['GRPC_PORT']}"
     try:
@@ -37,8 +45,10 @@ def test_server_starts_on_sqlite_and_keeps_personal_data_out_of_logs(tmp_path):
                 pb.UnsubscribeRequest(email=EMAIL, reason="Please stop"),
                 metadata=(("x-novahouse-client-ip", "198.51.100.77"),),
             )
-            public.RevokeConsent(pb.RevokeConsentRequest(email=EMAIL))  # chat is down: the retry job logs failures
-            assert public.GetStatus(pb.GetStatusRequest(email=EMAIL)).last_action == "revoke"
+            public.RevokeConsent(pb.RevokeConsentRequest(email=EMAIL))
+            confirm_latest(channel, mail.notifier, EMAIL)  # chat is down: the retry job logs failures
+            export = consent_pb2_grpc.ConsentAdminStub(channel).ExportSubject(pb.ExportSubjectRequest(email=EMAIL))
+            assert [e.action for e in export.entries] == ["unsubscribe", "revoke"]
             assert consent_pb2_grpc.ConsentAdminStub(channel).VerifyLedger(pb.VerifyLedgerRequest()).ok
         process.wait_until(lambda: "erasure in chat failed" in process.log_path.read_text(), what="retry logged")
     finally:

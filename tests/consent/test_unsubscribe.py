@@ -1,6 +1,10 @@
 """The seeds' unsubscribe scenarios (audit entry created, revoke works, status works) over gRPC, on SQLite and on
-PostgreSQL, plus erasure after revoke, normalisation and retried requests."""
+PostgreSQL, plus erasure after revoke, normalisation and retried requests. Revoke and status act once the person
+confirms from the link emailed to them (RunningConsent.confirm_latest); the end-to-end test of that flow, through
+Envoy with a real SMTP server, is test_verified_requests."""
 from __future__ import annotations
+
+from datetime import UTC
 
 import grpc
 import pytest
@@ -63,30 +67,38 @@ def test_unsubscribe_creates_audit_entry(stubs):
 
 
 def test_unsubscribe_turns_marketing_off_and_keeps_processing(stubs):
-    public, internal, _ = stubs
+    public, internal, admin = stubs
     assert opt_in(internal, "keen@example.com").marketing_consent
 
     status = public.Unsubscribe(pb.UnsubscribeRequest(email="keen@example.com"), metadata=EDGE)
 
-    assert (status.processing_consent, status.marketing_consent, status.last_action) == (True, False, "unsubscribe")
+    # The answer does not tell whether processing consent (a record) exists; the ledger keeps it.
+    assert (status.processing_consent, status.marketing_consent, status.last_action) == (False, False, "unsubscribe")
+    latest = admin.ExportSubject(pb.ExportSubjectRequest(email="keen@example.com")).entries[-1]
+    assert (latest.action, latest.processing_consent, latest.marketing_consent) == ("unsubscribe", True, False)
 
 
-def test_unsubscribe_status_shows_last_action_and_time(stubs):
+def test_unsubscribe_status_shows_last_action_and_time(consent, stubs):
     public, internal, _ = stubs
     opt_in(internal, "status@example.com")
     done = public.Unsubscribe(pb.UnsubscribeRequest(email="status@example.com"), metadata=EDGE)
 
-    status = public.GetStatus(pb.GetStatusRequest(email="status@example.com"))
+    asked = public.GetStatus(pb.GetStatusRequest(email="status@example.com"))
+    assert asked == pb.ConsentStatus(email="status@example.com", message=asked.message) and asked.message
+    page = consent.confirm_latest("status@example.com")
 
-    assert status.processing_consent and not status.marketing_consent
-    assert status.last_action == "unsubscribe"
-    assert status.last_action_at == done.last_action_at and status.last_action_at.seconds > 0
+    assert "Processing of your data</th><td>yes" in page and "Marketing emails</th><td>no" in page
+    when = done.last_action_at.ToDatetime(tzinfo=UTC).isoformat(timespec="seconds")
+    assert done.last_action_at.seconds > 0 and f"unsubscribe at {when}" in page
 
 
-def test_unknown_email_answers_no_consent(stubs):
-    public, _, _ = stubs
+def test_unknown_email_answers_no_consent(consent, stubs):
+    public, internal, _ = stubs
+    opt_in(internal, "somebody@example.com")
+    known = public.GetStatus(pb.GetStatusRequest(email="somebody@example.com"))
     status = public.GetStatus(pb.GetStatusRequest(email="Nobody@Example.com"))
-    assert status == pb.ConsentStatus(email="nobody@example.com")
+    assert status == pb.ConsentStatus(email="nobody@example.com", message=known.message)
+    assert "Nothing is on record for nobody@example.com" in consent.confirm_latest("nobody@example.com")
 
 
 def test_emails_are_normalised_before_anything_else(stubs):
@@ -110,7 +122,7 @@ def test_retried_request_records_one_event(stubs):
     assert [(e.action, e.request_id) for e in export.entries] == [("opt-in", "optin-42"), ("unsubscribe", "unsub-42")]
 
     with pytest.raises(grpc.RpcError) as reused:
-        public.RevokeConsent(pb.RevokeConsentRequest(email="retry@example.com", request_id="unsub-42"))
+        opt_in(internal, "retry@example.com", request_id="unsub-42")
     assert reused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -120,17 +132,20 @@ def test_revoke_turns_everything_off_then_erases_the_person(consent, stubs):
     opt_in(internal, email)
     subject_id = _subject_id(consent, email)
 
-    status = public.RevokeConsent(pb.RevokeConsentRequest(email=email, reason="Forget me"), metadata=EDGE)
-    assert (status.processing_consent, status.marketing_consent, status.last_action) == (False, False, "revoke")
+    asked = public.RevokeConsent(pb.RevokeConsentRequest(email=email, reason="Forget me"), metadata=EDGE)
+    assert asked == pb.ConsentStatus(email=email, message=asked.message)
+    assert [e.action for e in admin.ExportSubject(pb.ExportSubjectRequest(email=email)).entries] == ["opt-in"]
+    assert "being erased" in consent.confirm_latest(email, metadata=EDGE)
 
     wait_for(lambda: any(e == email for e, _ in consent.chat.erased), what="erasure requested from chat")
-    erased = wait_for(
-        lambda: public.GetStatus(pb.GetStatusRequest(email=email)).last_action == "", what="status after erasure"
+    wait_for(
+        lambda: list(admin.ExportSubject(pb.ExportSubjectRequest(email=email)).entries) == [],
+        what="the export after erasure",
     )
-    assert erased
-    # Answers exactly as for a person never seen, and the export has nothing left to show.
-    assert public.GetStatus(pb.GetStatusRequest(email=email)) == pb.ConsentStatus(email=email)
-    assert list(admin.ExportSubject(pb.ExportSubjectRequest(email=email)).entries) == []
+    # Answers exactly as for a person never seen.
+    assert not internal.GetMarketingConsent(pb.GetMarketingConsentRequest(email=email)).allowed
+    public.GetStatus(pb.GetStatusRequest(email=email))
+    assert "Nothing is on record" in consent.confirm_latest(email)
 
     # The ledger still proves consent existed and was withdrawn, but its personal data no longer decrypts.
     with consent.db.engine.connect() as conn:
@@ -152,6 +167,7 @@ def test_revoke_turns_everything_off_then_erases_the_person(consent, stubs):
 def test_revoke_of_unknown_email_still_erases_in_chat(consent, stubs):
     public, _, _ = stubs
     public.RevokeConsent(pb.RevokeConsentRequest(email="stranger@example.com"), metadata=EDGE)
+    consent.confirm_latest("stranger@example.com", metadata=EDGE)
     wait_for(lambda: any(e == "stranger@example.com" for e, _ in consent.chat.erased), what="erasure in chat")
 
 

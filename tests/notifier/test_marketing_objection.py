@@ -90,9 +90,9 @@ def opt_in(platform, email: str, marketing: bool = True) -> None:
 
 
 def marketing_on(platform, email: str) -> bool:
-    response = platform.gw.rest("GET", f"/api/unsubscribe/status/{email}")
-    assert response.status_code == 200, response.text
-    return bool(response.json()["marketing_consent"])
+    """As the notifier asks it (the public status route only emails the person a link)."""
+    request = consent_pb2.GetMarketingConsentRequest(email=email)
+    return consent_internal(platform).GetMarketingConsent(request, timeout=10).allowed
 
 
 def unsubscribe(platform, email: str) -> None:
