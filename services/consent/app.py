@@ -79,15 +79,16 @@ def build(settings: Settings) -> ConsentApp:
         db, crypto, writer, on_erasure_requested=worker.wake, public_base_url=settings.public_base_url
     )
     diagnostics = _diagnostics(db, consent, pending, settings.erasure_alert_s)
-    verified = VerifiedRequests(
-        consent, ActionTokens(secrets.hmac_key, timedelta(minutes=settings.action_token_ttl_minutes)),
-        ActionRecords(db), Mailer(channel_to(settings.notifier_addr), timeout_s=settings.notify_timeout_s),
-        public_base_url=settings.public_base_url, emails_per_hour=settings.verification_emails_per_hour,
-    )
     person_export = PersonExport(
         consent,
         ChatExport(channel_to(settings.chat_addr), timeout_s=settings.export_timeout_s),
         DeliveriesExport(channel_to(settings.notifier_addr), timeout_s=settings.export_timeout_s),
+    )
+    verified = VerifiedRequests(
+        consent, ActionTokens(secrets.hmac_key, timedelta(minutes=settings.action_token_ttl_minutes)),
+        ActionRecords(db), Mailer(channel_to(settings.notifier_addr), timeout_s=settings.notify_timeout_s),
+        person_export.export,
+        public_base_url=settings.public_base_url, emails_per_hour=settings.verification_emails_per_hour,
     )
     return ConsentApp(settings, db, writer, pending, worker, consent, diagnostics, verified, person_export)
 

@@ -3,11 +3,13 @@ and the result the button's POST shows."""
 from __future__ import annotations
 
 import html
+import json
 from urllib.parse import quote
 
-from services.consent.verification import CONFIRM_PATH, ERASE, STATUS, Done
+from services.consent.verification import CONFIRM_PATH, ERASE, EXPORT, STATUS, Done
 
 CONTENT_TYPE = "text/html; charset=utf-8"
+JSON_TYPE = "application/json"
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -25,6 +27,8 @@ _ASK = {
             "Erase my data"),
     STATUS: ("Your consent status", "Press the button to see which consents NovaHouse holds for this address.",
              "Show my consent status"),
+    EXPORT: ("Your data", "Press the button to download, as one JSON document, everything NovaHouse holds about "
+             "you: conversations, leads, consent history and the messages sent about you.", "Download my data"),
 }
 
 
@@ -46,7 +50,14 @@ def _yes_no(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def render_done(done: Done) -> bytes:
+def render_done(done: Done) -> tuple[str, bytes]:
+    """(content type, body) of the answer to the page's POST: the export's JSON document, else a page."""
+    if done.action == EXPORT:
+        return JSON_TYPE, json.dumps(done.document, ensure_ascii=False, indent=2).encode()
+    return CONTENT_TYPE, _result_page(done)
+
+
+def _result_page(done: Done) -> bytes:
     status = done.status
     if done.action == ERASE:
         return _page("Your data is being erased", (

@@ -67,6 +67,11 @@ class ConsentServicer(consent_pb2_grpc.ConsentServicer):
     ) -> consent_pb2.ConsentStatus:
         return asked_proto(self.verified.ask(request.email, verification.STATUS))
 
+    def RequestExport(
+        self, request: consent_pb2.RequestExportRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ConsentStatus:
+        return asked_proto(self.verified.ask(request.email, verification.EXPORT))
+
     def ShowConfirmation(
         self, request: consent_pb2.ShowConfirmationRequest, context: grpc.ServicerContext
     ) -> httpbody_pb2.HttpBody:
@@ -77,10 +82,10 @@ class ConsentServicer(consent_pb2_grpc.ConsentServicer):
         )
 
     def Confirm(self, request: consent_pb2.ConfirmRequest, context: grpc.ServicerContext) -> httpbody_pb2.HttpBody:
-        done = self.verified.confirm(request.token, request_context.caller(context))
-        return httpbody_pb2.HttpBody(
-            content_type=confirmation_page.CONTENT_TYPE, data=confirmation_page.render_done(done)
+        content_type, data = confirmation_page.render_done(
+            self.verified.confirm(request.token, request_context.caller(context))
         )
+        return httpbody_pb2.HttpBody(content_type=content_type, data=data)
 
     def ShowOneClickUnsubscribe(
         self, request: consent_pb2.ShowOneClickUnsubscribeRequest, context: grpc.ServicerContext

@@ -1,5 +1,5 @@
-"""Verified requests: what only the person may do (erase their data, see their consent status) needs proof that
-they read the mailbox. No gRPC types and no SQL here.
+"""Verified requests: what only the person may do (erase their data, see their consent status, export everything
+held about them) needs proof that they read the mailbox. No gRPC types and no SQL here.
 
 The public request never acts: it emails a link carrying a signed, single-use, expiring token (action_tokens) to
 the address it names, and answers the same for every address, known or not, doing the same work either way (it
@@ -12,8 +12,10 @@ request answers as usual and sends nothing (logged with the address's keyed hash
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import quote
 
 from services.consent import validation
@@ -27,7 +29,7 @@ from services.runtime.request_context import Caller
 
 log = logging.getLogger(__name__)
 
-ERASE, STATUS = "erase", "status"
+ERASE, STATUS, EXPORT = "erase", "status", "export"
 CONFIRM_PATH = "/api/confirm"
 THROTTLE_WINDOW = timedelta(hours=1)
 ASKED_MESSAGE = (
@@ -47,6 +49,11 @@ _EMAILS = {
         "Someone, hopefully you, asked to see which consents NovaHouse holds for this address.",
         "see your consent status",
     ),
+    EXPORT: (
+        "Your data at NovaHouse",
+        "Someone, hopefully you, asked for a copy of everything NovaHouse holds about this address.",
+        "download your data",
+    ),
 }
 
 
@@ -60,10 +67,12 @@ class Asked:
 
 @dataclass(frozen=True)
 class Done:
-    """What a confirmed request did: the erasure started (the status after the revoke), or the status shown."""
+    """What a confirmed request did: the erasure started (the status after the revoke), the status shown, or the
+    export document."""
 
     action: str
     status: Status
+    document: dict[str, Any] | None = None
 
 
 class VerifiedRequests:
@@ -73,6 +82,7 @@ class VerifiedRequests:
         tokens: ActionTokens,
         records: ActionRecords,
         mailer: Mailer,
+        export: Callable[[str], dict[str, Any]],
         public_base_url: str,
         emails_per_hour: int,
     ):
@@ -80,6 +90,7 @@ class VerifiedRequests:
         self.tokens = tokens
         self.records = records
         self.mailer = mailer
+        self.export = export
         self.public_base_url = public_base_url.rstrip("/")
         self.emails_per_hour = emails_per_hour
 
@@ -121,9 +132,11 @@ class VerifiedRequests:
             first_use = self.records.use(claim.token_id, claim.action, claim.expires_at, utcnow())
         if not first_use:
             raise ValidationError("this link was already used; ask again for a new one")
-        if claim.action == STATUS:
-            return Done(STATUS, self.consent.status(claim.email))
         try:
+            if claim.action == STATUS:
+                return Done(STATUS, self.consent.status(claim.email))
+            if claim.action == EXPORT:
+                return Done(EXPORT, Status(claim.email), self.export(claim.email))
             status = self.consent.revoke(
                 claim.email, claim.reason or "confirmed from the emailed link", f"verified-{claim.token_id}", origin
             )

@@ -198,3 +198,21 @@ def test_verification_emails_are_throttled_per_address(platform):
     wait_until_sent(platform)
     assert len(platform.smtp.to(email)) == EMAILS_PER_HOUR
     assert len(platform.smtp.to(other)) == 1  # per address: another one is not held back
+
+
+def test_export_is_answered_only_from_the_confirmed_page_and_once(platform):
+    email, unknown = new_email(), new_email()
+    opt_in(platform, email)
+    answers = [platform.gw.rest("POST", "/api/export", json={"email": address}) for address in (email, unknown)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json() | {"email": email}
+
+    link = emailed_link(platform, email)
+    page = platform.gw.rest("GET", local(link))
+    assert page.status_code == 200 and "Download my data" in page.text and "opt-in" not in page.text
+
+    document = confirm(platform, link)
+    assert document.status_code == 200 and document.headers["content-type"].startswith("application/json")
+    assert document.json()["email"] == email
+    assert [entry["action"] for entry in document.json()["consent"]["ledger"]] == ["opt-in"]
+    assert confirm(platform, link).status_code in (400, 403)
