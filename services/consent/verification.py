@@ -15,13 +15,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from services.consent import validation
 from services.consent.action_tokens import ActionClaim, ActionTokens, ExpiredToken, InvalidToken
 from services.consent.consent import ConsentService, Status
-from services.consent.mailer import Mailer
 from services.consent.storage import ActionRecords, outage_as_unavailable
 from services.runtime.clock import utcnow
 from services.runtime.errors import UnavailableError, ValidationError
@@ -57,6 +56,12 @@ _EMAILS = {
 }
 
 
+class ServiceMail(Protocol):
+    """Where verification emails go: mailer.Mailer (the notifier) in the service."""
+
+    def service_email(self, key: str, to: str, subject: str, body: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Asked:
     """The answer to a request without a token: the same for every address."""
@@ -81,7 +86,7 @@ class VerifiedRequests:
         consent: ConsentService,
         tokens: ActionTokens,
         records: ActionRecords,
-        mailer: Mailer,
+        mailer: ServiceMail,
         export: Callable[[str], dict[str, Any]],
         public_base_url: str,
         emails_per_hour: int,
