@@ -9,12 +9,17 @@ makes the export fail rather than come out incomplete.
 """
 from __future__ import annotations
 
+import json
 import random
 import string
 import uuid
 
+import grpc
 import pytest
 
+from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
+from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
+from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from testsupport import backing
 from testsupport.receivers import HttpReceiver, monday_graphql
 from testsupport.smtp import SmtpReceiver
@@ -195,6 +200,38 @@ def test_the_export_route_is_not_on_the_public_listener(platform, person):
     response = platform.gw.rest("POST", EXPORT_PATH, json={"email": person.email})
     assert response.status_code == 404
     assert person.email not in response.text
+
+
+def test_the_export_rpcs_answer_on_the_admin_listener_only(platform, person):
+    """An operator's gRPC client gets the same document; the peers' parts are internal RPCs, never public."""
+    admin, public = platform.gw.channel(admin=True), platform.gw.channel()
+    body = consent_pb2_grpc.ConsentAdminStub(admin).ExportPerson(
+        consent_pb2.ExportPersonRequest(email=person.email), timeout=30
+    )
+    document = json.loads(body.data)
+    assert body.content_type == "application/json" and document["email"] == person.email
+
+    chat_request = chat_pb2.ExportSubjectRequest(email=person.email)
+    chat = chat_pb2_grpc.ChatInternalStub(admin).ExportSubject(chat_request, timeout=30)
+    assert json.loads(chat.document_json) == document["chat"]
+    assert sorted(chat.session_ids) == sorted(person.sessions) and list(chat.phones) == [f"+48{person.phone}"]
+    deliveries_request = notifier_pb2.ExportDeliveriesRequest(
+        email=person.email, phones=chat.phones, lead_ids=chat.lead_ids, session_ids=chat.session_ids,
+        conversation_ids=chat.conversation_ids,
+    )
+    deliveries = notifier_pb2_grpc.NotifierInternalStub(admin).ExportDeliveries(deliveries_request, timeout=30)
+    assert {d["delivery_id"] for d in json.loads(deliveries.document_json)} == {
+        d["delivery_id"] for d in document["deliveries"]}
+
+    for call in (
+        lambda: consent_pb2_grpc.ConsentAdminStub(public).ExportPerson(
+            consent_pb2.ExportPersonRequest(email=person.email), timeout=10),
+        lambda: chat_pb2_grpc.ChatInternalStub(public).ExportSubject(chat_request, timeout=10),
+        lambda: notifier_pb2_grpc.NotifierInternalStub(public).ExportDeliveries(deliveries_request, timeout=10),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_an_unknown_address_gets_an_empty_document(platform):
