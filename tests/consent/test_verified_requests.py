@@ -216,3 +216,16 @@ def test_export_is_answered_only_from_the_confirmed_page_and_once(platform):
     assert document.json()["email"] == email
     assert [entry["action"] for entry in document.json()["consent"]["ledger"]] == ["opt-in"]
     assert confirm(platform, link).status_code in (400, 403)
+
+
+def test_no_log_of_envoy_or_the_services_holds_an_address_or_a_token(platform):
+    email = new_email()
+    opt_in(platform, email)
+    platform.gw.rest("GET", f"/api/unsubscribe/status/{email}")  # the seeds' path, with the address in it
+    link = emailed_link(platform, email)
+    confirm(platform, link)
+    token = local(link).split("token=", 1)[1]
+    logs = {path.name: path.read_text(errors="replace") for path in platform.gw.stack.config.data_dir.rglob("*.log")}
+    assert {"envoy.log", "consent.log", "notifier.log"} <= set(logs), sorted(logs)
+    for name, text in logs.items():
+        assert email not in text and email.split("@")[0] not in text and token not in text, name
