@@ -63,11 +63,11 @@ def test_the_request_without_a_token_never_looks_the_address_up(db):
     assert [to for to, _ in outbox.sent] == ["someone@example.com"] * 3
 
 
-def test_two_racing_confirmations_of_one_link_erase_once(db):
+def test_two_racing_confirmations_of_one_link_erase_once_with_the_reason_given(db):
     consent = consent_service(db)
     consent.record_consent("racer@example.com", True, True, "v1", "test")
     requests, outbox = verified(db, consent=consent)
-    requests.ask("racer@example.com", ERASE)
+    requests.ask("racer@example.com", ERASE, reason="Forget me")
     [token] = outbox.tokens("racer@example.com")
     outcomes: list[str] = []
 
@@ -87,6 +87,7 @@ def test_two_racing_confirmations_of_one_link_erase_once(db):
     with db.engine.connect() as conn:
         actions = [row.action for row in conn.execute(ledger_entries.select().order_by(ledger_entries.c.seq))]
     assert actions == ["opt-in", "revoke"]
+    assert consent.export("racer@example.com")[1][-1].reason == "Forget me"  # carried by the link
 
 
 def test_a_link_whose_action_failed_can_be_used_again(db):
