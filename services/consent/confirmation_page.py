@@ -13,7 +13,8 @@ JSON_TYPE = "application/json"
 
 _PAGE = """<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><meta name="robots" content="noindex"><title>{title} - NovaHouse</title></head>
+<head><meta charset="utf-8"><meta name="robots" content="noindex"><meta name="referrer" content="no-referrer">
+<title>{title} - NovaHouse</title></head>
 <body>
 <h1>{title}</h1>
 {content}
