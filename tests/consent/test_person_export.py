@@ -234,6 +234,15 @@ def test_the_export_rpcs_answer_on_the_admin_listener_only(platform, person):
         assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def test_no_log_holds_the_email_phone_or_name_after_an_export(platform, person):
+    """The email travels in a POST body, never in a path; the services' logs redact what they write."""
+    assert export(platform, person.email).status_code == 200
+    logs = "\n".join(p.read_text(errors="replace") for p in platform.gw.stack.log_dir.glob("*.log"))
+    assert logs and "ExportPerson" in logs
+    for secret in (person.email, person.phone, *person.typed_phones, person.name):
+        assert secret not in logs
+
+
 def test_an_unknown_address_gets_an_empty_document(platform):
     response = export(platform, new_email())
     assert response.status_code == 200, response.text
