@@ -13,7 +13,9 @@ import requests
 
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack, StackConfig
-from testsupport import contracts
+from testsupport import backing, contracts
+from testsupport.receivers import HttpReceiver, monday_graphql
+from testsupport.smtp import SmtpReceiver
 
 
 class _RecordingInterceptor(grpc.UnaryUnaryClientInterceptor):
@@ -128,3 +130,51 @@ def post_from(source_ip: str, port: int, path: str, body: dict, headers: dict[st
         return response.status, {k.lower(): v for k, v in response.getheaders()}, payload
     finally:
         conn.close()
+
+
+@dataclasses.dataclass
+class Platform:
+    """The whole stack on PostgreSQL with local Slack, Monday.com and SMTP receivers."""
+
+    gw: Gateway
+    slack: HttpReceiver
+    monday: HttpReceiver
+    smtp: SmtpReceiver
+    schemas: dict[str, str]  # each service's own schema, dropped afterwards
+
+
+# Limits high enough that a test's own traffic is never refused (the limiter has its own tests).
+UNLIMITED = {
+    "CHAT_RATE_LIMIT": "100000 per minute",
+    "API_RATE_LIMIT_MINUTE": "100000 per minute",
+    "API_RATE_LIMIT_HOUR": "100000 per hour",
+    "SHIELD_BURST": "100000",
+    "SHIELD_PER_SECOND": "100000",
+}
+
+
+@contextlib.contextmanager
+def postgres_platform(data_dir: Path, name: str,
+                      service_env: dict[str, dict[str, str]] | None = None) -> Iterator[Platform]:
+    """Chat, consent and the notifier each in a fresh PostgreSQL schema (named after `name`), behind Envoy, with
+    Slack, Monday.com and SMTP at local receivers; the schemas are dropped afterwards."""
+    schemas = {svc: backing.unique_name(f"{name}_{svc}") for svc in ("chat", "consent", "notifier")}
+    backing.postgres_connect().close()  # fail here, clearly, when PostgreSQL is not there
+    with HttpReceiver() as slack, HttpReceiver(respond=monday_graphql) as monday, SmtpReceiver() as smtp:
+        env = {
+            "DATABASE_URL": backing.TEST_DATABASE_URL,
+            "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
+            "MONDAY_API_URL": f"{monday.url}/v2",
+            "MONDAY_API_KEY": "test-key",
+            "MONDAY_BOARD_ID": "4242",
+            "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",
+            **UNLIMITED,
+        }
+        per_service = {svc: {"DB_SCHEMA": schema, **(service_env or {}).get(svc, {})}
+                       for svc, schema in schemas.items()}
+        try:
+            with running_stack(data_dir, env=env, service_env=per_service) as gw:
+                yield Platform(gw, slack, monday, smtp, schemas)
+        finally:
+            for schema in schemas.values():
+                backing.drop_schema(schema)

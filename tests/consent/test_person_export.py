@@ -21,9 +21,7 @@ from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from testsupport import backing
-from testsupport.receivers import HttpReceiver, monday_graphql
-from testsupport.smtp import SmtpReceiver
-from testsupport.stack import running_stack
+from testsupport.stack import postgres_platform
 from testsupport.waiting import wait_for
 
 EXPORT_PATH = "/api/admin/consent/export"
@@ -31,32 +29,11 @@ EXPORT_PATH = "/api/admin/consent/export"
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    schemas = {svc: backing.unique_name(f"export_{svc}") for svc in ("chat", "consent", "notifier")}
-    backing.postgres_connect().close()
-    with HttpReceiver() as slack, HttpReceiver(respond=monday_graphql) as monday, SmtpReceiver() as smtp:
-        env = {
-            "DATABASE_URL": backing.TEST_DATABASE_URL,
-            "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
-            "MONDAY_API_URL": f"{monday.url}/v2",
-            "MONDAY_API_KEY": "test-key",
-            "MONDAY_BOARD_ID": "4242",
-            "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",
-            "CHAT_RATE_LIMIT": "100000 per minute",
-            "API_RATE_LIMIT_MINUTE": "100000 per minute",
-            "API_RATE_LIMIT_HOUR": "100000 per hour",
-            "SHIELD_BURST": "100000",
-            "SHIELD_PER_SECOND": "100000",
-        }
-        service_env = {svc: {"DB_SCHEMA": schema} for svc, schema in schemas.items()}
-        service_env["chat"].update({"SCHEDULER_ENABLED": "false", "FOLLOWUP_DELAYS": "1s,1000s,2000s"})
-        service_env["consent"]["CONSENT_EXPORT_TIMEOUT_S"] = "2"
-        try:
-            with running_stack(tmp_path_factory.mktemp("export"), env=env, service_env=service_env) as gw:
-                yield type("Platform", (), {"gw": gw, "smtp": smtp, "slack": slack, "monday": monday,
-                                            "schemas": schemas})
-        finally:
-            for schema in schemas.values():
-                backing.drop_schema(schema)
+    with postgres_platform(tmp_path_factory.mktemp("export"), "export", {
+        "chat": {"SCHEDULER_ENABLED": "false", "FOLLOWUP_DELAYS": "1s,1000s,2000s"},
+        "consent": {"CONSENT_EXPORT_TIMEOUT_S": "2"},
+    }) as platform:
+        yield platform
 
 
 def unique_name() -> str:

@@ -21,9 +21,7 @@ from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from services.consent.action_tokens import ActionTokens
 from services.runtime.clock import utcnow
-from testsupport import backing
-from testsupport.smtp import SmtpReceiver
-from testsupport.stack import running_stack
+from testsupport.stack import postgres_platform
 from testsupport.waiting import wait_for
 
 PUBLIC_BASE_URL = "https://novahouse.example"
@@ -35,32 +33,17 @@ _numbers = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    schemas = {svc: backing.unique_name(f"verified_{svc}") for svc in ("chat", "consent", "notifier")}
-    backing.postgres_connect().close()
-    with SmtpReceiver() as smtp:
-        env = {
-            "DATABASE_URL": backing.TEST_DATABASE_URL,
-            "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",
-            "API_RATE_LIMIT_MINUTE": "100000 per minute",
-            "API_RATE_LIMIT_HOUR": "100000 per hour",
-            "SHIELD_BURST": "100000",
-            "SHIELD_PER_SECOND": "100000",
-        }
-        service_env = {svc: {"DB_SCHEMA": schema} for svc, schema in schemas.items()}
-        service_env["consent"].update({
+    with postgres_platform(tmp_path_factory.mktemp("verified"), "verified", {
+        "consent": {
             "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "CONSENT_HMAC_KEY": base64.b64encode(HMAC_KEY).decode(),
             "CONSENT_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
             "CONSENT_VERIFICATION_EMAILS_PER_HOUR": str(EMAILS_PER_HOUR),
             "CONSENT_ERASURE_RETRY_S": "0.1",
             "CONSENT_ERASURE_POLL_S": "0.5",
-        })
-        try:
-            with running_stack(tmp_path_factory.mktemp("verified"), env=env, service_env=service_env) as gw:
-                yield type("Platform", (), {"gw": gw, "smtp": smtp})
-        finally:
-            for schema in schemas.values():
-                backing.drop_schema(schema)
+        },
+    }) as platform:
+        yield platform
 
 
 def new_email() -> str:

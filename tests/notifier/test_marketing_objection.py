@@ -18,10 +18,7 @@ import pytest
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2 as pb
 from novahouse.notifier.v1 import notifier_pb2_grpc
-from testsupport import backing
-from testsupport.receivers import HttpReceiver, monday_graphql
-from testsupport.smtp import SmtpReceiver
-from testsupport.stack import running_stack
+from testsupport.stack import postgres_platform
 from testsupport.waiting import wait_for
 
 PUBLIC_BASE_URL = "https://novahouse.example"
@@ -31,36 +28,16 @@ _numbers = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    schemas = {svc: backing.unique_name(f"objection_{svc}") for svc in ("chat", "consent", "notifier")}
-    backing.postgres_connect().close()
-    with HttpReceiver() as slack, HttpReceiver(respond=monday_graphql) as monday, SmtpReceiver() as smtp:
-        env = {
-            "DATABASE_URL": backing.TEST_DATABASE_URL,
-            "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
-            "MONDAY_API_URL": f"{monday.url}/v2",
-            "MONDAY_API_KEY": "test-key",
-            "MONDAY_BOARD_ID": "4242",
-            "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",
-            "CHAT_RATE_LIMIT": "100000 per minute",
-            "API_RATE_LIMIT_MINUTE": "100000 per minute",
-            "API_RATE_LIMIT_HOUR": "100000 per hour",
-            "SHIELD_BURST": "100000",
-            "SHIELD_PER_SECOND": "100000",
-        }
-        service_env = {svc: {"DB_SCHEMA": schema} for svc, schema in schemas.items()}
+    with postgres_platform(tmp_path_factory.mktemp("objection"), "objection", {
         # Follow-ups only when a test runs them (no scheduler), one second after the visitor's last message.
-        service_env["chat"].update({"SCHEDULER_ENABLED": "false", "FOLLOWUP_DELAYS": "1s,1000s,2000s"})
-        service_env["consent"]["PUBLIC_BASE_URL"] = PUBLIC_BASE_URL
-        service_env["notifier"].update({
+        "chat": {"SCHEDULER_ENABLED": "false", "FOLLOWUP_DELAYS": "1s,1000s,2000s"},
+        "consent": {"PUBLIC_BASE_URL": PUBLIC_BASE_URL},
+        "notifier": {
             "DLQ_RETRY_DELAY_SECONDS": "0.2", "DLQ_MAX_DELAY_SECONDS": "0.5", "DLQ_POLL_INTERVAL_S": "0.2",
             "DLQ_MAX_RETRIES": "50", "CB_FAIL_MAX": "1000", "NOTIFIER_CONSENT_TIMEOUT_S": "1",
-        })
-        try:
-            with running_stack(tmp_path_factory.mktemp("objection"), env=env, service_env=service_env) as gw:
-                yield type("Platform", (), {"gw": gw, "smtp": smtp})
-        finally:
-            for schema in schemas.values():
-                backing.drop_schema(schema)
+        },
+    }) as platform:
+        yield platform
 
 
 @pytest.fixture(autouse=True)
