@@ -9,6 +9,10 @@ new is found. A one-word name is not searched for: too many people share it.
 The export carries every conversation with its captured details, messages and follow-ups, and every lead with its
 fields, score and hand-over state, each with its id; plus the ids, phones and session ids other services may hold
 about this person, so the consent service can ask the notifier for the deliveries made about them.
+
+A person who gave only a phone (an operator's request, after an identity check) is found by it alone: leads with
+that phone and conversations whose messages hold it in any format, nothing more (no names, no emails followed).
+The emails captured in what was found are listed, so the operator is told rather than the search silently widened.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.chat import storage
-from services.chat.privacy import checked_email
+from services.chat.privacy import checked_subject, national_digits
 from services.chat.slots import slot_text
 from services.chat.storage import Conversation, Lead
 from services.runtime.db import Database
@@ -35,6 +39,7 @@ class SubjectExport:
     session_ids: list[str] = field(default_factory=list)
     conversation_ids: list[str] = field(default_factory=list)
     phones: list[str] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
 
 
 def _time(value: dt.datetime | None) -> str | None:
@@ -92,6 +97,21 @@ def _find(s: Session, email: str) -> tuple[list[Conversation], list[Lead], dict[
                     added = True
         if not added:
             return sorted(conversations, key=lambda c: c.id), sorted(leads, key=lambda x: x.id), found_by, phones
+
+
+def _find_by_phone(
+    s: Session, phone: str
+) -> tuple[list[Conversation], list[Lead], dict[int, set[str]], set[str]]:
+    leads = storage.leads_by_phone(s, phone)
+    found_by: dict[int, set[str]] = {}
+    for cid in storage.conversation_ids_mentioning_digits(s, national_digits(phone)) | {
+        lead.conversation_id for lead in leads
+    }:
+        found_by.setdefault(cid, set()).add("phone")
+    conversations = storage.conversations_by_ids(s, found_by)
+    leads = list({lead.id: lead for lead in leads + storage.leads_of_conversations(s, found_by)}.values())
+    phones, _ = _identifiers(conversations, leads)
+    return sorted(conversations, key=lambda c: c.id), sorted(leads, key=lambda x: x.id), found_by, phones | {phone}
 
 
 def _conversation(s: Session, conversation: Conversation, found_by: set[str]) -> dict[str, Any]:
@@ -157,10 +177,10 @@ def _lead_status(lead: Lead) -> str:
     return "pending-hand-over"
 
 
-def export_subject(db: Database, email: str) -> SubjectExport:
-    email = checked_email(email)
+def export_subject(db: Database, email: str, phone: str = "") -> SubjectExport:
+    email, phone = checked_subject(email, phone)
     with db.session() as s:
-        conversations, leads, found_by, phones = _find(s, email)
+        conversations, leads, found_by, phones = _find(s, email) if email else _find_by_phone(s, phone)
         document = {
             "conversations": [_conversation(s, c, found_by[c.id]) for c in conversations],
             "leads": [_lead(lead) for lead in leads],
@@ -171,4 +191,10 @@ def export_subject(db: Database, email: str) -> SubjectExport:
         session_ids=sorted(c.session_id for c in conversations),
         conversation_ids=sorted(str(c.id) for c in conversations),
         phones=sorted(phones),
+        emails=[] if email else sorted(_emails(conversations, leads)),
     )
+
+
+def _emails(conversations: list[Conversation], leads: list[Lead]) -> set[str]:
+    found = {c.contact_email for c in conversations} | {slot_text(c.slots, "email") for c in conversations}
+    return {e for e in found | {lead.email for lead in leads} if e}

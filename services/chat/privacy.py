@@ -5,6 +5,9 @@ whose captured email or any message contains it. Their messages are deleted, the
 email, phone, client IP, user agent, free-text start) are cleared and the captured slots dropped; the counts
 statistics need (conversations, leads, scores, city, area, budget) stay. A request id is carried out once: a retry
 returns the first result.
+
+A person who gave only a phone (an operator's request, after an identity check) is found the same way by it: leads
+with that phone and conversations whose messages hold its 9 national digits in any format; the same deletion runs.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.chat import storage
-from services.chat.slots import normalise_email
+from services.chat.slots import normalise_email, normalise_phone
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.errors import ValidationError
@@ -37,8 +40,28 @@ def checked_email(email: str) -> str:
     return email
 
 
-def erase_subject(db: Database, email: str, request_id: str) -> ErasureResult:
-    email = checked_email(email)
+def checked_phone(phone: str) -> str:
+    """The phone as chat stores it (E.164); ValidationError unless it is a 9-digit Polish number."""
+    normalised = normalise_phone(phone or "") if len(phone or "") <= 40 else None
+    if normalised is None:
+        raise ValidationError("phone is missing or malformed (a 9-digit Polish number, +48 optional)")
+    return normalised
+
+
+def national_digits(phone: str) -> str:
+    """'+48600700800' -> '600700800': what a message holds however the number was typed."""
+    return phone[3:]
+
+
+def checked_subject(email: str, phone: str) -> tuple[str, str]:
+    """(email, "") or ("", phone), normalised; ValidationError unless exactly one of the two is given."""
+    if bool((email or "").strip()) == bool((phone or "").strip()):
+        raise ValidationError("give exactly one of email or phone")
+    return (checked_email(email), "") if (email or "").strip() else ("", checked_phone(phone))
+
+
+def erase_subject(db: Database, email: str, request_id: str, phone: str = "") -> ErasureResult:
+    email, phone = checked_subject(email, phone)
     request_id = (request_id or "").strip()
     if not request_id or len(request_id) > 64:
         raise ValidationError("request_id is required (at most 64 characters)")
@@ -46,8 +69,13 @@ def erase_subject(db: Database, email: str, request_id: str) -> ErasureResult:
         done = storage.erasure_by_request(s, request_id)
         if done is not None:
             return ErasureResult(done.conversations, done.messages_erased, done.leads_anonymised)
-        leads = storage.leads_by_email(s, email)
-        conversation_ids = storage.conversation_ids_with_email(s, email) | {lead.conversation_id for lead in leads}
+        if email:
+            leads = storage.leads_by_email(s, email)
+            found = storage.conversation_ids_with_email(s, email)
+        else:
+            leads = storage.leads_by_phone(s, phone)
+            found = storage.conversation_ids_mentioning_digits(s, national_digits(phone))
+        conversation_ids = found | {lead.conversation_id for lead in leads}
         erased = 0
         if conversation_ids:
             erased = storage.delete_messages(s, conversation_ids)

@@ -86,7 +86,7 @@ class ChatInternalServicer(chat_pb2_grpc.ChatInternalServicer):
     def EraseSubject(
         self, request: chat_pb2.EraseSubjectRequest, context: grpc.ServicerContext
     ) -> chat_pb2.EraseSubjectResponse:
-        result = privacy.erase_subject(self.app.db, request.email, request.request_id)
+        result = privacy.erase_subject(self.app.db, request.email, request.request_id, request.phone)
         return chat_pb2.EraseSubjectResponse(
             conversations=result.conversations,
             messages_erased=result.messages_erased,
@@ -96,13 +96,14 @@ class ChatInternalServicer(chat_pb2_grpc.ChatInternalServicer):
     def ExportSubject(
         self, request: chat_pb2.ExportSubjectRequest, context: grpc.ServicerContext
     ) -> chat_pb2.SubjectExport:
-        found = export.export_subject(self.app.db, request.email)
+        found = export.export_subject(self.app.db, request.email, request.phone)
         return chat_pb2.SubjectExport(
             document_json=json.dumps(found.document, ensure_ascii=False),
             lead_ids=found.lead_ids,
             session_ids=found.session_ids,
             conversation_ids=found.conversation_ids,
             phones=found.phones,
+            emails=found.emails,
         )
 
 

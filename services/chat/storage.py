@@ -323,6 +323,10 @@ def leads_by_email(session: Session, email: str) -> list[Lead]:
     return list(session.scalars(select(Lead).where(Lead.email == email)))
 
 
+def leads_by_phone(session: Session, phone: str) -> list[Lead]:
+    return list(session.scalars(select(Lead).where(Lead.phone == phone)))
+
+
 def conversation_ids_with_email(session: Session, email: str) -> set[int]:
     """Conversations that captured `email` (already normalised) or whose messages contain it, in any case."""
     escaped = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

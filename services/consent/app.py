@@ -7,13 +7,14 @@ from pathlib import Path
 
 from services.consent import ledger_storage
 from services.consent.action_tokens import ActionTokens
-from services.consent.chat_eraser import ChatEraser
+from services.consent.chat_eraser import ChatEraser, ChatPhoneEraser
 from services.consent.consent import ConsentService
 from services.consent.crypto import SubjectCrypto, load_secrets
 from services.consent.erasure import ErasureWorker
 from services.consent.export_clients import ChatExport, DeliveriesExport
 from services.consent.mailer import Mailer
 from services.consent.person_export import PersonExport
+from services.consent.phone_erasure import PhoneOnlyErasure
 from services.consent.settings import Settings
 from services.consent.storage import ActionRecords, PendingErasures
 from services.consent.verification import VerifiedRequests
@@ -52,6 +53,7 @@ class ConsentApp:
     diagnostics: Diagnostics
     verified: VerifiedRequests
     person_export: PersonExport
+    phone_erasure: PhoneOnlyErasure
 
     def migrate(self) -> None:
         migrate(self.db)
@@ -90,7 +92,12 @@ def build(settings: Settings) -> ConsentApp:
         person_export.export,
         public_base_url=settings.public_base_url, emails_per_hour=settings.verification_emails_per_hour,
     )
-    return ConsentApp(settings, db, writer, pending, worker, consent, diagnostics, verified, person_export)
+    phone_erasure = PhoneOnlyErasure(
+        ChatPhoneEraser(channel_to(settings.chat_addr), timeout_s=settings.erase_timeout_s)
+    )
+    return ConsentApp(
+        settings, db, writer, pending, worker, consent, diagnostics, verified, person_export, phone_erasure
+    )
 
 
 def _diagnostics(db: Database, consent: ConsentService, pending: PendingErasures, alert_after_s: float) -> Diagnostics:

@@ -11,7 +11,7 @@ import grpc
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from services.consent.person_export import ChatHoldings
-from services.runtime.errors import UnavailableError
+from services.runtime.errors import UnavailableError, ValidationError
 
 
 def _unavailable(peer: str, exc: grpc.RpcError) -> UnavailableError:
@@ -19,18 +19,21 @@ def _unavailable(peer: str, exc: grpc.RpcError) -> UnavailableError:
 
 
 class ChatExport:
-    """Callable chat_export(email) -> ChatHoldings."""
+    """Callable chat_export(email, phone) -> ChatHoldings: exactly one of the two; chat validates and normalises
+    them (a malformed one raises ValidationError)."""
 
     def __init__(self, channel: grpc.Channel, timeout_s: float):
         self._stub = chat_pb2_grpc.ChatInternalStub(channel)  # type: ignore[no-untyped-call]  # generated without annotations
         self._timeout_s = timeout_s
 
-    def __call__(self, email: str) -> ChatHoldings:
+    def __call__(self, email: str, phone: str = "") -> ChatHoldings:
         try:
             found: chat_pb2.SubjectExport = self._stub.ExportSubject(
-                chat_pb2.ExportSubjectRequest(email=email), timeout=self._timeout_s
+                chat_pb2.ExportSubjectRequest(email=email, phone=phone), timeout=self._timeout_s
             )
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise ValidationError(exc.details() or "invalid request") from None
             raise _unavailable("chat", exc) from None
         return ChatHoldings(
             document=json.loads(found.document_json),
@@ -38,6 +41,7 @@ class ChatExport:
             session_ids=list(found.session_ids),
             conversation_ids=list(found.conversation_ids),
             phones=list(found.phones),
+            emails=list(found.emails),
         )
 
 

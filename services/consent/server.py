@@ -38,7 +38,7 @@ def grpc_service(app: ConsentApp) -> GrpcService:
     )
     service.add(
         consent_pb2_grpc.add_ConsentAdminServicer_to_server,
-        ConsentAdminServicer(app.consent, app.diagnostics, app.person_export),
+        ConsentAdminServicer(app.consent, app.diagnostics, app.person_export, app.phone_erasure),
         "novahouse.consent.v1.ConsentAdmin",
     )
     service.on_ready(app.worker.start)

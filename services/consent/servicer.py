@@ -13,9 +13,11 @@ from services.consent import confirmation_page, unsubscribe_page, verification
 from services.consent.chain import Verification
 from services.consent.consent import ConsentService, ExportedEntry, Status, withdrawal_answer
 from services.consent.person_export import PersonExport
+from services.consent.phone_erasure import PhoneOnlyErasure
 from services.consent.verification import Asked, VerifiedRequests
 from services.runtime import request_context
 from services.runtime.diagnostics import Diagnostics
+from services.runtime.errors import ValidationError
 from services.runtime.timestamps import to_timestamp
 
 
@@ -140,17 +142,37 @@ class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
 
 
 class ConsentAdminServicer(consent_pb2_grpc.ConsentAdminServicer):
-    def __init__(self, consent: ConsentService, diagnostics: Diagnostics, person_export: PersonExport):
+    def __init__(
+        self, consent: ConsentService, diagnostics: Diagnostics, person_export: PersonExport,
+        phone_erasure: PhoneOnlyErasure,
+    ):
         self.consent = consent
         self.diagnostics = diagnostics
         self.person_export = person_export
+        self.phone_erasure = phone_erasure
 
     def ExportPerson(
         self, request: consent_pb2.ExportPersonRequest, context: grpc.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        document = self.person_export.export(request.email)
+        if bool(request.email.strip()) == bool(request.phone.strip()):
+            raise ValidationError("give exactly one of email or phone")
+        if request.phone.strip():
+            document = self.person_export.export_by_phone(request.phone)
+        else:
+            document = self.person_export.export(request.email)
         return httpbody_pb2.HttpBody(
             content_type="application/json", data=json.dumps(document, ensure_ascii=False, indent=2).encode()
+        )
+
+    def ErasePhoneOnly(
+        self, request: consent_pb2.ErasePhoneOnlyRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ErasePhoneOnlyResponse:
+        done = self.phone_erasure.erase(
+            request.phone, request.operator, request.identity_check_reference, request.request_id
+        )
+        return consent_pb2.ErasePhoneOnlyResponse(
+            request_id=done.request_id, conversations=done.conversations,
+            messages_erased=done.messages_erased, leads_anonymised=done.leads_anonymised,
         )
 
     def ExportSubject(

@@ -143,11 +143,12 @@ class DeliveryService:
         """The deliveries made about one person (Art. 15/20): those whose message names their email, a phone of
         theirs (its 9 national digits, in any format), one of their leads or sessions, or whose key is a
         follow-up of one of their conversations; with the escalations that carried them. Each with its purpose,
-        destination, times, outcome and the message itself."""
+        destination, times, outcome and the message itself. The email may be empty when phones are given (a
+        person who gave only a phone)."""
         email = email.strip().lower()
-        if not _EMAIL.match(email):
+        if (email or not phones) and not _EMAIL.match(email):
             raise ValidationError("email is missing or malformed")
-        terms = [email] + [i.lower() for i in lead_ids + session_ids if len(i) >= 6]
+        terms = ([email] if email else []) + [i.lower() for i in lead_ids + session_ids if len(i) >= 6]
         digits = [n for n in (_national(p) for p in phones) if len(n) >= 6]
         prefixes = [f"followup:{c}:" for c in conversation_ids if c.isdigit()]
         return [_exported(d) for d in self.store.mentioning(terms, digits, prefixes)]
