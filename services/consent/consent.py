@@ -19,14 +19,13 @@ from urllib.parse import quote
 from sqlalchemy.engine import Connection
 
 from services.consent import ledger_storage, validation
-from services.consent.chain import Event, Verification
+from services.consent.chain import Entry, Event, Verification
 from services.consent.crypto import SubjectCrypto
 from services.consent.ledger_storage import Appender
 from services.consent.storage import (
     ConsentRecords,
     ConsentState,
     PendingErasures,
-    StoredEntry,
     aware,
     outage_as_unavailable,
 )
@@ -363,35 +362,35 @@ class ConsentService:
         key = self.crypto.unwrap(subject_id, wrapped_key)
         return email, [self._exported(entry, key) for entry in entries]
 
-    def decrypt_entry(self, row: StoredEntry, key: bytes | None) -> dict[str, str]:
+    def decrypt_entry(self, row: Entry, key: bytes | None) -> dict[str, str]:
         """The personal fields of one ledger row; raises KeyDestroyed once the subject was erased."""
-        decrypt, subject_id = self.crypto.decrypt, row.subject_id
+        decrypt, subject_id = self.crypto.decrypt, row["subject_id"]
         return {
-            "email": decrypt(key, subject_id, "email", row.email_enc),
-            "client_ip": decrypt(key, subject_id, "client_ip", row.client_ip_enc),
-            "user_agent": decrypt(key, subject_id, "user_agent", row.user_agent_enc),
-            "reason": decrypt(key, subject_id, "reason", row.reason_enc),
+            "email": decrypt(key, subject_id, "email", row["email_enc"]),
+            "client_ip": decrypt(key, subject_id, "client_ip", row["client_ip_enc"]),
+            "user_agent": decrypt(key, subject_id, "user_agent", row["user_agent_enc"]),
+            "reason": decrypt(key, subject_id, "reason", row["reason_enc"]),
         }
 
-    def _exported(self, row: StoredEntry, key: bytes) -> ExportedEntry:
+    def _exported(self, row: Entry, key: bytes) -> ExportedEntry:
         personal = self.decrypt_entry(row, key)
         return ExportedEntry(
-            seq=row.seq,
-            action=row.action,
-            recorded_at=row.recorded_at,
-            text_version=row.text_version,
-            source=row.source,
+            seq=row["seq"],
+            action=row["action"],
+            recorded_at=row["recorded_at"],
+            text_version=row["text_version"],
+            source=row["source"],
             client_ip=personal["client_ip"],
             user_agent=personal["user_agent"],
             reason=personal["reason"],
-            session_id=row.session_id,
-            conversation_id=row.conversation_id,
-            lead_id=row.lead_id,
-            request_id=row.request_id or "",
-            processing_consent=row.processing_consent,
-            marketing_consent=row.marketing_consent,
-            entry_hash=row.entry_hash,
-            prev_hash=row.prev_hash,
+            session_id=row["session_id"],
+            conversation_id=row["conversation_id"],
+            lead_id=row["lead_id"],
+            request_id=row["request_id"] or "",
+            processing_consent=row["processing_consent"],
+            marketing_consent=row["marketing_consent"],
+            entry_hash=row["entry_hash"],
+            prev_hash=row["prev_hash"],
         )
 
     def verify(self) -> Verification:

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from services.consent.chain import ENTRY_COLUMNS
+from services.consent.chain import ENTRY_COLUMNS, Entry
 from services.runtime.db import Database
 from services.runtime.errors import UnavailableError
 
@@ -166,30 +166,6 @@ class ConsentState(TypedDict):
     stated_at: datetime  # when the person made the statement; a statement older than this leaves the state alone
 
 
-@dataclass(frozen=True)
-class StoredEntry:
-    """A ledger row as read back (recorded_at aware)."""
-
-    seq: int
-    recorded_at: datetime
-    action: str
-    subject_id: str
-    processing_consent: bool
-    marketing_consent: bool
-    text_version: str
-    source: str
-    session_id: str
-    conversation_id: str
-    lead_id: str
-    request_id: str | None
-    email_enc: bytes | None
-    client_ip_enc: bytes | None
-    user_agent_enc: bytes | None
-    reason_enc: bytes | None
-    prev_hash: str
-    entry_hash: str
-
-
 class ConsentRecords:
     """Reads of a person's record outside any append: current state, ledger entries, key."""
 
@@ -229,7 +205,7 @@ class ConsentRecords:
             ).scalar_one_or_none()
         return found
 
-    def entries(self, subject_hash: str) -> tuple[str, bytes | None, list[StoredEntry]] | None:
+    def entries(self, subject_hash: str) -> tuple[str, bytes | None, list[Entry]] | None:
         """(subject_id, wrapped_key, entries in ledger order) of the live subject with this keyed hash, or None."""
         with self.db.engine.connect() as conn:
             subject = conn.execute(
@@ -242,7 +218,7 @@ class ConsentRecords:
                 .where(ledger_entries.c.subject_id == subject.subject_id)
                 .order_by(ledger_entries.c.seq)
             ).all()
-        entries = [StoredEntry(**{**row._mapping, "recorded_at": aware(row.recorded_at)}) for row in rows]
+        entries = [Entry(**{**row._mapping, "recorded_at": aware(row.recorded_at)}) for row in rows]  # type: ignore[typeddict-item]  # the table's columns are ENTRY_COLUMNS, checked at import
         return subject.subject_id, subject.wrapped_key, entries
 
 

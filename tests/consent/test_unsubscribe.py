@@ -159,7 +159,7 @@ def test_revoke_turns_everything_off_then_erases_the_person(consent, stubs):
         consent.app.consent.crypto.unwrap(subject_id, key_row.wrapped_key)
     for row in rows[:2]:
         with pytest.raises(KeyDestroyed):
-            consent.app.consent.decrypt_entry(row, None)
+            consent.app.consent.decrypt_entry(row._mapping, None)
     verification = admin.VerifyLedger(pb.VerifyLedgerRequest())
     assert verification.ok and verification.first_bad_seq == 0
 
