@@ -312,7 +312,7 @@ class ChatService:
             score=score_lead(slots, self.kb.served_cities),
             processing_consent=True,
             marketing_consent=bool(marketing),
-            consent_text_version=self.kb.consent_version,
+            consent_text_version=self.kb.consent_version(conv.language),
             client_ip=caller.client_ip or None,
             user_agent=caller.user_agent or None,
         )
@@ -330,7 +330,7 @@ class ChatService:
         return ConsentPrompt(
             kind=turn.prompt,
             text=self.kb.say(f"consent.{turn.prompt}", conv.language),
-            text_version=self.kb.consent_version,
+            text_version=self.kb.consent_version(conv.language),
             required=turn.prompt == "processing",
         )
 

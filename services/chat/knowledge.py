@@ -6,6 +6,7 @@ whose matched patterns cover the most words wins; ties go to the intent listed f
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,9 @@ class KnowledgeBase:
         for lang in LANGUAGES:
             if not self.fallback.get(lang):
                 raise ValueError(f"knowledge base: fallback has no {lang!r} answer")
-        if not self.dialogue.get("consent", {}).get("version"):
-            raise ValueError("knowledge base: dialogue.yaml needs consent.version")
+        for kind in ("processing", "marketing"):
+            if not all(self.dialogue.get("consent", {}).get(kind, {}).get(lang) for lang in LANGUAGES):
+                raise ValueError(f"knowledge base: dialogue.yaml needs consent.{kind} in every language")
 
     def match(self, text: str, language: str) -> Match:
         words = normalise(text).split()
@@ -121,9 +123,14 @@ class KnowledgeBase:
             node = node[int(part) if isinstance(node, dict) and part.isdigit() and int(part) in node else part]
         return " ".join(str(node[language]).split()).format(**values)
 
-    @property
-    def consent_version(self) -> str:
-        return str(self.dialogue["consent"]["version"])
+    def consent_wording(self, language: str) -> str:
+        """The exact consent text a visitor in this language is shown: the processing and the marketing prompt."""
+        return "\n\n".join(self.say(f"consent.{kind}", language) for kind in ("processing", "marketing"))
+
+    def consent_version(self, language: str) -> str:
+        """The wording's own identity (the consent service stores the text under this hash): it cannot drift from
+        the text the way a hand-typed label could."""
+        return hashlib.sha256(self.consent_wording(language).encode()).hexdigest()  # SHA-256, hex
 
 
 def _contains(words: list[str], phrase: tuple[str, ...]) -> bool:

@@ -9,6 +9,7 @@ lead:<id>:slack) make every retry harmless: the other service answers a repeated
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.chat import storage
@@ -27,9 +28,18 @@ class RetryResult:
 
 
 class LeadDelivery:
-    def __init__(self, db: Database, consent: ConsentClient, notifier: NotifierClient, alert_score: int):
+    def __init__(
+        self,
+        db: Database,
+        consent: ConsentClient,
+        notifier: NotifierClient,
+        alert_score: int,
+        consent_wording: Callable[[str], str],
+    ):
+        """`consent_wording(language)`: the exact consent text a visitor in that language was shown."""
         self.db = db
         self.consent = consent
+        self.consent_wording = consent_wording
         self.notifier = notifier
         self.alert_score = alert_score
 
@@ -75,6 +85,8 @@ class LeadDelivery:
             processing=lead.processing_consent,
             marketing=lead.marketing_consent,
             text_version=lead.consent_text_version,
+            consent_text=self.consent_wording(lead.language),
+            language=lead.language,
             session_id=session_id,
             conversation_id=str(lead.conversation_id),
             lead_id=lead.id,

@@ -1,4 +1,6 @@
 """The knowledge base answers in the visitor's language, deterministically, from the YAML the company edits."""
+import hashlib
+
 import pytest
 
 from services.chat.knowledge import KnowledgeBase, detect_language
@@ -58,11 +60,15 @@ def test_a_message_without_language_clues_keeps_the_conversations_language():
     assert detect_language("Zażółć", previous="en") == "pl"
 
 
-def test_every_intent_answers_in_both_languages_and_the_consent_text_is_versioned(kb):
+def test_every_intent_answers_in_both_languages_and_the_consent_version_is_the_hash_of_its_wording(kb):
     for intent in kb.intents:
         assert intent.answers["pl"] and intent.answers["en"], intent.name
         assert intent.patterns, intent.name
-    assert kb.consent_version
+    for language in ("pl", "en"):
+        wording = kb.consent_wording(language)
+        assert kb.say("consent.processing", language) in wording and kb.say("consent.marketing", language) in wording
+        assert kb.consent_version(language) == hashlib.sha256(wording.encode()).hexdigest()
+    assert kb.consent_version("pl") != kb.consent_version("en")
     for kind in ("processing", "marketing"):
         assert kb.say(f"consent.{kind}", "pl") != kb.say(f"consent.{kind}", "en")
 
