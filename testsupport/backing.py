@@ -5,11 +5,16 @@ skips) when they cannot be reached: a skipped test in CI is a failed test.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import redis
+
+from deploy.local import database_roles
+from deploy.local.database_roles import ServiceRoles
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -29,6 +34,26 @@ def postgres_connect():
 def drop_schema(schema: str) -> None:
     with postgres_connect() as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextlib.contextmanager
+def service_roles(name: str, services: tuple[str, ...] = ("chat", "consent", "notifier")
+                  ) -> Iterator[dict[str, ServiceRoles]]:
+    """Per service, a fresh schema owned by a fresh migration role and a service role that owns nothing (names
+    unique to this test); afterwards both roles and everything they own are dropped (DROP OWNED, DROP ROLE), here in
+    the one test database the services used."""
+    roles = {svc: ServiceRoles.named(svc, unique_name(f"{name}_{svc}"), schema=unique_name(f"{name}_{svc}"))
+             for svc in services}
+    try:
+        with postgres_connect() as conn:
+            for svc_roles in roles.values():
+                database_roles.create(conn, svc_roles)
+        yield roles
+    finally:
+        with postgres_connect() as conn:
+            for svc_roles in roles.values():
+                database_roles.drop(conn, svc_roles)
+                conn.execute(f'DROP SCHEMA IF EXISTS "{svc_roles.schema}" CASCADE')
 
 
 def redis_client() -> redis.Redis:

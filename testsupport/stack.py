@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import requests
 
+from deploy.local.database_roles import ServiceRoles
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack, StackConfig
 from testsupport import backing, contracts
@@ -141,6 +142,7 @@ class Platform:
     monday: HttpReceiver
     smtp: SmtpReceiver
     schemas: dict[str, str]  # each service's own schema, dropped afterwards
+    roles: dict[str, ServiceRoles]  # each service's service and migration roles, dropped afterwards
 
 
 # Limits high enough that a test's own traffic is never refused (the limiter has its own tests).
@@ -156,13 +158,13 @@ UNLIMITED = {
 @contextlib.contextmanager
 def postgres_platform(data_dir: Path, name: str,
                       service_env: dict[str, dict[str, str]] | None = None) -> Iterator[Platform]:
-    """Chat, consent and the notifier each in a fresh PostgreSQL schema (named after `name`), behind Envoy, with
-    Slack, Monday.com and SMTP at local receivers; the schemas are dropped afterwards."""
-    schemas = {svc: backing.unique_name(f"{name}_{svc}") for svc in ("chat", "consent", "notifier")}
+    """Chat, consent and the notifier each in a fresh PostgreSQL schema (named after `name`), connected as its own
+    service role that owns nothing and migrated by its own migration role, behind Envoy, with Slack, Monday.com and
+    SMTP at local receivers; the roles and what they own (the schemas) are dropped afterwards."""
     backing.postgres_connect().close()  # fail here, clearly, when PostgreSQL is not there
-    with HttpReceiver() as slack, HttpReceiver(respond=monday_graphql) as monday, SmtpReceiver() as smtp:
+    with backing.service_roles(name) as roles, HttpReceiver() as slack, \
+            HttpReceiver(respond=monday_graphql) as monday, SmtpReceiver() as smtp:
         env = {
-            "DATABASE_URL": backing.TEST_DATABASE_URL,
             "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
             "MONDAY_API_URL": f"{monday.url}/v2",
             "MONDAY_API_KEY": "test-key",
@@ -170,11 +172,7 @@ def postgres_platform(data_dir: Path, name: str,
             "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",
             **UNLIMITED,
         }
-        per_service = {svc: {"DB_SCHEMA": schema, **(service_env or {}).get(svc, {})}
-                       for svc, schema in schemas.items()}
-        try:
-            with running_stack(data_dir, env=env, service_env=per_service) as gw:
-                yield Platform(gw, slack, monday, smtp, schemas)
-        finally:
-            for schema in schemas.values():
-                backing.drop_schema(schema)
+        per_service = {svc: {**svc_roles.env(backing.TEST_DATABASE_URL), **(service_env or {}).get(svc, {})}
+                       for svc, svc_roles in roles.items()}
+        with running_stack(data_dir, env=env, service_env=per_service) as gw:
+            yield Platform(gw, slack, monday, smtp, {svc: r.schema for svc, r in roles.items()}, roles)

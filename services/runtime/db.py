@@ -24,6 +24,11 @@ def database_url(service: str) -> str:
     url = env_str("DATABASE_URL", "")
     if not url:
         return f"sqlite:///{data_dir() / f'{service}.db'}"
+    return sqlalchemy_url(url)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL as operators write it (postgres://, postgresql://) in the form SQLAlchemy uses with psycopg 3."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("postgresql://"):
