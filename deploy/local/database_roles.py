@@ -97,3 +97,24 @@ def drop(conn: psycopg.Connection, roles: ServiceRoles) -> None:
             continue
         conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def local_roles(admin_url: str, prefix: str | None = None,
+                services: tuple[str, ...] = ("consent", "notifier", "chat")) -> dict[str, ServiceRoles]:
+    """`make up` on PostgreSQL: each service's roles, made (idempotently) with the administrative admin_url.
+
+    Roles `novahouse_<svc>` and `novahouse_<svc>_migrator` on the schemas `<svc>`; with a prefix (a second stack on
+    the same database), roles `<prefix>_<svc>[_migrator]` on schemas `<prefix>_<svc>`. The passwords are new on
+    every start, so none is stored anywhere."""
+    roles = {svc: ServiceRoles.named(svc, f"{prefix or 'novahouse'}_{svc}", f"{prefix}_{svc}" if prefix else svc)
+             for svc in services}
+    with psycopg.connect(psycopg_url(admin_url), autocommit=True, connect_timeout=5) as conn:
+        for svc_roles in roles.values():
+            create(conn, svc_roles)
+    return roles
+
+
+def psycopg_url(url: str) -> str:
+    """A DATABASE_URL as libpq reads it (SQLAlchemy's driver suffix removed)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}"

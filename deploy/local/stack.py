@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from deploy.local import database_roles
 from deploy.local.processes import ManagedProcess, free_port, grpc_serving, http_ok, python_module
 from gateway.envoy import envoy_argv, render
 from services.runtime.config import DEFAULT_PORTS
@@ -130,12 +133,27 @@ class LocalStack:
         }
 
 
+def database_env(prefix: str | None) -> dict[str, dict[str, str]]:
+    """Given an administrative PostgreSQL DATABASE_URL, each service runs as its own role and is migrated by its own
+    migration role (the administrative URL itself reaches no process); with none (SQLite), nothing changes."""
+    admin_url = os.environ.get("DATABASE_URL", "")
+    if not admin_url.startswith(("postgres://", "postgresql://", "postgresql+")):
+        return {}
+    roles = database_roles.local_roles(admin_url, prefix)
+    del os.environ["DATABASE_URL"]
+    print("PostgreSQL: " + ", ".join(f"{svc} connects as {r.role} (migrated by {r.migrator}) on schema {r.schema}"
+                                     for svc, r in roles.items()), flush=True)
+    return {svc: r.env(admin_url) for svc, r in roles.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"), help="SQLite files and logs")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PUBLIC_PORT", "8080")), help="public port")
     parser.add_argument("--admin-port", type=int, default=int(os.environ.get("ADMIN_PORT", "8081")))
     parser.add_argument("--free-ports", action="store_true", help="pick free ports for everything (a second stack)")
+    parser.add_argument("--database-prefix", help="on PostgreSQL: roles <prefix>_<service>[_migrator] on schemas "
+                                                  "<prefix>_<service> (default: novahouse_<service> on <service>)")
     args = parser.parse_args(argv)
 
     data_dir = Path(args.data_dir).resolve()
@@ -143,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         config = StackConfig.on_free_ports(data_dir)
     else:
         config = StackConfig(data_dir=data_dir, public_port=args.port, admin_port=args.admin_port)
+    try:
+        config.service_env.update(database_env(args.database_prefix))
+    except psycopg.Error as exc:
+        print(f"start-up failed: cannot create the database roles: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     stack = LocalStack(config)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
