@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from deploy.local import database_roles
 from deploy.local.database_roles import ServiceRoles, url_as
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from services.runtime.db import Database, sqlalchemy_url
@@ -149,3 +150,31 @@ def test_the_platform_serves_as_its_service_roles_and_leaves_no_role_behind(tmp_
 def test_a_url_keeps_its_server_and_database_with_another_user():
     url = url_as("postgresql://admin:secret@db.example:5433/novahouse?sslmode=require", "novahouse_chat", "p@ss")
     assert url == "postgresql://novahouse_chat:p%40ss@db.example:5433/novahouse?sslmode=require"
+
+
+def test_roles_made_for_a_schema_the_admin_migrated_take_over_its_tables_and_functions(pg_schema):
+    admin = Database("consent", url=sqlalchemy_url(backing.TEST_DATABASE_URL), schema=pg_schema)
+    try:
+        upgrade_to_head(admin, MIGRATIONS["consent"], migration_url="")
+    finally:
+        admin.dispose()
+    roles = ServiceRoles.named("consent", backing.unique_name("adopt"), schema=pg_schema)
+    try:
+        with backing.postgres_connect() as conn:
+            database_roles.create(conn, roles)
+            database_roles.create(conn, roles)  # idempotent
+            functions = conn.execute(
+                "SELECT DISTINCT pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n"
+                " ON n.oid = p.pronamespace WHERE n.nspname = %s", (pg_schema,)).fetchall()
+        assert set(owners(pg_schema).values()) == {roles.migrator}
+        assert functions == [(roles.migrator,)]
+        env = roles.env(backing.TEST_DATABASE_URL)
+        db = Database("consent", url=sqlalchemy_url(env["DATABASE_URL"]), schema=pg_schema)
+        try:
+            upgrade_to_head(db, MIGRATIONS["consent"], migration_url=env["MIGRATION_DATABASE_URL"])
+            consent_service(db).record_consent(f"adopt.{uuid.uuid4().hex[:8]}@example.org", True, False, "v1", "t")
+        finally:
+            db.dispose()
+    finally:
+        with backing.postgres_connect() as conn:
+            database_roles.drop(conn, roles)
