@@ -47,6 +47,40 @@ def _flag(env: dict[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+# Only a path that names one of our gRPC methods is logged (a REST call is logged by the method it was transcoded
+# to): a REST path or query can hold an email (/api/unsubscribe/status/{email}), a session secret or a token.
+ACCESS_LOGGED = ("public", "admin")  # the metrics listener's scrapes are not worth a line each
+_RPC_PATH = "^/novahouse[.][a-z]+[.]v1[.][A-Za-z]+/[A-Za-z]+$"
+
+# One JSON line per request on Envoy's stdout (the local stack's data/logs/envoy.log, the container log in
+# Kubernetes). Nothing in it names a person: no URL, query, header value or client address; the request id links
+# the line to the services' own log lines.
+ACCESS_LOG_FORMAT = {
+    "start_time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "rpc": f"%CEL(request.path.matches('{_RPC_PATH}') ? request.path : '-')%",
+    "cluster": "%UPSTREAM_CLUSTER%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS%",
+    "flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+}
+
+
+def access_log(listener: str) -> list[dict[str, object]]:
+    """The HTTP connection manager's access log of one listener (its name is a constant of each line)."""
+    return [{
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"json_format": {"listener": listener, **ACCESS_LOG_FORMAT}},
+        },
+    }]
+
+
 def settings(env: dict[str, str]) -> dict[str, str]:
     """Template values from the environment, with the local stack's defaults."""
     def get(name: str, default: str) -> str:
@@ -83,7 +117,8 @@ def settings(env: dict[str, str]) -> dict[str, str]:
 
 def render(env: dict[str, str]) -> str:
     """The Envoy YAML; LOCAL_RATE_LIMIT_DISABLED / GLOBAL_RATE_LIMIT_DISABLED drop a limiter (benchmarks compare);
-    the metrics listener is there only with an ENVOY_METRICS_PORT."""
+    the metrics listener is there only with an ENVOY_METRICS_PORT; the public and admin listeners log each request
+    (ACCESS_LOG_FORMAT)."""
     values = settings(env)
     config = yaml.safe_load(string.Template(TEMPLATE.read_text()).substitute(values))
     if values["ENVOY_METRICS_PORT"] == "0":
@@ -99,6 +134,8 @@ def render(env: dict[str, str]) -> str:
             for network_filter in chain["filters"]:
                 hcm = network_filter["typed_config"]
                 hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in dropped]
+                if listener["name"] in ACCESS_LOGGED:
+                    hcm["access_log"] = access_log(listener["name"])
     return yaml.safe_dump(config, sort_keys=False)
 
 
