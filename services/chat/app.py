@@ -64,7 +64,7 @@ def build(settings: Settings) -> ChatApp:
     notifier = NotifierClient(channel_to(settings.notifier_addr), settings.peer_timeout_s)
     leads = LeadDelivery(db, consent, notifier, settings.lead_alert_score, kb.consent_wording)
     followups = FollowupSender(db, kb, consent, notifier, settings.followup_delays_s, settings.followup_batch)
-    jobs = Jobs(followups, leads, cache, settings)
+    jobs = Jobs(followups, leads, cache, settings, db)
     diagnostics = _diagnostics(db, cache, leads, jobs)
     health = PlatformHealth(
         diagnostics.report,

@@ -4,9 +4,15 @@ The in-process store is bounded in entries (least recently used out) and in time
 purge_expired() removes the expired ones). A Redis outage costs one short timeout: the cache then serves from the
 in-process store and tries Redis again after REDIS_RETRY_SECONDS, so requests never fail because of the cache.
 Only values that can be recomputed are cached, so a lost or stale entry is never wrong, only slower.
+
+What is cached holds no personal data: the knowledge base's intent (a word such as "packages") under a key made
+from a hash of the message, never its text. A message that carries contact details or a name is not cached at all
+(conversation.py), and an erasure forgets the keys of everything the person typed (forget()), because a hash of a
+text can still confirm a guess of it; the rest expires within CACHE_TTL_SECONDS.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -16,6 +22,11 @@ from collections.abc import Callable
 import redis
 
 log = logging.getLogger(__name__)
+
+
+def intent_key(normalised_text: str, language: str) -> str:
+    """The key of the intent cached for a message (its normalised text): a hash, so no text is ever a key."""
+    return f"intent:{language}:{hashlib.sha256(normalised_text.encode()).hexdigest()[:32]}"
 
 
 class MemoryCache:
@@ -42,6 +53,10 @@ class MemoryCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
     def purge_expired(self) -> int:
         """Remove every expired entry; returns how many."""
@@ -109,6 +124,16 @@ class Cache:
             except redis.RedisError as exc:
                 self._redis_failed(exc)
         self.memory.set(key, value, ttl_s)
+
+    def forget(self, keys: list[str]) -> None:
+        """Remove these entries from Redis and from this process (an erasure); a Redis outage leaves them to expire."""
+        for key in keys:
+            self.memory.delete(key)
+        if keys and (client := self._usable_redis()):
+            try:
+                client.delete(*(self.prefix + key for key in keys))
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
 
     def purge_expired(self) -> int:
         """Expired in-process entries removed; Redis expires its keys itself."""

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from services.chat import storage
-from services.chat.cache import Cache
+from services.chat.cache import Cache, intent_key
 from services.chat.knowledge import KnowledgeBase, Match, detect_language, normalise
 from services.chat.leads import LeadDelivery
 from services.chat.scoring import score_lead
 from services.chat.settings import Settings
-from services.chat.slots import SLOTS, extract, slot_number, slot_text
+from services.chat.slots import SLOTS, extract, identifies, slot_number, slot_text
 from services.chat.storage import Conversation, Lead
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
@@ -186,7 +186,7 @@ class ChatService:
             return self._marketing_answer(s, conv, text, processing, marketing, caller)
         if processing is not None or marketing is not None:
             raise ValidationError("no consent question is pending in this conversation")
-        match = self._match(text, conv.language)
+        match = self._match(text, conv.language, conv.awaiting_slot)
         if conv.stage == "done":
             if match.intent == "book" and not conv.converted:
                 conv.converted = True
@@ -194,11 +194,12 @@ class ChatService:
             return _Turn(match.answer, match.intent)
         return self._collect(conv, text, match)
 
-    def _match(self, text: str, language: str) -> Match:
-        """The knowledge-base answer, its intent cached by the message's normalised text (hashed: no personal data
-        in keys)."""
-        digest = hashlib.sha256(normalise(text).encode()).hexdigest()[:32]
-        key = f"intent:{language}:{digest}"
+    def _match(self, text: str, language: str, awaiting: str | None) -> Match:
+        """The knowledge-base answer, its intent cached by a hash of the message's normalised text; a message that
+        may carry contact details or a name is never cached (cache.py)."""
+        if identifies(text, awaiting):
+            return self.kb.match(text, language)
+        key = intent_key(normalise(text), language)
         intent = self.cache.get(key)
         if intent is not None:
             return Match(intent, self.kb.answer_for(intent, language))

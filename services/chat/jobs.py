@@ -1,5 +1,5 @@
 """The service's scheduler: APScheduler running the periodic in-process jobs of the local stack (follow-ups, lead
-hand-over retries, cache purge).
+hand-over retries, cache purge, retention purge).
 
 In Kubernetes the same work runs as CronJobs (`python -m services.chat.manage ...`) and SCHEDULER_ENABLED=false
 turns these off. Each job runs at most once at a time, each run in a request scope of its own (its log lines and
@@ -13,17 +13,22 @@ import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from services.chat import privacy
 from services.chat.cache import Cache
 from services.chat.followups import FollowupSender
 from services.chat.leads import LeadDelivery
 from services.chat.settings import Settings
+from services.runtime.db import Database
 from services.runtime.request_context import request_scope
 
 log = logging.getLogger(__name__)
 
 
 class Jobs:
-    def __init__(self, followups: FollowupSender, leads: LeadDelivery, cache: Cache, settings: Settings):
+    def __init__(
+        self, followups: FollowupSender, leads: LeadDelivery, cache: Cache, settings: Settings, db: Database
+    ):
+        self.db = db
         self.followups = followups
         self.leads = leads
         self.cache = cache
@@ -38,6 +43,8 @@ class Jobs:
         scheduler.add_job(self._followups, seconds=self.settings.followup_interval_min * 60, id="followups", **every)
         scheduler.add_job(self._lead_retry, seconds=self.settings.lead_retry_interval_s, id="lead-retry", **every)
         scheduler.add_job(self._cache_purge, seconds=self.settings.cache_cleanup_min * 60, id="cache-purge", **every)
+        retention_s = self.settings.retention_interval_min * 60
+        scheduler.add_job(self._retention_purge, seconds=retention_s, id="retention-purge", **every)
         scheduler.start()
         self._scheduler = scheduler
         log.info("in-process jobs started", extra={"jobs": [job.id for job in scheduler.get_jobs()]})
@@ -83,3 +90,19 @@ class Jobs:
             removed = self.cache.purge_expired()
             log.info("cache purged", extra={"removed": removed})
             self._record("cache-purge", f"removed {removed}")
+
+    def _retention_purge(self) -> None:
+        with request_scope():
+            settings = self.settings
+            try:
+                done = privacy.purge_retention(
+                    self.db, settings.retention_days, settings.lead_retention_days, settings.retention_batch
+                )
+            except Exception as exc:  # a failed run is retried at the next tick
+                log.exception("retention purge failed")
+                self._record("retention-purge", f"error {type(exc).__name__}")
+                return
+            deleted = {"conversations_deleted": done.conversations_deleted, "leads_deleted": done.leads_deleted}
+            log.info("retention purged", extra=deleted)
+            self._record("retention-purge", f"conversations deleted {done.conversations_deleted}, "
+                                            f"leads deleted {done.leads_deleted}")

@@ -3,7 +3,8 @@
   migrate          bring the database schema to the newest revision
   run-followups    hand over pending leads, then send the due follow-ups (exactly once each)
   purge-cache      remove expired entries from every chat server's in-process cache (ChatAdmin.PurgeCache)
-  purge-retention  delete conversations without a lead idle for more than RETENTION_DAYS, in batches
+  purge-retention  delete conversations without a lead idle for more than RETENTION_DAYS, then leads (not customers)
+                   idle for more than LEAD_RETENTION_DAYS with their transcripts, in batches
 """
 from __future__ import annotations
 
@@ -79,12 +80,17 @@ def purge_cache(context: Context, args: argparse.Namespace) -> int:
 def purge_retention(context: Context, args: argparse.Namespace) -> int:
     app = context.app
     days = args.days or app.settings.retention_days
+    lead_days = args.lead_days or app.settings.lead_retention_days
     batch = args.batch_size or app.settings.retention_batch
-    print(f"deleting conversations without a lead idle for more than {days} days, {batch} per batch")
-    deleted = privacy.purge_retention(
-        app.db, days, batch, progress=lambda n: print(f"  deleted {n} so far", flush=True)
+    print(f"deleting conversations without a lead idle for more than {days} days and leads (not customers) idle "
+          f"for more than {lead_days} days with their transcripts, {batch} per batch")
+    done = privacy.purge_retention(
+        app.db, days, lead_days, batch,
+        progress=lambda n: print(f"  deleted so far: {n.conversations_deleted} conversations, "
+                                 f"{n.leads_deleted} leads", flush=True),
     )
-    print(f"conversations deleted: {deleted}")
+    print(f"conversations deleted: {done.conversations_deleted}")
+    print(f"leads deleted: {done.leads_deleted}")
     return 0
 
 
@@ -95,8 +101,9 @@ COMMANDS: list[Command[Settings, ChatApp]] = [
                                      help="at most this many follow-ups (0: FOLLOWUP_BATCH)")),
     Command("purge-cache", "purge expired in-process cache entries of every chat server at CHAT_ADDR", purge_cache,
             lambda p: p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")),
-    Command("purge-retention", "delete old conversations without a lead", purge_retention, lambda p: (
+    Command("purge-retention", "delete old conversations without a lead and old leads", purge_retention, lambda p: (
         p.add_argument("--days", type=int, default=0, help="age in days (0: RETENTION_DAYS)"),
+        p.add_argument("--lead-days", type=int, default=0, help="age of leads in days (0: LEAD_RETENTION_DAYS)"),
         p.add_argument("--batch-size", type=int, default=0, help="rows per transaction (0: RETENTION_BATCH)"))),
 ]
 

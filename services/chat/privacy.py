@@ -1,110 +1,136 @@
-"""Erasing a subject (GDPR Art. 17, requested by the consent service) and the retention purge.
+"""Erasing a subject (GDPR Art. 17, requested by the consent service) and the retention purges.
 
-Erasure finds the person by normalised email (trimmed, lower-cased): leads with that email and conversations
-whose captured email or any message contains it. Their messages are deleted, the identifying lead fields (name,
-email, phone, client IP, user agent, free-text start) are cleared and the captured slots dropped; the counts
-statistics need (conversations, leads, scores, city, area, budget) stay. A request id is carried out once: a retry
-returns the first result.
+Erasure finds the person as an access request does (subject.find_subject: by email or by phone in any format, by
+the phones and full names captured with them, by linkage between conversations and leads) and deletes what was
+found: the conversations with their messages, slots, contact email, transcript secret hash and follow-up claims,
+and the leads (whose city, area, budget and score would otherwise link back to the deliveries made about them).
+Cached intents keyed by what the visitor typed are forgotten too. What stays is the proof: the erasure record with
+its request id and counts. A request id is carried out once: a retry, or a second call racing the first, returns
+the first result.
 
-A person who gave only a phone (an operator's request, after an identity check) is found the same way by it: leads
-with that phone and conversations whose messages hold its 9 national digits in any format; the same deletion runs.
+Retention: conversations without a lead go RETENTION_DAYS after their last message; leads with their transcripts
+go LEAD_RETENTION_DAYS after the last message of their conversation, unless marked as a customer (MarkCustomer).
+Both purges run in batches, each batch a transaction whose rows are locked and skipped by any other purge running
+at the same time (SKIP LOCKED on PostgreSQL), so several replicas or a CronJob and a manual run never collide.
 """
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from services.chat import storage
-from services.chat.slots import normalise_email, normalise_phone
+from services.chat.cache import Cache, intent_key
+from services.chat.knowledge import LANGUAGES, normalise
+from services.chat.subject import checked_email, checked_phone, checked_subject, find_subject
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
-from services.runtime.errors import ValidationError
+from services.runtime.errors import NotFoundError, ValidationError
 
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+__all__ = ["checked_email", "checked_phone", "erase_subject", "mark_customer", "purge_retention"]
+
+log = logging.getLogger(__name__)
+_LEAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
 class ErasureResult:
     conversations: int
     messages_erased: int
-    leads_anonymised: int
+    leads_anonymised: int  # leads deleted (the wire name is kept)
 
 
-def checked_email(email: str) -> str:
-    """The email normalised as chat stores it; ValidationError when it is missing or malformed."""
-    email = normalise_email(email or "")
-    if not _EMAIL_SHAPE.match(email) or len(email) > 254:
-        raise ValidationError("email is missing or malformed")
-    return email
+@dataclass
+class PurgeResult:
+    conversations_deleted: int = 0  # conversations without a lead
+    leads_deleted: int = 0  # leads past their retention, each with its conversation
 
 
-def checked_phone(phone: str) -> str:
-    """The phone as chat stores it (E.164); ValidationError unless it is a 9-digit Polish number."""
-    normalised = normalise_phone(phone or "") if len(phone or "") <= 40 else None
-    if normalised is None:
-        raise ValidationError("phone is missing or malformed (a 9-digit Polish number, +48 optional)")
-    return normalised
-
-
-def national_digits(phone: str) -> str:
-    """'+48600700800' -> '600700800': what a message holds however the number was typed."""
-    return phone[3:]
-
-
-def checked_subject(email: str, phone: str) -> tuple[str, str]:
-    """(email, "") or ("", phone), normalised; ValidationError unless exactly one of the two is given."""
-    if bool((email or "").strip()) == bool((phone or "").strip()):
-        raise ValidationError("give exactly one of email or phone")
-    return (checked_email(email), "") if (email or "").strip() else ("", checked_phone(phone))
-
-
-def erase_subject(db: Database, email: str, request_id: str, phone: str = "") -> ErasureResult:
+def erase_subject(
+    db: Database, email: str, request_id: str, phone: str = "", cache: Cache | None = None
+) -> ErasureResult:
     email, phone = checked_subject(email, phone)
     request_id = (request_id or "").strip()
     if not request_id or len(request_id) > 64:
         raise ValidationError("request_id is required (at most 64 characters)")
-    with db.session() as s:
-        done = storage.erasure_by_request(s, request_id)
-        if done is not None:
-            return ErasureResult(done.conversations, done.messages_erased, done.leads_anonymised)
-        if email:
-            leads = storage.leads_by_email(s, email)
-            found = storage.conversation_ids_with_email(s, email)
-        else:
-            leads = storage.leads_by_phone(s, phone)
-            found = storage.conversation_ids_mentioning_digits(s, national_digits(phone))
-        conversation_ids = found | {lead.conversation_id for lead in leads}
-        erased = 0
-        if conversation_ids:
-            erased = storage.delete_messages(s, conversation_ids)
-            for conv in storage.conversations_by_ids(s, conversation_ids):
-                conv.slots = {}
-                conv.contact_email = None
-                conv.marketing_consent = False
-                conv.followups_stopped = True
-        now = utcnow()
-        for lead in leads:
-            lead.name = lead.email = lead.phone = lead.client_ip = lead.user_agent = lead.start = None
-            lead.anonymised_at = now
-        result = ErasureResult(len(conversation_ids), erased, len(leads))
-        storage.record_erasure(s, request_id, result.conversations, result.messages_erased, result.leads_anonymised)
-        return result
-
-
-def purge_retention(db: Database, days: int, batch_size: int, progress: Callable[[int], None] | None = None) -> int:
-    """Delete conversations without a lead idle for more than `days`, batch by batch; returns how many."""
-    if days < 1 or batch_size < 1:
-        raise ValidationError("days and batch_size must be positive")
-    cutoff = utcnow() - dt.timedelta(days=days)
-    deleted = 0
-    while True:
+    try:
         with db.session() as s:
-            ids = storage.idle_conversations_without_lead(s, cutoff, batch_size)
-            if not ids:
-                return deleted
-            storage.delete_conversations(s, ids)
-        deleted += len(ids)
-        if progress:
-            progress(deleted)
+            done = _erased(s, request_id)
+            if done is not None:
+                return done
+            found = find_subject(s, email, phone)
+            ids = storage.lock_conversations(s, [c.id for c in found.conversations])
+            typed = storage.visitor_texts(s, ids)
+            deleted = storage.delete_conversations(s, ids)
+            result = ErasureResult(deleted.conversations, deleted.messages, deleted.leads)
+            storage.record_erasure(s, request_id, result.conversations, result.messages_erased, result.leads_anonymised)
+            s.flush()
+    except IntegrityError:  # the same request id, erased by a call that committed first
+        with db.session() as s:
+            first = _erased(s, request_id)
+        if first is None:
+            raise
+        return first
+    if cache is not None:
+        _forget_cached(cache, typed)
+    return result
+
+
+def _erased(s: Session, request_id: str) -> ErasureResult | None:
+    done = storage.erasure_by_request(s, request_id)
+    return None if done is None else ErasureResult(done.conversations, done.messages_erased, done.leads_anonymised)
+
+
+def _forget_cached(cache: Cache, typed: list[str]) -> None:
+    """The cached intents keyed by these texts (in every language): the key is a hash of the text, which could still
+    confirm a guess of what the person typed."""
+    keys = [intent_key(normalise(text), language) for text in typed for language in LANGUAGES]
+    cache.forget(keys)
+
+
+def mark_customer(db: Database, lead_id: str, customer: bool) -> bool:
+    """Mark the lead a customer (kept past LEAD_RETENTION_DAYS) or clear the mark; returns the mark now set."""
+    lead_id = (lead_id or "").strip()
+    if not _LEAD_ID.match(lead_id):
+        raise ValidationError("lead_id is malformed: expected the 32 hex digits of a lead id")
+    with db.session() as s:
+        lead = storage.set_customer(s, lead_id, utcnow() if customer else None)
+        if lead is None:
+            raise NotFoundError("no lead with this lead_id")
+        return lead.customer_at is not None
+
+
+def purge_retention(
+    db: Database,
+    days: int,
+    lead_days: int,
+    batch_size: int,
+    progress: Callable[[PurgeResult], None] | None = None,
+) -> PurgeResult:
+    """Delete conversations without a lead idle for more than `days`, then leads (not customers) whose conversation
+    has been idle for more than `lead_days`, with their transcripts, batch by batch."""
+    if days < 1 or lead_days < 1 or batch_size < 1:
+        raise ValidationError("days, lead_days and batch_size must be positive")
+    now = utcnow()
+    result = PurgeResult()
+    steps: list[tuple[Callable[[Session, dt.datetime, int], list[int]], dt.datetime]] = [
+        (storage.idle_conversations_without_lead, now - dt.timedelta(days=days)),
+        (storage.expired_lead_conversations, now - dt.timedelta(days=lead_days)),
+    ]
+    for select_batch, cutoff in steps:
+        while True:
+            with db.session() as s:
+                ids = select_batch(s, cutoff, batch_size)
+                if not ids:
+                    break
+                deleted = storage.delete_conversations(s, ids)
+            result.conversations_deleted += deleted.conversations - deleted.leads
+            result.leads_deleted += deleted.leads
+            if progress:
+                progress(result)
+    return result

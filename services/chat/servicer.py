@@ -86,7 +86,9 @@ class ChatInternalServicer(chat_pb2_grpc.ChatInternalServicer):
     def EraseSubject(
         self, request: chat_pb2.EraseSubjectRequest, context: grpc.ServicerContext
     ) -> chat_pb2.EraseSubjectResponse:
-        result = privacy.erase_subject(self.app.db, request.email, request.request_id, request.phone)
+        result = privacy.erase_subject(
+            self.app.db, request.email, request.request_id, request.phone, cache=self.app.cache
+        )
         return chat_pb2.EraseSubjectResponse(
             conversations=result.conversations,
             messages_erased=result.messages_erased,
@@ -133,10 +135,19 @@ class ChatAdminServicer(chat_pb2_grpc.ChatAdminServicer):
         self, request: chat_pb2.PurgeRetentionRequest, context: grpc.ServicerContext
     ) -> chat_pb2.PurgeRetentionResponse:
         settings = self.app.settings
-        deleted = privacy.purge_retention(
-            self.app.db, request.days or settings.retention_days, request.batch_size or settings.retention_batch
+        done = privacy.purge_retention(
+            self.app.db,
+            days=request.days or settings.retention_days,
+            lead_days=request.lead_days or settings.lead_retention_days,
+            batch_size=request.batch_size or settings.retention_batch,
         )
-        return chat_pb2.PurgeRetentionResponse(deleted=deleted)
+        return chat_pb2.PurgeRetentionResponse(deleted=done.conversations_deleted, leads_deleted=done.leads_deleted)
+
+    def MarkCustomer(
+        self, request: chat_pb2.MarkCustomerRequest, context: grpc.ServicerContext
+    ) -> chat_pb2.MarkCustomerResponse:
+        customer = privacy.mark_customer(self.app.db, request.lead_id, request.customer)
+        return chat_pb2.MarkCustomerResponse(lead_id=request.lead_id.strip(), customer=customer)
 
     def Diagnose(
         self, request: diagnostics_pb2.DiagnoseRequest, context: grpc.ServicerContext

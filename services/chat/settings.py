@@ -54,8 +54,10 @@ class Settings:
     cache_max_entries: int = 10000
     cache_cleanup_min: float = 10.0
     redis_retry_s: float = 5.0
-    retention_days: int = 90
+    retention_days: int = 90  # RETENTION_DAYS: conversations without a lead
+    lead_retention_days: int = 365  # LEAD_RETENTION_DAYS: leads (not customers) with their transcripts; README says why
     retention_batch: int = 500
+    retention_interval_min: float = 60.0  # RETENTION_INTERVAL_MINUTES: the in-process purge (CronJob in Kubernetes)
     scheduler_enabled: bool = True  # SCHEDULER_ENABLED: the in-process APScheduler jobs (off where CronJobs run)
     peer_timeout_s: float = 2.0
 
@@ -82,7 +84,9 @@ class Settings:
             cache_cleanup_min=env_float("CACHE_CLEANUP_MINUTES", 10.0, minimum=0.01),
             redis_retry_s=env_float("REDIS_RETRY_SECONDS", 5.0, minimum=0.0),
             retention_days=env_int("RETENTION_DAYS", 90, minimum=1),
+            lead_retention_days=env_int("LEAD_RETENTION_DAYS", 365, minimum=1),
             retention_batch=env_int("RETENTION_BATCH", 500, minimum=1),
+            retention_interval_min=env_float("RETENTION_INTERVAL_MINUTES", 60.0, minimum=0.01),
             scheduler_enabled=env_bool("SCHEDULER_ENABLED", True),
             peer_timeout_s=env_float("PEER_TIMEOUT_S", 2.0, minimum=0.05),
         )

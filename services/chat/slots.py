@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import phonenumbers
+
 from services.chat.knowledge import normalise
 
 SLOTS = ("name", "email", "phone", "city", "area_m2", "budget", "start")
@@ -26,6 +28,7 @@ _EMAIL = re.compile(
 )
 _EMAIL_LIKE = re.compile(r"\S+@\S*")
 _PHONE = re.compile(r"(?<![\d+])(?:(?:\+|00)\s?48[\s-]?)?\(?\d{2,3}\)?(?:[\s-]?\d){6,7}(?![\d])")
+_PHONE_CHARACTERS = re.compile(r"^[\d\s+()./-]{1,40}$")
 _DIGIT_RUN = re.compile(r"(?<![\d+])(?:\+|00)?\d(?:[\s-]?\d){6,}(?!\d)")
 _AREA = re.compile(
     r"(\d{1,5}(?:[.,]\d+)?)\s*(?:m2|m²|m\^2|mkw|m\.?\s?kw\.?|metr\w*|sq\.?\s?m|sqm|square\s+met\w*)(?!\w)",
@@ -120,13 +123,18 @@ def normalise_email(email: str) -> str:
 
 
 def normalise_phone(raw: str) -> str | None:
-    """'+48 600-700-800' -> '+48600700800'; None when it is not a 9-digit Polish number."""
-    digits = re.sub(r"\D", "", raw)
-    if raw.strip().startswith(("+", "00")) or (len(digits) == 11 and digits.startswith("48")):
-        digits = digits[4:] if digits.startswith("0048") else digits[2:] if digits.startswith("48") else digits
-    if len(digits) != 9 or digits[0] == "0":
+    """'+48 600-700-800', '0048600700800', '(+48) 600700800' -> '+48600700800' (E.164, parsed by phonenumbers with
+    Poland as the default region); None unless it is a 9-digit Polish number (issue 13 widens this)."""
+    if not _PHONE_CHARACTERS.match(raw):
         return None
-    return "+48" + digits
+    try:
+        number = phonenumbers.parse(raw, "PL")
+    except phonenumbers.NumberParseException:
+        return None
+    national = str(number.national_number)
+    if number.country_code != 48 or number.italian_leading_zero or len(national) != 9:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _number(raw: str) -> float:
@@ -221,6 +229,14 @@ def extract(
 
     _bare_answer(found, text, rest, awaiting, free_text_ok)
     return found
+
+
+def identifies(text: str, awaiting: str | None) -> bool:
+    """Whether a message may carry a person's name or contact details: one given (even wrongly), an answer to the
+    question for one, anything like an email or a long run of digits."""
+    found = extract(text, awaiting, free_text_ok=True)
+    given = set(found.values) | set(found.invalid)
+    return bool(given & {"name", "email", "phone"}) or bool(_EMAIL_LIKE.search(text) or _DIGIT_RUN.search(text))
 
 
 def _looks_like_budget(text: str) -> bool:

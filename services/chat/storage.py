@@ -7,11 +7,15 @@ only ever sees and passes aware datetimes from runtime.clock.utcnow().
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     CursorResult,
     DateTime,
     Dialect,
@@ -19,11 +23,13 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Result,
     Select,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    cast,
     delete,
     func,
     or_,
@@ -120,7 +126,8 @@ class Lead(Base):
     # Hand-over state: NULL until the consent service / the notifier acknowledged; retried until then.
     consent_recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     notified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    anonymised_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Set by ChatAdmin.MarkCustomer: the lead became a customer and is kept past LEAD_RETENTION_DAYS.
+    customer_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class FollowupEvent(Base):
@@ -202,17 +209,26 @@ def add_lead(session: Session, lead: Lead) -> None:
 
 def lead_for_handover(session: Session, lead_id: str) -> tuple[Lead, str] | None:
     """The lead (detached: read after the transaction) and its conversation's session id; None once the lead is
-    gone or anonymised, when there is nothing left to hand over."""
+    gone (erased or purged), when there is nothing left to hand over."""
     row = session.execute(
         select(Lead, Conversation.session_id)
         .join(Conversation, Conversation.id == Lead.conversation_id)
         .where(Lead.id == lead_id)
     ).first()
-    if row is None or row[0].anonymised_at is not None:
+    if row is None:
         return None
     lead, session_id = row
     session.expunge(lead)
     return lead, session_id
+
+
+def set_customer(session: Session, lead_id: str, at: dt.datetime | None) -> Lead | None:
+    """Mark the lead a customer since `at` (kept if already marked), or clear the mark (None); None when there is no
+    such lead."""
+    lead = session.get(Lead, lead_id, with_for_update=True)
+    if lead is not None and (at is None or lead.customer_at is None):
+        lead.customer_at = at
+    return lead
 
 
 def mark_consent_recorded(session: Session, lead_id: str, at: dt.datetime) -> None:
@@ -228,10 +244,9 @@ def mark_notified(session: Session, lead_id: str, at: dt.datetime) -> None:
 
 
 def _pending_leads() -> Select[str]:
-    """Leads not anonymised whose consent or notification has not been acknowledged yet."""
+    """Leads whose consent or notification has not been acknowledged yet."""
     return (
         select(Lead.id)
-        .where(Lead.anonymised_at.is_(None))
         .where(or_(Lead.consent_recorded_at.is_(None), Lead.notified_at.is_(None)))
     )
 
@@ -327,27 +342,39 @@ def leads_by_phone(session: Session, phone: str) -> list[Lead]:
     return list(session.scalars(select(Lead).where(Lead.phone == phone)))
 
 
-def conversation_ids_with_email(session: Session, email: str) -> set[int]:
-    """Conversations that captured `email` (already normalised) or whose messages contain it, in any case."""
-    escaped = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    mentioned = select(Message.conversation_id).where(func.lower(Message.text).like(f"%{escaped}%", escape="\\"))
-    query = select(Conversation.id).where(or_(Conversation.contact_email == email, Conversation.id.in_(mentioned)))
-    return set(session.scalars(query))
-
-
 def _escaped_like(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
-def conversation_ids_mentioning_digits(session: Session, digits: str) -> set[int]:
-    """Conversations with a message holding this run of digits however it was typed (spaces, dashes, dots,
-    brackets and slashes between the digits ignored): a phone number in any format."""
-    text = func.lower(Message.text)
-    for separator in (" ", "-", ".", "(", ")", "/"):
-        text = func.replace(text, separator, "")
-    query = select(Message.conversation_id).where(text.like(_escaped_like(digits), escape="\\")).distinct()
+def _captured(value: str) -> ColumnElement[bool]:
+    """The conversation's captured slots hold `value` as a JSON string."""
+    return cast(Conversation.slots, Text).like(_escaped_like(json.dumps(value)), escape="\\")
+
+
+def conversation_ids_with_email(session: Session, email: str) -> set[int]:
+    """Conversations that captured `email` (already normalised) or whose messages contain it, in any case."""
+    mentioned = select(Message.conversation_id).where(
+        func.lower(Message.text).like(_escaped_like(email), escape="\\")
+    )
+    query = select(Conversation.id).where(
+        or_(Conversation.contact_email == email, _captured(email), Conversation.id.in_(mentioned))
+    )
     return set(session.scalars(query))
+
+
+def conversation_ids_capturing(session: Session, value: str) -> set[int]:
+    """Conversations whose captured slots hold `value` (a normalised phone or email)."""
+    return set(session.scalars(select(Conversation.id).where(_captured(value))))
+
+
+def messages_with_digits(session: Session, digits: str) -> list[tuple[int, str]]:
+    """(conversation id, text) of the messages holding these digits in this order with anything between them: every
+    way a number can be typed, and more, for the caller to confirm."""
+    pattern = "%" + "%".join(digits) + "%"
+    return [(cid, text) for cid, text in session.execute(
+        select(Message.conversation_id, Message.text).where(Message.text.like(pattern))
+    )]
 
 
 def conversation_ids_mentioning(session: Session, words: str) -> set[int]:
@@ -374,14 +401,22 @@ def conversations_by_ids(session: Session, ids: Iterable[int]) -> list[Conversat
     return list(session.scalars(select(Conversation).where(Conversation.id.in_(list(ids)))))
 
 
-def delete_messages(session: Session, conversation_ids: Iterable[int]) -> int:
-    """Delete every message of these conversations; returns how many."""
-    result = session.execute(delete(Message).where(Message.conversation_id.in_(list(conversation_ids))))
-    return result.rowcount if isinstance(result, CursorResult) else 0
+def lock_conversations(session: Session, ids: Iterable[int]) -> list[int]:
+    """Lock these conversations until commit, in id order (a turn in progress finishes first, a later one finds
+    them gone); returns the ids still there."""
+    query = select(Conversation.id).where(Conversation.id.in_(list(ids))).order_by(Conversation.id)
+    return list(session.scalars(query.with_for_update()))
+
+
+def visitor_texts(session: Session, conversation_ids: Iterable[int]) -> list[str]:
+    """What the visitors typed in these conversations (distinct texts)."""
+    query = select(Message.text).where(Message.conversation_id.in_(list(conversation_ids)), Message.role == "user")
+    return list(session.scalars(query.distinct()))
 
 
 def idle_conversations_without_lead(session: Session, idle_since: dt.datetime, limit: int) -> list[int]:
-    """Ids of up to `limit` conversations without a lead and without activity since `idle_since`, oldest first."""
+    """Ids of up to `limit` conversations without a lead and without activity since `idle_since`, oldest first,
+    locked until commit; rows another purge holds are skipped (SKIP LOCKED on PostgreSQL)."""
     return list(
         session.scalars(
             select(Conversation.id)
@@ -389,12 +424,43 @@ def idle_conversations_without_lead(session: Session, idle_since: dt.datetime, l
             .where(Conversation.last_activity_at < idle_since)
             .order_by(Conversation.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
     )
 
 
-def delete_conversations(session: Session, ids: Sequence[int]) -> None:
-    """Delete these conversations with their messages and follow-up claims."""
-    session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
+def expired_lead_conversations(session: Session, idle_since: dt.datetime, limit: int) -> list[int]:
+    """Ids of up to `limit` conversations whose lead is not a customer and which have had no activity since
+    `idle_since`, oldest first, locked with their leads until commit; rows another purge or a MarkCustomer holds are
+    skipped (SKIP LOCKED on PostgreSQL)."""
+    return list(
+        session.scalars(
+            select(Conversation.id)
+            .join(Lead, Lead.conversation_id == Conversation.id)
+            .where(Lead.customer_at.is_(None))
+            .where(Conversation.last_activity_at < idle_since)
+            .order_by(Conversation.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+@dataclass
+class Deleted:
+    conversations: int
+    messages: int
+    leads: int
+
+
+def delete_conversations(session: Session, ids: Sequence[int]) -> Deleted:
+    """Delete these conversations with their messages, follow-up claims and leads; returns how many of each."""
+    messages = session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
     session.execute(delete(FollowupEvent).where(FollowupEvent.conversation_id.in_(ids)))
-    session.execute(delete(Conversation).where(Conversation.id.in_(ids)))
+    leads = session.execute(delete(Lead).where(Lead.conversation_id.in_(ids)))
+    conversations = session.execute(delete(Conversation).where(Conversation.id.in_(ids)))
+    return Deleted(_rowcount(conversations), _rowcount(messages), _rowcount(leads))
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return result.rowcount if isinstance(result, CursorResult) else 0

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from services.chat import privacy
-from services.chat.storage import Conversation, Lead, Message
+from services.chat.storage import Conversation, ErasureRequest, Lead, Message
 from services.runtime.clock import utcnow
-from services.runtime.errors import ValidationError
+from services.runtime.errors import NotFoundError, ValidationError
 from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE
 from tests.chat.test_conversation import send_concurrently, talk
 from testsupport import backing
@@ -22,18 +22,20 @@ def stored_lead(world, messages=POLISH_HIGH_SCORE):
     return world.chat.send_message(replies[-1].session_id, "", True, True), replies[0].session_secret
 
 
-def test_erasure_removes_messages_and_identifying_lead_fields_and_keeps_counts(world):
+def test_erasure_deletes_the_conversation_and_lead_and_keeps_only_the_counts(world):
     lead, secret = stored_lead(world)
     other = world.chat.send_message("", "Dzień dobry, ile kosztuje remont?")
     result = privacy.erase_subject(world.db, "  Jan.Kowalski@EXAMPLE.com ", "revoke-1")
     assert (result.conversations, result.leads_anonymised) == (1, 1) and result.messages_erased == 10
 
     with world.db.session() as s:
-        row = s.get(Lead, lead.lead.lead_id)
-        assert (row.name, row.email, row.phone, row.client_ip) == (None, None, None, None)
-        assert (row.score, row.city, row.area_m2) == (100, "Warszawa", 85)  # statistics stay
-        assert s.scalar(select(func.count()).select_from(Lead)) == 1
-    assert world.chat.transcript(lead.session_id, secret).messages == []
+        assert s.get(Lead, lead.lead.lead_id) is None
+        assert s.scalar(select(func.count()).select_from(Lead)) == 0
+        assert list(s.scalars(select(Conversation.session_id))) == [other.session_id]
+        proof = s.get(ErasureRequest, "revoke-1")
+        assert (proof.conversations, proof.messages_erased, proof.leads_anonymised) == (1, 10, 1)
+    with pytest.raises(NotFoundError):
+        world.chat.transcript(lead.session_id, secret)
     assert len(world.chat.transcript(other.session_id, other.session_secret).messages) == 2
 
 
@@ -48,7 +50,8 @@ def test_erasure_is_carried_out_once_per_request_id(world):
 def test_erasure_finds_an_email_typed_in_a_conversation_without_a_lead(world):
     reply = world.chat.send_message("", "Mój mail to ANNA@example.com")
     assert privacy.erase_subject(world.db, "anna@example.com", "r-1").messages_erased == 2
-    assert world.chat.transcript(reply.session_id, reply.session_secret).messages == []
+    with pytest.raises(NotFoundError):
+        world.chat.transcript(reply.session_id, reply.session_secret)
 
 
 @pytest.mark.parametrize("email, request_id", [("", "r"), ("not-an-email", "r"), ("a@b.pl", ""), ("a@b.pl", "x" * 65)])
@@ -67,7 +70,10 @@ def test_retention_purge_deletes_old_conversations_without_a_lead_in_batches(wor
             if conv.session_id != recent:
                 conv.last_activity_at = utcnow() - dt.timedelta(days=91)
     progress: list[int] = []
-    assert privacy.purge_retention(world.db, days=90, batch_size=3, progress=progress.append) == 7
+    done = privacy.purge_retention(
+        world.db, days=90, lead_days=365, batch_size=3, progress=lambda p: progress.append(p.conversations_deleted)
+    )
+    assert (done.conversations_deleted, done.leads_deleted) == (7, 0)
     assert progress == [3, 6, 7]
     with world.db.session() as s:
         remaining = set(s.scalars(select(Conversation.session_id)))
