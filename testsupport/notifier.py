@@ -26,7 +26,8 @@ FAST = {
     "MONDAY_BOARD_ID": "4242",
     "LOG_LEVEL": "WARNING",
 }
-_INHERITED_CONFIG = ("SLACK_WEBHOOK_URL", "MONDAY_API_URL", "SMTP_URL", "ESCALATION_EMAIL", "DATABASE_URL", "REDIS_URL")
+_INHERITED_CONFIG = ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "SLACK_CHANNEL", "SLACK_API_URL", "MONDAY_API_URL",
+                     "SMTP_URL", "ESCALATION_EMAIL", "DATABASE_URL", "REDIS_URL")
 
 
 class NotifierProcess:
@@ -57,9 +58,20 @@ class NotifierProcess:
         alert = pb.SlackAlert(title=title, text=text, fields=fields)
         return self.internal.Notify(pb.NotifyRequest(idempotency_key=key, slack=alert), timeout=10)
 
-    def monday(self, key: str, name: str, columns: dict[str, str] | None = None) -> pb.NotifyResponse:
-        item = pb.MondayItem(item_name=name, column_values=columns or {})
+    def monday(self, key: str, name: str, columns: dict[str, str] | None = None, *,
+               operation: int = pb.MONDAY_OPERATION_UNSPECIFIED, item_id: str = "",
+               lookup_key: str = "") -> pb.NotifyResponse:
+        item = pb.MondayItem(item_name=name, column_values=columns or {}, operation=operation, item_id=item_id,
+                             lookup_key=lookup_key)
         return self.internal.Notify(pb.NotifyRequest(idempotency_key=key, monday=item), timeout=10)
+
+    def erase(self, erasure_id: str, **who) -> pb.ErasureActions:
+        request = pb.ErasePersonRequest(erasure_id=erasure_id, **who)
+        return self.internal.ErasePerson(request, timeout=30)
+
+    def erasure_actions(self, erasure_id: str) -> pb.ErasureActions:
+        request = pb.GetErasureActionsRequest(erasure_id=erasure_id)
+        return self.internal.GetErasureActions(request, timeout=10)
 
     def email(self, key: str, to: str, subject: str, body: str) -> pb.NotifyResponse:
         email = pb.Email(to=to, subject=subject, body=body)

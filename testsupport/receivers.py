@@ -29,6 +29,9 @@ class Behaviour:
     times: int | None = None  # how many requests get this behaviour; None: until changed
 
 
+Responder = Callable[[Received, int], tuple[int, dict]]
+
+
 class HttpReceiver(ServedInBackground):
     """Records every request; answers 200 (or what `respond` builds) unless told to fail.
 
@@ -36,10 +39,12 @@ class HttpReceiver(ServedInBackground):
     rate_limit(2, times=1) answers one 429 with Retry-After: 2.
     """
 
-    def __init__(self, respond: Callable[[Received, int], tuple[int, dict]] | None = None):
+    def __init__(self, respond: Responder | type | None = None):
         self.requests: list[Received] = []
         self.attempts = 0  # every request, including failed ones
-        self._respond = respond
+        # A class (MondayBoard, SlackWorkspace) is instantiated: each receiver keeps its own items or messages.
+        self.responder = respond() if isinstance(respond, type) else respond
+        self._respond = self.responder
         self._behaviours: list[Behaviour] = []
         self._lock = threading.Lock()
         receiver = self
@@ -117,6 +122,108 @@ class HttpReceiver(ServedInBackground):
             pass  # the client gave up (timeout); that is the point of hang()
 
 
-def monday_graphql(received: Received, count: int) -> tuple[int, dict]:
-    """Answer a Monday.com create_item mutation the way the real API does, with a new item id."""
-    return 200, {"data": {"create_item": {"id": str(1000 + count)}}, "account_id": 1}
+class MondayBoard:
+    """Monday.com's GraphQL API over one board that keeps its items: create_item, change_multiple_column_values,
+    delete_item and items_page_by_column_values answer as the real API does (application errors are HTTP 200 with an
+    `errors` array). `HttpReceiver(respond=MondayBoard)`; the receiver's `responder` is the board."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict] = {}  # id -> {"name", "group", "column_values"}
+        self.deleted: list[str] = []      # ids of the items delete_item removed, in order
+        self._next_id = 1000
+        self._lock = threading.Lock()
+
+    def __call__(self, received: Received, count: int) -> tuple[int, dict]:
+        body = received.json()
+        query: str = body.get("query", "")
+        variables: dict = body.get("variables") or {}
+        with self._lock:
+            if "items_page_by_column_values" in query:
+                return 200, self._find(variables)
+            if "create_item" in query:
+                self._next_id += 1
+                item_id = str(self._next_id)
+                columns = json.loads(variables.get("columns") or "{}")
+                self.items[item_id] = {"name": variables["name"], "group": variables.get("group"),
+                                       "column_values": columns}
+                return 200, {"data": {"create_item": {"id": item_id}}, "account_id": 1}
+            if "change_multiple_column_values" in query:
+                item = self.items.get(str(variables["item"]))
+                if item is None:
+                    return 200, _monday_not_found(variables["item"])
+                columns = json.loads(variables.get("columns") or "{}")
+                if "name" in columns:
+                    item["name"] = columns.pop("name")
+                item["column_values"].update(columns)
+                return 200, {"data": {"change_multiple_column_values": {"id": str(variables["item"])}}}
+            if "delete_item" in query:
+                if self.items.pop(str(variables["item"]), None) is None:
+                    return 200, _monday_not_found(variables["item"])
+                self.deleted.append(str(variables["item"]))
+                return 200, {"data": {"delete_item": {"id": str(variables["item"])}}, "account_id": 1}
+        return 200, {"errors": [{"message": "Unsupported query", "extensions": {"code": "GraphQLValidationError"}}]}
+
+    def _find(self, variables: dict) -> dict:
+        [wanted] = variables["columns"]
+        column, values = wanted["column_id"], set(wanted["column_values"])
+        found = [{"id": i} for i, item in self.items.items() if item["column_values"].get(column) in values]
+        return {"data": {"items_page_by_column_values": {"cursor": None, "items": found[:1]}}, "account_id": 1}
+
+    def add(self, name: str, columns: dict) -> str:
+        """An item put on the board behind the notifier's back (e.g. by a create whose answer was lost)."""
+        with self._lock:
+            self._next_id += 1
+            self.items[str(self._next_id)] = {"name": name, "group": None, "column_values": dict(columns)}
+            return str(self._next_id)
+
+
+def _monday_not_found(item_id: object) -> dict:
+    error = {"message": "Item not found in board", "extensions": {
+        "code": "InvalidItemIdException", "status_code": 404, "error_data": {"item_id": item_id}}}
+    return {"data": None, "errors": [error], "account_id": 1}
+
+
+# The receiver every existing caller knows: `HttpReceiver(respond=monday_graphql)` gets a board of its own.
+monday_graphql = MondayBoard
+
+SLACK_BOT_TOKEN = "xoxb-test-bot-token"
+
+
+class SlackWorkspace:
+    """Slack's Web API (chat.postMessage, chat.delete, bearer token checked, errors as HTTP 200 with ok:false) and
+    any other path as an incoming webhook. `HttpReceiver(respond=SlackWorkspace)`; `responder` is the workspace.
+    `refuse("ratelimited", times=1)` answers the next Web API calls with that error."""
+
+    def __init__(self, token: str = SLACK_BOT_TOKEN) -> None:
+        self.token = token
+        self.messages: dict[str, dict] = {}  # "channel/ts" -> the posted body
+        self.deleted: list[str] = []         # "channel/ts" of every deleted message
+        self._refusals: list[str] = []
+        self._ts = 1_700_000_000
+        self._lock = threading.Lock()
+
+    def refuse(self, error: str, times: int = 1) -> None:
+        with self._lock:
+            self._refusals.extend([error] * times)
+
+    def __call__(self, received: Received, count: int) -> tuple[int, dict]:
+        method = received.path.rstrip("/").rsplit("/", 1)[-1]
+        if method not in ("chat.postMessage", "chat.delete"):
+            return 200, {"ok": True}  # an incoming webhook
+        with self._lock:
+            if received.headers.get("authorization") != f"Bearer {self.token}":
+                return 200, {"ok": False, "error": "invalid_auth"}
+            if self._refusals:
+                return 200, {"ok": False, "error": self._refusals.pop(0)}
+            body = received.json()
+            channel = body.get("channel", "")
+            if method == "chat.postMessage":
+                self._ts += 1
+                ts = f"{self._ts}.000100"
+                self.messages[f"{channel}/{ts}"] = body
+                return 200, {"ok": True, "channel": channel, "ts": ts, "message": {"text": body.get("text", "")}}
+            reference = f"{channel}/{body.get('ts', '')}"
+            if self.messages.pop(reference, None) is None:
+                return 200, {"ok": False, "error": "message_not_found"}
+            self.deleted.append(reference)
+            return 200, {"ok": True, "channel": channel, "ts": body.get("ts")}

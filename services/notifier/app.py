@@ -12,6 +12,8 @@ from services.notifier.breakers import BreakerBoard, DestinationBreaker
 from services.notifier.deliveries import DeliveryService
 from services.notifier.destinations import EmailSender, MondaySender, SlackSender
 from services.notifier.dispatcher import Dispatcher, Sender
+from services.notifier.erasure_store import ErasureStore
+from services.notifier.erasures import ErasureService
 from services.notifier.remote import ConsentClient
 from services.notifier.retry_scheduler import RetryScheduler
 from services.notifier.settings import Settings
@@ -36,6 +38,7 @@ class NotifierApp:
     dispatcher: Dispatcher
     scheduler: RetryScheduler
     deliveries: DeliveryService
+    erasures: ErasureService
     redis: redis.Redis | None
     diagnostics: Diagnostics
 
@@ -70,10 +73,12 @@ def build(settings: Settings) -> NotifierApp:
     }
     consent = ConsentClient(channel_to(settings.consent_addr), settings.consent_timeout_s)
     dispatcher = Dispatcher(settings, store, senders, breakers, consent)
-    scheduler = RetryScheduler(dispatcher, store, settings.poll_interval_s)
     deliveries = DeliveryService(settings, store, dispatcher, breakers)
+    scheduler = RetryScheduler(dispatcher, store, settings.poll_interval_s, deliveries.purge_ended,
+                               settings.purge_interval_h)
+    erasures = ErasureService(settings, ErasureStore(db), dispatcher)
     report = _diagnostics(db, client, breakers, deliveries, scheduler, dispatcher)
-    return NotifierApp(settings, db, store, breakers, dispatcher, scheduler, deliveries, client, report)
+    return NotifierApp(settings, db, store, breakers, dispatcher, scheduler, deliveries, erasures, client, report)
 
 
 def _diagnostics(db: Database, client: redis.Redis | None, breakers: BreakerBoard, deliveries: DeliveryService,

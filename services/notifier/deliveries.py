@@ -7,12 +7,13 @@ and replay the dead-letter queue and reset the destinations' breakers here too.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.notifier.breakers import BreakerBoard, BreakerStatus
-from services.notifier.destinations import Payload
+from services.notifier.destinations import CREATE, DELETE, UPDATE, Payload
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.settings import Settings
 from services.notifier.storage import (
@@ -32,9 +33,12 @@ from services.notifier.storage import (
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.request_context import current_request_id
 
+log = logging.getLogger(__name__)
+
 _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
-_EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,}$")
+EMAIL_PATTERN = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,}$")
 _DELIVERY_ID = re.compile(r"^[0-9a-f]{32}$")
+_ITEM_ID = re.compile(r"^[0-9]{1,20}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 # Headers the sender writes itself (or that would change how the message is read): a caller may not set them.
 _RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "sender", "reply-to"}
@@ -77,13 +81,9 @@ def validate(key: str, destination: str, payload: Payload, purpose: str = "") ->
             _text(name, "a slack.fields name", 100, required=True, single_line=True)
             _text(value, f"slack.fields[{name}]", 1900)
     elif destination == "monday":
-        _text(payload.get("item_name", ""), "monday.item_name", 255, required=True, single_line=True)
-        _text(payload.get("group_id", ""), "monday.group_id", 100, single_line=True)
-        for column, value in payload.get("column_values", {}).items():
-            _text(column, "a monday.column_values id", 100, required=True, single_line=True)
-            _text(value, f"monday.column_values[{column}]", 4000)
+        _monday(payload)
     elif destination == "email":
-        if not _EMAIL.match(payload.get("to", "")):
+        if not EMAIL_PATTERN.match(payload.get("to", "")):
             raise ValidationError("email.to is not a valid email address")
         _text(payload.get("subject", ""), "email.subject", 200, required=True, single_line=True)
         _text(payload.get("body", ""), "email.body", 100_000, required=True)
@@ -98,6 +98,30 @@ def validate(key: str, destination: str, payload: Payload, purpose: str = "") ->
     else:
         raise ValidationError("a payload is required: one of slack, monday or email")
     return payload
+
+
+def _monday(item: Payload) -> None:
+    """CREATE needs a name (and may name a lookup key); UPDATE an item id and something to change; DELETE an item id."""
+    operation = item.get("operation") or CREATE
+    if operation not in (CREATE, UPDATE, DELETE):
+        raise ValidationError("monday.operation must be create, update or delete")
+    _text(item.get("item_name", ""), "monday.item_name", 255, required=operation == CREATE, single_line=True)
+    _text(item.get("group_id", ""), "monday.group_id", 100, single_line=True)
+    _text(item.get("lookup_key", ""), "monday.lookup_key", 255, single_line=True)
+    for column, value in item.get("column_values", {}).items():
+        _text(column, "a monday.column_values id", 100, required=True, single_line=True)
+        _text(value, f"monday.column_values[{column}]", 4000)
+    item_id = item.get("item_id", "")
+    if operation == CREATE:
+        if item_id:
+            raise ValidationError("monday.item_id must be empty for a create: the new item's id is the external id")
+        return
+    if not _ITEM_ID.match(item_id):
+        raise ValidationError(f"monday.item_id is required for {operation}: the item's numeric id")
+    if item.get("lookup_key"):
+        raise ValidationError("monday.lookup_key is for a create only")
+    if operation == UPDATE and not (item.get("column_values") or item.get("item_name")):
+        raise ValidationError("a monday update needs column_values or an item_name")
 
 
 @dataclass(frozen=True)
@@ -146,10 +170,10 @@ class DeliveryService:
         destination, times, outcome and the message itself. The email may be empty when phones are given (a
         person who gave only a phone)."""
         email = email.strip().lower()
-        if (email or not phones) and not _EMAIL.match(email):
+        if (email or not phones) and not EMAIL_PATTERN.match(email):
             raise ValidationError("email is missing or malformed")
         terms = ([email] if email else []) + [i.lower() for i in lead_ids + session_ids if len(i) >= 6]
-        digits = [n for n in (_national(p) for p in phones) if len(n) >= 6]
+        digits = [n for n in (national_digits(p) for p in phones) if len(n) >= 6]
         prefixes = [f"followup:{c}:" for c in conversation_ids if c.isdigit()]
         return [_exported(d) for d in self.store.mentioning(terms, digits, prefixes)]
 
@@ -175,10 +199,14 @@ class DeliveryService:
             self.dispatcher.wake()
         return replayed
 
-    def purge_delivered(self, older_than_days: int = 0) -> int:
+    def purge_ended(self, older_than_days: int = 0) -> dict[str, int]:
+        """Delivered, failed, dead and cancelled rows older than `older_than_days` (0: DLQ_CLEANUP_DAYS), by status."""
         if older_than_days < 0:
             raise ValidationError("older_than_days must not be negative")
-        return self.store.purge_delivered(older_than_days or self.settings.cleanup_days)
+        days = older_than_days or self.settings.cleanup_days
+        deleted = self.store.purge_ended(days)
+        log.info("ended deliveries purged", extra={"older_than_days": days, **deleted})
+        return deleted
 
     def breaker_states(self) -> list[BreakerStatus]:
         return [breaker.describe() for breaker in self.breakers]
@@ -192,7 +220,7 @@ class DeliveryService:
         return breaker.describe()
 
 
-def _national(phone: str) -> str:
+def national_digits(phone: str) -> str:
     """'+48600700800' -> '600700800', the digits every format of the number contains."""
     digits = re.sub(r"\D", "", phone)
     return digits[2:] if len(digits) == 11 and digits.startswith("48") else digits

@@ -109,26 +109,99 @@ def slack_message(alert: Payload) -> Payload:
     return {"text": fallback[:3000], "blocks": blocks}
 
 
+# Slack Web API errors (HTTP 200, ok:false) that a later attempt can get past; every other one is permanent.
+_SLACK_RETRYABLE = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+_SLACK_GONE = {"message_not_found"}  # chat.delete of a message that is no longer there: the delete is done
+
+
+def slack_reference(channel: str, ts: str) -> str:
+    """The external id of a message posted by the bot: what chat.delete needs to remove it."""
+    return f"{channel}/{ts}"
+
+
 class SlackSender:
+    """An alert through the bot (chat.postMessage: its reference is kept, so it can be deleted) when SLACK_BOT_TOKEN and
+    SLACK_CHANNEL are set, else through the incoming webhook (no reference); a delete always through the bot."""
+
     def __init__(self, settings: Settings):
-        self.url = settings.slack_webhook_url
+        self.webhook_url = settings.slack_webhook_url
+        self.bot_token = settings.slack_bot_token
+        self.channel = settings.slack_channel if settings.slack_bot else ""
+        self.api_url = settings.slack_api_url
         self.timeout = settings.http_timeout_s
+        self.max_retry_after_s = settings.max_retry_after_s
         self.pacer = Pacer(settings.slack_min_interval_s)
         self._local = threading.local()
 
-    def send(self, alert: Payload) -> str:
-        if not self.url:
-            raise DeliveryError("SLACK_WEBHOOK_URL is not set; the alert waits in the queue")
+    def send(self, payload: Payload) -> str:
+        if payload.get("operation") == "delete":
+            return self._delete(payload["message"])
+        if self.channel:
+            answer = self._web_api("chat.postMessage", {"channel": self.channel, **slack_message(payload)})
+            return slack_reference(str(answer.get("channel") or self.channel), str(answer.get("ts") or ""))
+        if not self.webhook_url:
+            raise DeliveryError("SLACK_WEBHOOK_URL (or SLACK_BOT_TOKEN and SLACK_CHANNEL) is not set; "
+                                "the alert waits in the queue")
         self.pacer.wait_turn()
-        _post(_session(self._local), self.url, "Slack", self.timeout, slack_message(alert))
+        _post(_session(self._local), self.webhook_url, "Slack", self.timeout, slack_message(payload))
         return ""
+
+    def _delete(self, reference: str) -> str:
+        """chat.delete of a message the bot posted; one that is already gone counts as deleted."""
+        channel, _, ts = reference.partition("/")
+        try:
+            self._web_api("chat.delete", {"channel": channel, "ts": ts})
+        except SlackRefused as exc:
+            if exc.error not in _SLACK_GONE:
+                raise
+        return reference
+
+    def _web_api(self, method: str, body: Payload) -> Payload:
+        if not self.bot_token:
+            raise DeliveryError(f"SLACK_BOT_TOKEN is not set; the Slack {method} waits in the queue")
+        headers = {"Authorization": f"Bearer {self.bot_token}", "Content-Type": "application/json; charset=utf-8"}
+        self.pacer.wait_turn()
+        try:
+            response = _post(_session(self._local), f"{self.api_url}/{method}", "Slack", self.timeout, body, headers)
+        except DeliveryError as exc:
+            if exc.retry_after_s is not None:
+                self.pacer.pause(min(exc.retry_after_s, self.max_retry_after_s))
+            raise
+        try:
+            answer: Payload = response.json()
+        except ValueError:
+            raise DeliveryError(f"Slack {method} answered something that is not JSON", permanent=True) from None
+        if not answer.get("ok"):
+            error = str(answer.get("error") or "unknown_error")[:100]
+            raise SlackRefused(method, error)
+        return answer
+
+
+class SlackRefused(DeliveryError):
+    """Slack's Web API answered HTTP 200 with ok:false; its error code says whether a retry can help."""
+
+    def __init__(self, method: str, error: str):
+        super().__init__(f"Slack {method} refused: {error}", permanent=error not in _SLACK_RETRYABLE)
+        self.error = error
 
 
 MONDAY_CREATE_ITEM = (
     "mutation ($board: ID!, $group: String, $name: String!, $columns: JSON) "
     "{ create_item (board_id: $board, group_id: $group, item_name: $name, column_values: $columns) { id } }"
 )
+MONDAY_UPDATE_ITEM = (
+    "mutation ($board: ID!, $item: ID!, $columns: JSON!) "
+    "{ change_multiple_column_values (board_id: $board, item_id: $item, column_values: $columns) { id } }"
+)
+MONDAY_DELETE_ITEM = "mutation ($item: ID!) { delete_item (item_id: $item) { id } }"
+MONDAY_FIND_ITEM = (
+    "query ($board: ID!, $columns: [ItemsPageByColumnValuesQuery!]) "
+    "{ items_page_by_column_values (board_id: $board, columns: $columns, limit: 1) { items { id } } }"
+)
 _MONDAY_RETRYABLE = ("complexity", "rate limit", "ratelimit", "internal server error", "maxconcurrency")
+# How Monday.com says an item does not exist (deleted already, or never was): a delete of it is done.
+_MONDAY_GONE = ("invaliditemidexception", "resourcenotfoundexception", "item not found")
+CREATE, UPDATE, DELETE = "create", "update", "delete"
 
 
 def monday_column_values(columns: dict[str, str]) -> dict[str, str | Payload]:
@@ -143,13 +216,25 @@ def monday_column_values(columns: dict[str, str]) -> dict[str, str | Payload]:
     return values
 
 
+class MondayRefused(DeliveryError):
+    """Monday.com answered with GraphQL errors (HTTP 200)."""
+
+    def __init__(self, errors: list[Payload]):
+        text = json.dumps(errors, ensure_ascii=False)[:300]
+        lowered = text.lower()
+        super().__init__(f"Monday.com refused: {text}", permanent=not any(w in lowered for w in _MONDAY_RETRYABLE))
+        self.gone = any(word in lowered for word in _MONDAY_GONE)
+
+
 class MondaySender:
-    """create_item on MONDAY_BOARD_ID, one call at a time (the board's API limits are per account and board)."""
+    """One board (MONDAY_BOARD_ID): create (adopting the item that already holds its lookup key), update and delete
+    items, one call at a time (the board's API limits are per account and board). Returns the item id."""
 
     def __init__(self, settings: Settings):
         self.url = settings.monday_api_url
         self.key = settings.monday_api_key
         self.board_id = settings.monday_board_id
+        self.lookup_column = settings.monday_lookup_column
         self.timeout = settings.http_timeout_s
         self.max_retry_after_s = settings.max_retry_after_s
         self.pacer = Pacer()
@@ -159,46 +244,79 @@ class MondaySender:
     def send(self, item: Payload) -> str:
         if not (self.key and self.board_id):
             raise DeliveryError("MONDAY_API_KEY and MONDAY_BOARD_ID must be set; the item waits in the queue")
+        operation = item.get("operation") or CREATE
+        with self._one_call:
+            if operation == DELETE:
+                return self._delete(item["item_id"])
+            if operation == UPDATE:
+                return self._update(item)
+            return self._create(item)
+
+    def _create(self, item: Payload) -> str:
+        columns = dict(item.get("column_values", {}))
+        lookup_key: str = item.get("lookup_key", "")
+        if lookup_key:
+            existing = self.find(lookup_key)
+            if existing:
+                return existing  # an earlier attempt created it and died before recording the id
+            columns[self.lookup_column] = lookup_key
         variables = {
             "board": self.board_id,
             "group": item.get("group_id") or None,
             "name": item["item_name"],
-            "columns": json.dumps(monday_column_values(item.get("column_values", {})), ensure_ascii=False),
+            "columns": json.dumps(monday_column_values(columns), ensure_ascii=False),
         }
-        headers = {"Authorization": self.key, "Content-Type": "application/json", "API-Version": "2024-10"}
-        with self._one_call:
-            self.pacer.wait_turn()
-            try:
-                response = _post(
-                    self._session,
-                    self.url,
-                    "Monday.com",
-                    self.timeout,
-                    {"query": MONDAY_CREATE_ITEM, "variables": variables},
-                    headers,
-                )
-            except DeliveryError as exc:
-                if exc.retry_after_s is not None:
-                    self.pacer.pause(min(exc.retry_after_s, self.max_retry_after_s))
-                raise
-        return self._item_id(response)
+        created = self._call(MONDAY_CREATE_ITEM, variables).get("create_item") or {}
+        if not created.get("id"):
+            # The item may exist; a retry could make a second one, so this needs a person.
+            raise DeliveryError("Monday.com answered without an item id", permanent=True)
+        return str(created["id"])
 
-    @staticmethod
-    def _item_id(response: requests.Response) -> str:
+    def find(self, lookup_key: str) -> str:
+        """The id of the board's item whose lookup column holds `lookup_key`, or ''."""
+        variables = {"board": self.board_id,
+                     "columns": [{"column_id": self.lookup_column, "column_values": [lookup_key]}]}
+        page = self._call(MONDAY_FIND_ITEM, variables).get("items_page_by_column_values") or {}
+        items = page.get("items") or []
+        return str(items[0]["id"]) if items else ""
+
+    def _update(self, item: Payload) -> str:
+        columns = monday_column_values(item.get("column_values", {}))
+        if item.get("item_name"):
+            columns["name"] = item["item_name"]
+        variables = {"board": self.board_id, "item": item["item_id"],
+                     "columns": json.dumps(columns, ensure_ascii=False)}
+        self._call(MONDAY_UPDATE_ITEM, variables)
+        return str(item["item_id"])
+
+    def _delete(self, item_id: str) -> str:
         try:
-            body = response.json()
+            self._call(MONDAY_DELETE_ITEM, {"item": item_id})
+        except MondayRefused as exc:
+            if not exc.gone:
+                raise
+        return item_id
+
+    def _call(self, query: str, variables: Payload) -> Payload:
+        """One GraphQL request; its `data`, or a DeliveryError saying whether a retry can help."""
+        headers = {"Authorization": self.key, "Content-Type": "application/json", "API-Version": "2024-10"}
+        self.pacer.wait_turn()
+        try:
+            response = _post(self._session, self.url, "Monday.com", self.timeout,
+                             {"query": query, "variables": variables}, headers)
+        except DeliveryError as exc:
+            if exc.retry_after_s is not None:
+                self.pacer.pause(min(exc.retry_after_s, self.max_retry_after_s))
+            raise
+        try:
+            body: Payload = response.json()
         except ValueError:
             raise DeliveryError("Monday.com answered something that is not JSON", permanent=True) from None
         errors = body.get("errors") or ([body] if body.get("error_code") or body.get("error_message") else [])
         if errors:
-            text = json.dumps(errors, ensure_ascii=False)[:300]
-            retryable = any(word in text.lower() for word in _MONDAY_RETRYABLE)
-            raise DeliveryError(f"Monday.com refused the item: {text}", permanent=not retryable)
-        item_id = ((body.get("data") or {}).get("create_item") or {}).get("id")
-        if not item_id:
-            # The item may exist; a retry could make a second one, so this needs a person.
-            raise DeliveryError("Monday.com answered without an item id", permanent=True)
-        return str(item_id)
+            raise MondayRefused(errors)
+        data: Payload = body.get("data") or {}
+        return data
 
 
 class EmailSender:

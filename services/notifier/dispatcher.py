@@ -294,14 +294,16 @@ class Dispatcher:
             _with_retries(lambda: self.store.mark_retry(row.id, token, error.reason, next_at))
 
     def _escalation(self, row: Delivery, reason: str) -> Escalation | None:
-        """The one email to ESCALATION_EMAIL that carries the lost message's payload (never for an escalation)."""
+        """The one email to ESCALATION_EMAIL that names the lost delivery (never for an escalation). It does not copy
+        the payload: a person's data would leave in a mailbox an erasure cannot reach; ListDeadLetters shows it."""
         to = self.settings.escalation_email
         if row.kind == ESCALATION or not to:
             return None
         body = (
             f"A {row.destination} delivery failed after {row.attempts} attempts and needs a person.\n\n"
-            f"Delivery id: {row.id}\nIdempotency key: {row.idempotency_key}\nLast error: {reason}\n\n"
-            f"Payload:\n{json.dumps(json.loads(row.payload), indent=2, ensure_ascii=False)}\n\n"
+            f"Delivery id: {row.id}\nDestination: {row.destination}\nIdempotency key: {row.idempotency_key}\n"
+            f"Attempts: {row.attempts}\nQueued at: {row.created_at:%Y-%m-%d %H:%M:%S} UTC\nLast error: {reason}\n\n"
+            "Its message is in the dead-letter queue: GET /api/dlq/pending?status=FAILED on the admin listener.\n"
             "Replay it with ReplayDeadLetters (POST /api/dlq/replay) once the destination works again.\n"
         )
         subject = f"[NovaHouse] {row.destination} delivery failed: {row.idempotency_key}"[:200]

@@ -1,7 +1,7 @@
 """Operator and CronJob commands of the notifier. Each prints what it did and exits non-zero on failure.
 
   migrate    bring the database schema to the newest revision
-  purge-dlq  delete delivered entries older than DLQ_CLEANUP_DAYS (the CronJob)
+  purge-dlq  delete delivered, failed, dead and cancelled entries older than DLQ_CLEANUP_DAYS (the CronJob)
   dlq-stats  print delivery counts by destination and status
 """
 from __future__ import annotations
@@ -24,8 +24,9 @@ def migrate(context: Context, _args: argparse.Namespace) -> int:
 
 def purge_dlq(context: Context, args: argparse.Namespace) -> int:
     days: int = args.older_than_days if args.older_than_days is not None else context.settings.cleanup_days
-    deleted = context.app.store.purge_delivered(days)
-    print(f"purged {deleted} delivered entries older than {days} days")
+    deleted = context.app.store.purge_ended(days)
+    for status, count in deleted.items():
+        print(f"purged {count} {status} entries older than {days} days")
     return 0
 
 
@@ -38,7 +39,8 @@ def dlq_stats(context: Context, _args: argparse.Namespace) -> int:
 
 COMMANDS: list[Command[Settings, NotifierApp]] = [
     Command("migrate", "bring the notifier's database schema to the newest revision", migrate),
-    Command("purge-dlq", "delete delivered entries older than DLQ_CLEANUP_DAYS (the CronJob)", purge_dlq,
+    Command("purge-dlq", "delete delivered, failed, dead and cancelled entries older than DLQ_CLEANUP_DAYS "
+            "(the CronJob)", purge_dlq,
             lambda p: p.add_argument("--older-than-days", type=int, default=None,
                                      help="default: DLQ_CLEANUP_DAYS (30)")),
     Command("dlq-stats", "print delivery counts by destination and status", dlq_stats),

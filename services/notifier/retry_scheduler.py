@@ -1,12 +1,14 @@
-"""The notifier's periodic job runner: APScheduler, in-memory job store, one job (`dlq-retry`).
+"""The notifier's periodic job runner: APScheduler, in-memory job store, two jobs: `dlq-retry` and `dlq-purge`.
 
 Every replica runs its own scheduler; the jobs never share a job store. They are safe to run everywhere at once
-because the work they start is claimed row by row in the database.
+because the work they start is claimed row by row in the database, and a purge twice deletes nothing more. In
+Kubernetes the `notifier-purge-dlq` CronJob runs the same purge; DLQ_PURGE_INTERVAL_HOURS=0 leaves it to that alone.
 """
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from collections.abc import Callable
+from datetime import UTC, timedelta
 
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -25,16 +27,32 @@ DLQ_ENTRIES = Gauge("notifier_dlq_entries", "Undelivered entries by status", ["s
 class RetryScheduler:
     """Runs the `dlq-retry` job every `interval_s`: due retries (and rows whose worker died) start promptly."""
 
-    def __init__(self, dispatcher: Dispatcher, store: DeliveryStore, interval_s: float):
+    def __init__(
+        self, dispatcher: Dispatcher, store: DeliveryStore, interval_s: float,
+        purge: Callable[[], dict[str, int]], purge_interval_h: float,
+    ):
         self.dispatcher = dispatcher
         self.store = store
         self.interval_s = interval_s
+        self.purge = purge
         self.scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
         self.scheduler.add_job(self.retry_due, "interval", seconds=interval_s, id="dlq-retry", next_run_time=utcnow())
+        if purge_interval_h > 0:
+            # First run a minute after start: a restart loop must not purge in a loop, a fresh replica soon enough.
+            self.scheduler.add_job(self.purge_ended, "interval", hours=purge_interval_h, id="dlq-purge",
+                                   next_run_time=utcnow() + timedelta(minutes=1))
+
+    def purge_ended(self) -> None:
+        """Delete the deliveries that ended longer than DLQ_CLEANUP_DAYS ago (DeliveryService logs the counts)."""
+        with request_scope():
+            try:
+                self.purge()
+            except Exception:  # the next run tries again; the retry job must not stop for it
+                log.exception("purging ended deliveries failed")
 
     def retry_due(self) -> None:
         """Start every retry that is due (and every row whose worker died), then refresh the DLQ gauges."""

@@ -1,9 +1,10 @@
 """The notifier's gRPC server: NotifierInternal (Notify) and NotifierAdmin (DLQ, breakers, diagnostics).
 
-Configuration (environment, read by settings.py): SLACK_WEBHOOK_URL, SLACK_MIN_INTERVAL_S (1.0; 0 = no pacing),
-MONDAY_API_URL, MONDAY_API_KEY, MONDAY_BOARD_ID, SMTP_URL (smtp://host:port), SMTP_FROM, ESCALATION_EMAIL,
-CB_FAIL_MAX (5), CB_RESET_TIMEOUT (60 s), DLQ_RETRY_DELAY_MINUTES (5) or DLQ_RETRY_DELAY_SECONDS,
-DLQ_MAX_DELAY_SECONDS (6 h), DLQ_MAX_RETRIES (5), DLQ_POLL_INTERVAL_S, DLQ_CLEANUP_DAYS (30), DELIVERY_LEASE_S (60),
+Configuration (environment, read by settings.py): SLACK_WEBHOOK_URL, SLACK_BOT_TOKEN, SLACK_CHANNEL, SLACK_API_URL,
+SLACK_MIN_INTERVAL_S (1.0; 0 = no pacing), MONDAY_API_URL, MONDAY_API_KEY, MONDAY_BOARD_ID, MONDAY_LOOKUP_COLUMN,
+SMTP_URL (smtp://host:port), SMTP_FROM, ESCALATION_EMAIL, CB_FAIL_MAX (5), CB_RESET_TIMEOUT (60 s),
+DLQ_RETRY_DELAY_MINUTES (5) or DLQ_RETRY_DELAY_SECONDS, DLQ_MAX_DELAY_SECONDS (6 h), DLQ_MAX_RETRIES (5),
+DLQ_POLL_INTERVAL_S, DLQ_CLEANUP_DAYS (30), DLQ_PURGE_INTERVAL_HOURS (24), DELIVERY_LEASE_S (60),
 DELIVERY_WORKERS (8), NOTIFIER_HTTP_TIMEOUT_S (10), MAX_RETRY_AFTER_S (30), MIGRATE_ON_START (true); and the
 runtime's GRPC_PORT (50053), DATABASE_URL, DB_SCHEMA, REDIS_URL (shares breaker state between replicas),
 REDIS_KEY_PREFIX, METRICS_PORT, LOG_LEVEL.
@@ -28,7 +29,7 @@ def grpc_service(app: NotifierApp) -> GrpcService:
     })
     service.add(
         notifier_pb2_grpc.add_NotifierInternalServicer_to_server,
-        NotifierInternalServicer(app.deliveries),
+        NotifierInternalServicer(app.deliveries, app.erasures),
         "novahouse.notifier.v1.NotifierInternal",
     )
     service.add(

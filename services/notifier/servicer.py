@@ -10,7 +10,9 @@ from novahouse.notifier.v1 import notifier_pb2 as pb
 from novahouse.notifier.v1 import notifier_pb2_grpc
 from services.notifier.breakers import BreakerStatus
 from services.notifier.deliveries import DeliveryService
-from services.notifier.destinations import Payload
+from services.notifier.destinations import CREATE, DELETE, UPDATE, Payload
+from services.notifier.erasure_store import Erasure
+from services.notifier.erasures import ErasureService
 from services.notifier.storage import INTERNAL_ALERT, MARKETING, SERVICE, Delivery
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.timestamps import to_timestamp
@@ -25,6 +27,7 @@ PURPOSE_NAMES = {
     pb.PURPOSE_MARKETING: MARKETING, pb.PURPOSE_SERVICE: SERVICE, pb.PURPOSE_INTERNAL_ALERT: INTERNAL_ALERT
 }
 PURPOSE_ENUMS = {name: value for value, name in PURPOSE_NAMES.items()}
+MONDAY_OPERATIONS = {pb.MONDAY_CREATE: CREATE, pb.MONDAY_UPDATE: UPDATE, pb.MONDAY_DELETE: DELETE}
 
 
 def _payload(request: pb.NotifyRequest) -> tuple[str, Payload]:
@@ -34,9 +37,16 @@ def _payload(request: pb.NotifyRequest) -> tuple[str, Payload]:
         return "slack", {"title": alert.title, "text": alert.text, "fields": dict(alert.fields)}
     if kind == "monday":
         item = request.monday
-        return "monday", {
+        monday: Payload = {
             "item_name": item.item_name, "column_values": dict(item.column_values), "group_id": item.group_id
         }
+        if item.operation not in (pb.MONDAY_OPERATION_UNSPECIFIED, pb.MONDAY_CREATE):
+            monday["operation"] = MONDAY_OPERATIONS.get(item.operation, "unknown")
+        if item.item_id:
+            monday["item_id"] = item.item_id
+        if item.lookup_key:
+            monday["lookup_key"] = item.lookup_key
+        return "monday", monday
     if kind == "email":
         email = request.email
         payload: Payload = {"to": email.to, "subject": email.subject, "body": email.body}
@@ -70,9 +80,29 @@ def breaker_message(b: BreakerStatus) -> pb.Breaker:
     )
 
 
+def erasure_message(erasure: Erasure) -> pb.ErasureActions:
+    actions = [
+        pb.ErasureAction(
+            delivery_id=a.delivery_id,
+            destination=DESTINATION_ENUMS.get(a.destination, pb.DESTINATION_UNSPECIFIED),
+            external_id=a.external_id,
+            action=a.action,
+            status=a.status,
+            follow_up_delivery_id=a.follow_up_delivery_id,
+            updated_at=to_timestamp(a.updated_at),
+        )
+        for a in erasure.actions
+    ]
+    return pb.ErasureActions(
+        erasure_id=erasure.erasure_id, deliveries_redacted=erasure.deliveries_redacted, actions=actions,
+        erased_at=to_timestamp(erasure.erased_at),
+    )
+
+
 class NotifierInternalServicer(notifier_pb2_grpc.NotifierInternalServicer):
-    def __init__(self, deliveries: DeliveryService):
+    def __init__(self, deliveries: DeliveryService, erasures: ErasureService):
         self.deliveries = deliveries
+        self.erasures = erasures
 
     def Notify(self, request: pb.NotifyRequest, context: grpc.ServicerContext) -> pb.NotifyResponse:
         destination, payload = _payload(request)
@@ -96,6 +126,17 @@ class NotifierInternalServicer(notifier_pb2_grpc.NotifierInternalServicer):
             list(request.conversation_ids),
         )
         return pb.DeliveriesExport(document_json=json.dumps(found, ensure_ascii=False))
+
+    def ErasePerson(self, request: pb.ErasePersonRequest, context: grpc.ServicerContext) -> pb.ErasureActions:
+        return erasure_message(self.erasures.erase_person(
+            request.erasure_id, request.email, list(request.phones), list(request.lead_ids),
+            list(request.session_ids), list(request.conversation_ids), list(request.names),
+        ))
+
+    def GetErasureActions(
+        self, request: pb.GetErasureActionsRequest, context: grpc.ServicerContext
+    ) -> pb.ErasureActions:
+        return erasure_message(self.erasures.actions(request.erasure_id))
 
 
 class NotifierAdminServicer(notifier_pb2_grpc.NotifierAdminServicer):
@@ -133,7 +174,8 @@ class NotifierAdminServicer(notifier_pb2_grpc.NotifierAdminServicer):
     def PurgeDeadLetters(
         self, request: pb.PurgeDeadLettersRequest, context: grpc.ServicerContext
     ) -> pb.PurgeDeadLettersResponse:
-        return pb.PurgeDeadLettersResponse(deleted=self.deliveries.purge_delivered(request.older_than_days))
+        deleted = self.deliveries.purge_ended(request.older_than_days)
+        return pb.PurgeDeadLettersResponse(deleted=sum(deleted.values()))
 
     def GetBreakers(self, request: pb.GetBreakersRequest, context: grpc.ServicerContext) -> pb.GetBreakersResponse:
         return pb.GetBreakersResponse(breakers=[breaker_message(b) for b in self.deliveries.breaker_states()])

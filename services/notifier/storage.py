@@ -17,10 +17,12 @@ from sqlalchemy import (
     CursorResult,
     DateTime,
     Executable,
+    ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    and_,
     delete,
     func,
     or_,
@@ -40,6 +42,12 @@ MESSAGE, ESCALATION = "message", "escalation"
 # Why a message is sent ('' for rows queued before purposes existed); a marketing one needs consent at every attempt.
 MARKETING, SERVICE, INTERNAL_ALERT = "marketing", "service", "internal-alert"
 PURPOSES = (MARKETING, SERVICE, INTERNAL_ALERT)
+# The status of an erasure action; one with a follow-up delivery takes it from that delivery's outcome.
+ACTION_PENDING, ACTION_DONE, ACTION_FAILED, ACTION_MANUAL = "pending", "done", "failed", "manual"
+FOLLOW_UP_OUTCOME = {
+    PENDING: ACTION_PENDING, DELIVERED: ACTION_DONE, FAILED: ACTION_FAILED, DEAD: ACTION_FAILED,
+    CANCELLED: ACTION_FAILED,
+}
 
 
 def _now() -> datetime:
@@ -73,11 +81,42 @@ class DeliveryRow(Base):
     request_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
     # MARKETING, SERVICE, INTERNAL_ALERT or '' (before 0003, or a caller that named none).
     purpose: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    # The erasure that redacted this row's personal fields ('' for none): such a row is never replayed.
+    erasure_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
     __table_args__ = (
         Index("ix_deliveries_due", "status", "destination", "next_attempt_at"),
         Index("ix_deliveries_delivered_at", "status", "delivered_at"),
+        Index("ix_deliveries_ended", "status", "updated_at"),
     )
+
+
+class ErasureRow(Base):
+    """One erasure of a person, by the consent service's erasure id (the same id again is the same erasure)."""
+
+    __tablename__ = "erasures"
+
+    erasure_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime)
+    deliveries_redacted: Mapped[int] = mapped_column(Integer)
+    # The one message that told the operators what to remove by hand ('' when nothing had to be).
+    operator_notice_id: Mapped[str] = mapped_column(String(32), default="", server_default="")
+
+
+class ErasureActionRow(Base):
+    """What an erasure did, or still does, about one delivery that carried the person's data out."""
+
+    __tablename__ = "erasure_actions"
+
+    erasure_id: Mapped[str] = mapped_column(String(64), ForeignKey("erasures.erasure_id"), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(20))
+    # ACTION_PENDING while its follow-up delivery is; settled from the follow-up before that row is purged.
+    status: Mapped[str] = mapped_column(String(16))
+    follow_up_delivery_id: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 @dataclass(frozen=True)
@@ -155,6 +194,40 @@ def _execute_dml(s: Session, statement: Executable) -> int:
     if not isinstance(result, CursorResult):  # Session.execute is typed as returning a plain Result
         raise TypeError(f"{type(result).__name__} from a DML statement has no rowcount")
     return result.rowcount
+
+
+def mentioning_rows(
+    s: Session, terms: list[str], digit_runs: list[str], key_prefixes: list[str], *, for_update: bool = False
+) -> list[DeliveryRow]:
+    """Rows whose payload contains one of `terms` (lower-cased; in any case) or one of `digit_runs` however they were
+    typed (spaces, dashes, dots, brackets and slashes between the digits ignored), or whose idempotency key starts
+    with one of `key_prefixes`, oldest first; then the escalations that carry those rows' payloads. Rows an erasure
+    already redacted name nobody. `for_update` locks them (PostgreSQL) for the transaction of `s`."""
+    def like(value: str, prefix_only: bool = False) -> str:
+        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"{escaped}%" if prefix_only else f"%{escaped}%"
+
+    conditions = [func.lower(DeliveryRow.payload).like(like(t), escape="\\") for t in terms if t]
+    conditions += [DeliveryRow.idempotency_key.like(like(p, True), escape="\\") for p in key_prefixes if p]
+    digits_only = func.replace(DeliveryRow.payload, " ", "")
+    for separator in ("-", ".", "(", ")", "/"):
+        digits_only = func.replace(digits_only, separator, "")
+    conditions += [digits_only.like(like(d), escape="\\") for d in digit_runs if d]
+    if not conditions:
+        return []
+    order = (DeliveryRow.created_at, DeliveryRow.id)
+    query = select(DeliveryRow).where(or_(*conditions), DeliveryRow.erasure_id == "").order_by(*order)
+    rows = list(s.scalars(query.with_for_update() if for_update else query))
+    escalation_keys = [f"escalation:{r.id}" for r in rows if r.kind != ESCALATION]
+    seen = {r.id for r in rows}
+    if escalation_keys:
+        carried = (
+            select(DeliveryRow)
+            .where(DeliveryRow.idempotency_key.in_(escalation_keys), DeliveryRow.erasure_id == "")
+            .order_by(*order)
+        )
+        rows += [r for r in s.scalars(carried.with_for_update() if for_update else carried) if r.id not in seen]
+    return rows
 
 
 class DeliveryStore:
@@ -319,38 +392,17 @@ class DeliveryStore:
             return [Delivery.of(r) for r in rows]
 
     def mentioning(self, terms: list[str], digit_runs: list[str], key_prefixes: list[str]) -> list[Delivery]:
-        """Rows whose payload contains one of `terms` (lower-cased; in any case) or one of `digit_runs` however
-        they were typed (spaces, dashes, dots, brackets and slashes between the digits ignored), or whose
-        idempotency key starts with one of `key_prefixes`, oldest first; then the escalations that carry those
-        rows' payloads."""
-        def like(value: str, prefix_only: bool = False) -> str:
-            escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            return f"{escaped}%" if prefix_only else f"%{escaped}%"
-
-        conditions = [func.lower(DeliveryRow.payload).like(like(t), escape="\\") for t in terms if t]
-        conditions += [DeliveryRow.idempotency_key.like(like(p, True), escape="\\") for p in key_prefixes if p]
-        digits_only = func.replace(DeliveryRow.payload, " ", "")
-        for separator in ("-", ".", "(", ")", "/"):
-            digits_only = func.replace(digits_only, separator, "")
-        conditions += [digits_only.like(like(d), escape="\\") for d in digit_runs if d]
-        if not conditions:
-            return []
-        order = (DeliveryRow.created_at, DeliveryRow.id)
+        """The deliveries `mentioning_rows` finds."""
         with self.db.session() as s:
-            rows = list(s.scalars(select(DeliveryRow).where(or_(*conditions)).order_by(*order)))
-            escalation_keys = [f"escalation:{r.id}" for r in rows if r.kind != ESCALATION]
-            seen = {r.id for r in rows}
-            if escalation_keys:
-                query = select(DeliveryRow).where(DeliveryRow.idempotency_key.in_(escalation_keys)).order_by(*order)
-                rows += [r for r in s.scalars(query) if r.id not in seen]
-            return [Delivery.of(r) for r in rows]
+            return [Delivery.of(r) for r in mentioning_rows(s, terms, digit_runs, key_prefixes)]
 
     def replay(self, ids: list[str] | None) -> int:
         """Put FAILED and DEAD rows (the given ones, or all) back in the queue with a fresh attempt budget.
 
-        CANCELLED rows are never replayed; a replayed marketing row asks consent again before it is sent."""
+        CANCELLED rows and rows an erasure redacted are never replayed; a replayed marketing row asks consent again
+        before it is sent."""
         now = _now()
-        query = update(DeliveryRow).where(DeliveryRow.status.in_((FAILED, DEAD)))
+        query = update(DeliveryRow).where(DeliveryRow.status.in_((FAILED, DEAD)), DeliveryRow.erasure_id == "")
         if ids is not None:
             query = query.where(DeliveryRow.id.in_(ids))
         with self.db.session() as s:
@@ -358,9 +410,34 @@ class DeliveryStore:
                 s, query.values(status=PENDING, attempts=0, next_attempt_at=now, updated_at=now, lease_until=None)
             )
 
-    def purge_delivered(self, older_than_days: int) -> int:
+    def purge_ended(self, older_than_days: int) -> dict[str, int]:
+        """Delete the rows that ended more than `older_than_days` ago: delivered ones by their delivery time, failed,
+        dead and cancelled ones by their last change; returns how many of each status went. The erasure actions
+        that wait on a deleted follow-up keep its outcome."""
         cutoff = _now() - timedelta(days=older_than_days)
+        ended = {
+            DELIVERED: DeliveryRow.delivered_at < cutoff,
+            FAILED: DeliveryRow.updated_at < cutoff,
+            DEAD: DeliveryRow.updated_at < cutoff,
+            CANCELLED: DeliveryRow.updated_at < cutoff,
+        }
+        deleted: dict[str, int] = {}
         with self.db.session() as s:
-            return _execute_dml(
-                s, delete(DeliveryRow).where(DeliveryRow.status == DELIVERED, DeliveryRow.delivered_at < cutoff)
-            )
+            for status, old_enough in ended.items():
+                self._settle_follow_ups(s, and_(DeliveryRow.status == status, old_enough))
+                deleted[status] = _execute_dml(
+                    s, delete(DeliveryRow).where(DeliveryRow.status == status, old_enough)
+                )
+        return deleted
+
+    @staticmethod
+    def _settle_follow_ups(s: Session, going: ColumnElement[bool]) -> None:
+        """Copy the outcome of the follow-up deliveries about to be deleted into their pending erasure actions."""
+        query = (
+            select(ErasureActionRow, DeliveryRow.status)
+            .join(DeliveryRow, DeliveryRow.id == ErasureActionRow.follow_up_delivery_id)
+            .where(ErasureActionRow.status == ACTION_PENDING, going)
+        )
+        for action, status in s.execute(query).all():
+            action.status = FOLLOW_UP_OUTCOME[status]
+            action.updated_at = _now()

@@ -94,10 +94,10 @@ def test_after_the_reset_timeout_a_trial_call_closes_it_and_the_queue_drains(not
     assert notifier.stats().pending == 0
 
 
-def test_exhausted_retries_fail_and_send_exactly_one_escalation_with_the_payload(notifier, module_receivers):
+def test_exhausted_retries_fail_and_send_exactly_one_escalation_naming_the_delivery(notifier, module_receivers):
     _, monday, smtp = module_receivers
     monday.fail(500)
-    notifier.monday("crm-doomed", "Lead that Monday.com never takes", {"text0": "Sopot"})
+    notifier.monday("crm-doomed", "Lead that Monday.com never takes", {"text0": "Sopot", "email": "jan.k@example.org"})
 
     failed = notifier.wait_status("crm-doomed", pb.FAILED)
     assert failed.attempts == 3 and "HTTP 500" in failed.last_error  # the first attempt and DLQ_MAX_RETRIES=2
@@ -105,7 +105,11 @@ def test_exhausted_retries_fail_and_send_exactly_one_escalation_with_the_payload
     assert escalation.destination == pb.EMAIL
     [email] = smtp.to(ESCALATION)
     assert "crm-doomed" in email.subject
-    assert "Lead that Monday.com never takes" in email.body and "Sopot" in email.body
+    # It names the delivery and the error; the payload (a person's data) stays in the DLQ, out of the mailbox.
+    for named in (failed.delivery_id, "monday", "crm-doomed", "Attempts: 3", "HTTP 500"):
+        assert named in email.body
+    for personal in ("Lead that Monday.com never takes", "Sopot", "jan.k@example.org"):
+        assert personal not in email.body and personal not in email.subject
     assert monday.attempts == 3
     assert notifier.stats().failed == 1
 

@@ -1,0 +1,87 @@
+"""The Monday.com destination, designed once: create (keeping the item id, adopting the item that already holds its
+lookup key), update and delete, against a receiver that keeps the board's items."""
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from novahouse.notifier.v1 import notifier_pb2 as pb
+from testsupport.receivers import HttpReceiver, MondayBoard
+
+LOOKUP_COLUMN = "text_lead_ref"
+
+
+@pytest.fixture(scope="module")
+def monday():
+    with HttpReceiver(respond=MondayBoard) as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def notifier(monday, start_module_notifier):
+    return start_module_notifier({
+        "MONDAY_API_URL": monday.url, "MONDAY_LOOKUP_COLUMN": LOOKUP_COLUMN, "DLQ_MAX_RETRIES": "3",
+    })
+
+
+def test_create_update_and_delete_round_trip_on_the_board(notifier, monday):
+    board: MondayBoard = monday.responder
+    notifier.monday("item-create", "Lead 17 – Gdynia", {"text0": "Gdynia"}, operation=pb.MONDAY_CREATE)
+    item_id = notifier.wait_status("item-create", pb.DELIVERED).external_id
+    assert board.items[item_id]["name"] == "Lead 17 – Gdynia"
+    assert board.items[item_id]["column_values"] == {"text0": "Gdynia"}
+
+    notifier.monday("item-update", "Lead 17 – Gdynia (called)", {"text0": "Sopot", "status": '{"label": "Done"}'},
+                    operation=pb.MONDAY_UPDATE, item_id=item_id)
+    updated = notifier.wait_status("item-update", pb.DELIVERED)
+    assert updated.external_id == item_id
+    assert board.items[item_id]["name"] == "Lead 17 – Gdynia (called)"
+    assert board.items[item_id]["column_values"] == {"text0": "Sopot", "status": {"label": "Done"}}
+
+    notifier.monday("item-delete", "", operation=pb.MONDAY_DELETE, item_id=item_id)
+    deleted = notifier.wait_status("item-delete", pb.DELIVERED)
+    assert deleted.external_id == item_id and item_id not in board.items and board.deleted[-1] == item_id
+
+
+def test_a_create_with_a_lookup_key_writes_it_and_a_retry_after_a_crash_adopts_the_item(notifier, monday):
+    board: MondayBoard = monday.responder
+    first = notifier.monday("lookup-first", "Lead A", {"text0": "Gdańsk"}, lookup_key="lead-aaa111")
+    item_id = notifier.wait_status("lookup-first", pb.DELIVERED).external_id
+    assert first.delivery_id and board.items[item_id]["column_values"][LOOKUP_COLUMN] == "lead-aaa111"
+
+    # A create that reached Monday.com but whose answer was lost (the notifier died before recording the id): the
+    # item is on the board, holding the key. The retried create finds it instead of making a second one.
+    lost = board.add("Lead B", {LOOKUP_COLUMN: "lead-bbb222"})
+    items_before = len(board.items)
+    notifier.monday("lookup-retried", "Lead B", {"text0": "Gdynia"}, lookup_key="lead-bbb222")
+    adopted = notifier.wait_status("lookup-retried", pb.DELIVERED)
+    assert adopted.external_id == lost and len(board.items) == items_before
+    finds = [r for r in monday.requests if "items_page_by_column_values" in r.json()["query"]]
+    assert finds[-1].json()["variables"]["columns"] == [{"column_id": LOOKUP_COLUMN, "column_values": ["lead-bbb222"]}]
+
+
+def test_deleting_an_item_that_is_already_gone_is_done_not_an_error(notifier, monday):
+    notifier.monday("gone-delete", "", operation=pb.MONDAY_DELETE, item_id="987654")
+    done = notifier.wait_status("gone-delete", pb.DELIVERED)
+    assert done.attempts == 1 and done.external_id == "987654"
+
+
+def test_a_delete_is_retried_through_a_monday_outage(notifier, monday):
+    board: MondayBoard = monday.responder
+    item_id = board.add("Lead C", {})
+    monday.fail(500, times=2)
+    notifier.monday("outage-delete", "", operation=pb.MONDAY_DELETE, item_id=item_id)
+    done = notifier.wait_status("outage-delete", pb.DELIVERED)
+    assert done.attempts == 3 and item_id not in board.items
+
+
+@pytest.mark.parametrize("operation, item_id, lookup_key, problem", [
+    (pb.MONDAY_UPDATE, "", "", "item_id is required"),
+    (pb.MONDAY_DELETE, "not-a-number", "", "item_id is required"),
+    (pb.MONDAY_CREATE, "123", "", "must be empty for a create"),
+    (pb.MONDAY_UPDATE, "123", "lead-x", "lookup_key is for a create only"),
+])
+def test_an_operation_without_what_it_needs_is_refused(notifier, operation, item_id, lookup_key, problem):
+    with pytest.raises(grpc.RpcError) as refused:
+        notifier.monday("bad-op", "Name", {"text0": "x"}, operation=operation, item_id=item_id, lookup_key=lookup_key)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and problem in refused.value.details()
