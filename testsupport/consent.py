@@ -70,6 +70,7 @@ class FakeChat(chat_pb2_grpc.ChatInternalServicer):
         self.fail_next = 0
         self.attempts: list[tuple[str, str]] = []
         self.erased: list[tuple[str, str]] = []
+        self.looked_up: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         chat_pb2_grpc.add_ChatInternalServicer_to_server(self, self.server)
@@ -84,6 +85,12 @@ class FakeChat(chat_pb2_grpc.ChatInternalServicer):
                 context.abort(grpc.StatusCode.UNAVAILABLE, "chat database is restarting")
             self.erased.append((request.email, request.request_id))
         return chat_pb2.EraseSubjectResponse(conversations=1, messages_erased=2, leads_anonymised=1)
+
+    def ExportSubject(self, request, context):
+        """Nothing linked: the erasure's first step (finding what to erase) always answers."""
+        with self._lock:
+            self.looked_up.append((request.email, request.phone))
+        return chat_pb2.SubjectExport(document_json='{"conversations": [], "leads": []}')
 
     def __enter__(self) -> FakeChat:
         self.server.start()
@@ -124,9 +131,11 @@ def confirm_latest(
 
 
 @contextlib.contextmanager
-def running_consent(backend: str, directory: Path) -> Iterator[RunningConsent]:
+def running_consent(
+    backend: str, directory: Path, notifier: RecordingNotifier | None = None
+) -> Iterator[RunningConsent]:
     """The consent gRPC server in this process on a free port, erasing through a FakeChat, fast retries; its
-verification emails go to a RecordingNotifier (RunningConsent.mail)."""
+verification emails and erasures go to a RecordingNotifier (RunningConsent.mail; a test may give its own)."""
     env = {
         "GRPC_PORT": "0",
         "CONSENT_ERASURE_RETRY_S": "0.05",
@@ -135,7 +144,7 @@ verification emails go to a RecordingNotifier (RunningConsent.mail)."""
         "HEALTH_CHECK_INTERVAL_S": "0.5",
     }
     with (pytest.MonkeyPatch.context() as patch, migrated_database(backend, directory) as db, FakeChat() as chat,
-          PeerServer() as mail):
+          PeerServer(notifier) as mail):
         env.update({"DATABASE_URL": db.url, "DB_SCHEMA": db.schema or "", "CHAT_ADDR": chat.address,
                     "NOTIFIER_ADDR": mail.address,
                     "CONSENT_ERASE_TIMEOUT_S": "2", "CONSENT_HMAC_KEY": new_secret_text(),

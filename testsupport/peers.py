@@ -16,11 +16,12 @@ from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 
 
 class RecordingNotifier(notifier_pb2_grpc.NotifierInternalServicer):
-    """NotifierInternal that records every Notify call by idempotency key."""
+    """NotifierInternal that records every Notify call by idempotency key, and every ErasePerson."""
 
     def __init__(self):
         self.calls: collections.Counter[str] = collections.Counter()
         self.requests: dict[str, notifier_pb2.NotifyRequest] = {}
+        self.erasures: list[notifier_pb2.ErasePersonRequest] = []
         self._lock = threading.Lock()
 
     def Notify(self, request, context):
@@ -28,6 +29,15 @@ class RecordingNotifier(notifier_pb2_grpc.NotifierInternalServicer):
             self.calls[request.idempotency_key] += 1
             self.requests[request.idempotency_key] = request
         return notifier_pb2.NotifyResponse(delivery_id=request.idempotency_key, status=notifier_pb2.PENDING)
+
+    def ErasePerson(self, request, context):
+        """An erasure that found no deliveries (the real notifier's is tested with the whole platform)."""
+        with self._lock:
+            self.erasures.append(request)
+        return notifier_pb2.ErasureActions(erasure_id=request.erasure_id)
+
+    def GetErasureActions(self, request, context):
+        return notifier_pb2.ErasureActions(erasure_id=request.erasure_id)
 
     def keys(self, prefix: str = "") -> list[str]:
         with self._lock:

@@ -7,16 +7,18 @@ from pathlib import Path
 
 from services.consent import ledger_storage
 from services.consent.action_tokens import ActionTokens
-from services.consent.chat_eraser import ChatEraser, ChatPhoneEraser
 from services.consent.consent import ConsentService
 from services.consent.crypto import SubjectCrypto, load_secrets
 from services.consent.erasure import ErasureWorker
+from services.consent.erasure_clients import ChatEraser, NotifierEraser
+from services.consent.erasure_report import ErasureReports
+from services.consent.erasure_steps import ErasureSteps
 from services.consent.export_clients import ChatExport, DeliveriesExport
 from services.consent.mailer import Mailer
 from services.consent.person_export import PersonExport
 from services.consent.phone_erasure import PhoneOnlyErasure
 from services.consent.settings import Settings
-from services.consent.storage import ActionRecords, PendingErasures
+from services.consent.storage import ActionRecords, ErasureRecords, PendingErasures
 from services.consent.verification import VerifiedRequests
 from services.consent.writer import LedgerWriter
 from services.runtime.clients import channel_to
@@ -54,6 +56,7 @@ class ConsentApp:
     verified: VerifiedRequests
     person_export: PersonExport
     phone_erasure: PhoneOnlyErasure
+    erasure_reports: ErasureReports
 
     def migrate(self) -> None:
         migrate(self.db)
@@ -72,8 +75,12 @@ def build(settings: Settings) -> ConsentApp:
     crypto = SubjectCrypto(secrets)
     writer = LedgerWriter(db, max_batch=settings.append_batch)
     pending = PendingErasures(db)
+    erasure_records = ErasureRecords(db)
+    chat_eraser = ChatEraser(channel_to(settings.chat_addr), timeout_s=settings.erase_timeout_s)
+    notifier_eraser = NotifierEraser(channel_to(settings.notifier_addr), timeout_s=settings.erase_timeout_s)
+    erasure_steps = ErasureSteps(erasure_records, chat_eraser.lookup, chat_eraser, notifier_eraser)
     worker = ErasureWorker(
-        pending, crypto, writer, ChatEraser(channel_to(settings.chat_addr), timeout_s=settings.erase_timeout_s),
+        pending, crypto, writer, erasure_records, erasure_steps,
         retry_base_s=settings.erasure_retry_s, retry_max_s=settings.erasure_retry_max_s,
         poll_s=settings.erasure_poll_s,
     )
@@ -92,11 +99,11 @@ def build(settings: Settings) -> ConsentApp:
         person_export.export,
         public_base_url=settings.public_base_url, emails_per_hour=settings.verification_emails_per_hour,
     )
-    phone_erasure = PhoneOnlyErasure(
-        ChatPhoneEraser(channel_to(settings.chat_addr), timeout_s=settings.erase_timeout_s)
-    )
+    phone_erasure = PhoneOnlyErasure(erasure_records, erasure_steps)
+    erasure_reports = ErasureReports(erasure_records, pending, crypto, notifier_eraser)
     return ConsentApp(
-        settings, db, writer, pending, worker, consent, diagnostics, verified, person_export, phone_erasure
+        settings, db, writer, pending, worker, consent, diagnostics, verified, person_export, phone_erasure,
+        erasure_reports,
     )
 
 

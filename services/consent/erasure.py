@@ -1,14 +1,16 @@
-"""Erasure after a revoke: ask the chat service until it confirms, then record it and destroy the subject's key.
+"""Erasure after a revoke, in every system: chat's records found (by the email, and the phones and names captured
+with it), the notifier's deliveries redacted and the processors' copies deleted, chat's records erased (the steps
+of erasure_steps), then erasure-completed recorded and the subject's key destroyed.
 
 Pending erasures are rows, so a restart loses none; a thread retries the due ones with exponential backoff and is
-woken at once by a new revoke. Completion is idempotent: a second worker (another replica) finding the row already
-completed does nothing, and the chat service erases by request id.
+woken at once by a new revoke. Every step is idempotent by the erasure's request id and completion is too: a second
+worker (another replica) finding the row already completed does nothing. What each step did is kept in
+erasure_records/erasure_steps, found again by a keyed hash of the email once the key is gone (erasure_report).
 """
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,20 +19,22 @@ from sqlalchemy.engine import Connection
 from services.consent.chain import Event
 from services.consent.consent import ERASURE_COMPLETED
 from services.consent.crypto import KeyDestroyed, SubjectCrypto
+from services.consent.erasure_steps import COMPLETED, DONE, LEDGER, Erasure, ErasureSteps, failure_text
 from services.consent.ledger_storage import Appender
-from services.consent.storage import DueErasure, PendingErasures
+from services.consent.storage import DueErasure, ErasureRecords, PendingErasures, StoredStep
 from services.consent.writer import LedgerWriter
 from services.runtime.clock import utcnow
 from services.runtime.request_context import request_scope
 
 log = logging.getLogger(__name__)
 
-# erase_in_chat(email, request_id) returns when the chat service has erased the person, raises otherwise.
-EraseInChat = Callable[[str, str], None]
+# The label under which an erased person's email is hashed for their erasure report: never equal to the subjects'
+# keyed hash of the same address, so erasure_records does not join to the ledger's subjects.
+LOOKUP_LABEL = "erasure-report\x00"
 
 
-class ErasureFailed(RuntimeError):
-    """The chat service did not confirm the erasure (the message is a status name, never personal data)."""
+def lookup_hash(crypto: SubjectCrypto, normalised_email: str) -> str:
+    return crypto.subject_hash(LOOKUP_LABEL + normalised_email)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ class ErasureWorker:
         pending: PendingErasures,
         crypto: SubjectCrypto,
         writer: LedgerWriter,
-        erase_in_chat: EraseInChat,
+        records: ErasureRecords,
+        steps: ErasureSteps,
         retry_base_s: float,
         retry_max_s: float,
         poll_s: float,
@@ -54,7 +59,8 @@ class ErasureWorker:
         self.pending = pending
         self.crypto = crypto
         self.writer = writer
-        self.erase_in_chat = erase_in_chat
+        self.records = records
+        self.steps = steps
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.poll_s = poll_s
@@ -107,28 +113,30 @@ class ErasureWorker:
             try:
                 key = self.crypto.unwrap(erasure.subject_id, erasure.wrapped_key)
                 email = self.crypto.decrypt(key, erasure.subject_id, "pending_email", erasure.email_enc)
-                self.erase_in_chat(email, erasure.request_id)
-                erased_in_chat = True
+                self.steps.run(Erasure(erasure.request_id, "email", lookup_hash(self.crypto, email),
+                                       erasure.created_at, email=email))
+                erased = True
             except KeyDestroyed:
-                erased_in_chat = False  # the key is already gone: nothing is left to ask chat with, record it done
+                erased = False  # the key is already gone: nothing is left to erase with, record it done
             except Exception as exc:  # noqa: BLE001 - any failure is retried later
                 self._record_failure(erasure, exc)
                 failed += 1
                 continue
             self._complete(erasure)
             completed += 1
-            if erased_in_chat:
+            if erased:
                 attempts = erasure.attempts + 1
-                log.info("erasure completed in chat", extra={"pending_id": erasure.id, "attempts": attempts})
+                log.info("erasure completed in every system", extra={"pending_id": erasure.id, "attempts": attempts,
+                                                                      "erasure_request_id": erasure.request_id})
         return ErasureRun(completed, failed)
 
     def _record_failure(self, erasure: DueErasure, exc: Exception) -> None:
         attempts = erasure.attempts + 1
         delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1))
-        error = str(exc) if isinstance(exc, ErasureFailed) else type(exc).__name__
+        error = failure_text(exc)
         self.pending.record_failure(erasure.id, attempts, utcnow() + timedelta(seconds=delay), error)
-        log.warning("erasure in chat failed; will retry", extra={"pending_id": erasure.id, "attempts": attempts,
-                                                                  "error": error, "retry_in_s": delay})
+        log.warning("erasure step failed; will retry", extra={"pending_id": erasure.id, "attempts": attempts,
+                                                               "error": error, "retry_in_s": delay})
 
     def _complete(self, erasure: DueErasure) -> None:
         """Record erasure-completed, forget the current state, destroy the key: all in one ledger transaction."""
@@ -136,7 +144,7 @@ class ErasureWorker:
         def work(conn: Connection, appender: Appender) -> None:
             if not self.pending.close(conn, erasure.id, utcnow()):
                 return  # another replica completed it first
-            appender.append(
+            entry = appender.append(
                 Event(
                     action=ERASURE_COMPLETED,
                     subject_id=erasure.subject_id,
@@ -146,5 +154,9 @@ class ErasureWorker:
                 )
             )
             appender.forget_subject(erasure.subject_id)
+            now = utcnow()
+            detail = f"ledger entry {entry['seq']}; consent state forgotten"
+            self.records.record_step(erasure.request_id, StoredStep(LEDGER, COMPLETED, DONE, detail, "", now), conn)
+            ErasureRecords.close(conn, erasure.request_id, now)
 
         self.writer.run(work)

@@ -38,7 +38,9 @@ def grpc_service(app: ConsentApp) -> GrpcService:
     )
     service.add(
         consent_pb2_grpc.add_ConsentAdminServicer_to_server,
-        ConsentAdminServicer(app.consent, app.diagnostics, app.person_export, app.phone_erasure),
+        ConsentAdminServicer(
+            app.consent, app.diagnostics, app.person_export, app.phone_erasure, app.erasure_reports
+        ),
         "novahouse.consent.v1.ConsentAdmin",
     )
     service.on_ready(app.worker.start)

@@ -12,6 +12,7 @@ from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from services.consent import confirmation_page, unsubscribe_page, verification
 from services.consent.chain import Verification
 from services.consent.consent import ConsentService, ExportedEntry, Status, withdrawal_answer
+from services.consent.erasure_report import ErasureReports, Report
 from services.consent.person_export import PersonExport
 from services.consent.phone_erasure import PhoneOnlyErasure
 from services.consent.verification import Asked, VerifiedRequests
@@ -40,6 +41,18 @@ def verification_proto(result: Verification) -> consent_pb2.VerifyLedgerResponse
     return consent_pb2.VerifyLedgerResponse(
         ok=result.ok, entries_checked=result.entries_checked, first_bad_seq=result.first_bad_seq,
         problem=result.problem,
+    )
+
+
+def erasure_report_proto(report: Report) -> consent_pb2.ErasureReport:
+    return consent_pb2.ErasureReport(
+        request_id=report.request_id, status=report.status, requested_at=to_timestamp(report.requested_at),
+        completed_at=to_timestamp(report.completed_at),
+        steps=[
+            consent_pb2.ErasureStep(system=s.system, action=s.action, outcome=s.outcome, detail=s.detail,
+                                    at=to_timestamp(s.at))
+            for s in report.steps
+        ],
     )
 
 
@@ -144,12 +157,13 @@ class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
 class ConsentAdminServicer(consent_pb2_grpc.ConsentAdminServicer):
     def __init__(
         self, consent: ConsentService, diagnostics: Diagnostics, person_export: PersonExport,
-        phone_erasure: PhoneOnlyErasure,
+        phone_erasure: PhoneOnlyErasure, erasure_reports: ErasureReports,
     ):
         self.consent = consent
         self.diagnostics = diagnostics
         self.person_export = person_export
         self.phone_erasure = phone_erasure
+        self.erasure_reports = erasure_reports
 
     def ExportPerson(
         self, request: consent_pb2.ExportPersonRequest, context: grpc.ServicerContext
@@ -174,6 +188,11 @@ class ConsentAdminServicer(consent_pb2_grpc.ConsentAdminServicer):
             request_id=done.request_id, conversations=done.conversations,
             messages_erased=done.messages_erased, leads_anonymised=done.leads_anonymised,
         )
+
+    def GetErasureReport(
+        self, request: consent_pb2.GetErasureReportRequest, context: grpc.ServicerContext
+    ) -> consent_pb2.ErasureReport:
+        return erasure_report_proto(self.erasure_reports.report(request.email, request.request_id))
 
     def ExportSubject(
         self, request: consent_pb2.ExportSubjectRequest, context: grpc.ServicerContext

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.sql.elements import ColumnElement
 
 from services.consent.chain import ENTRY_COLUMNS, Entry
 from services.runtime.db import Database
@@ -115,6 +116,35 @@ pending_erasures = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("subject_id", name="uq_pending_erasures_subject"),
+)
+
+# One row per erasure (after a revoke, or of a person who gave only a phone), kept after the subject's key is
+# destroyed so the erasure can be proven: lookup_hash is a keyed hash of the email under its own label (never the
+# subjects' hash, so the two tables do not join), NULL for an erasure by phone, found by its request id instead.
+erasure_records = Table(
+    "erasure_records",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("lookup_hash", String(64), nullable=True, index=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+)
+
+# What each step of an erasure did in one system and when: counts and references, never personal data.
+# `reference` names what can be asked again for a live status (the notifier's erasure id).
+erasure_steps = Table(
+    "erasure_steps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False, index=True),
+    Column("system", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", String(300), nullable=False),
+    Column("reference", String(128), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("request_id", "system", "action", name="uq_erasure_steps_step"),
 )
 
 # Verified requests (verification.py): each emailed action token is used once; its id is kept until it expires.
@@ -232,6 +262,7 @@ class DueErasure:
     request_id: str
     email_enc: bytes | None
     attempts: int
+    created_at: datetime
     wrapped_key: bytes | None
 
 
@@ -293,13 +324,15 @@ class PendingErasures:
         with self.db.engine.connect() as conn:
             rows = conn.execute(
                 select(pending_erasures.c.id, pending_erasures.c.subject_id, pending_erasures.c.request_id,
-                       pending_erasures.c.email_enc, pending_erasures.c.attempts, subjects.c.wrapped_key)
+                       pending_erasures.c.email_enc, pending_erasures.c.attempts, pending_erasures.c.created_at,
+                       subjects.c.wrapped_key)
                 .join(subjects, subjects.c.subject_id == pending_erasures.c.subject_id)
                 .where(pending_erasures.c.completed_at.is_(None), pending_erasures.c.next_attempt_at <= now)
                 .order_by(pending_erasures.c.next_attempt_at)
                 .limit(limit)
             ).all()
-        return [DueErasure(*row) for row in rows]
+        return [DueErasure(row.id, row.subject_id, row.request_id, row.email_enc, row.attempts,
+                           aware(row.created_at), row.wrapped_key) for row in rows]
 
     def record_failure(self, pending_id: int, attempts: int, next_attempt_at: datetime, error: str) -> None:
         with self.db.engine.begin() as conn:
@@ -324,6 +357,113 @@ class PendingErasures:
                 .where(pending_erasures.c.completed_at.is_(None))
             ).one()
         return PendingSummary(count, None if oldest is None else aware(oldest), most_attempts or 0)
+
+    def open_for_subject(self, subject_hash: str) -> tuple[str, datetime] | None:
+        """(request id, requested at) of the live subject's open erasure; None when there is none."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(pending_erasures.c.request_id, pending_erasures.c.created_at)
+                .join(subjects, subjects.c.subject_id == pending_erasures.c.subject_id)
+                .where(subjects.c.subject_hash == subject_hash, pending_erasures.c.completed_at.is_(None))
+            ).first()
+        return None if row is None else (row.request_id, aware(row.created_at))
+
+
+# --- what each erasure did, for its report -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ErasureRecord:
+    request_id: str
+    kind: str  # "email" (after a revoke) or "phone" (a person who gave only a phone)
+    requested_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    system: str
+    action: str
+    outcome: str
+    detail: str
+    reference: str
+    at: datetime
+
+
+class ErasureRecords:
+    """erasure_records and erasure_steps: an erasure is opened once, each step's latest outcome replaces the
+    previous one (a retried step is one row), and the last step closes it, in the ledger's transaction when it
+    destroys the key."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def open(self, request_id: str, kind: str, lookup_hash: str | None, requested_at: datetime) -> None:
+        with self.db.engine.begin() as conn:
+            known = conn.execute(
+                select(erasure_records.c.request_id).where(erasure_records.c.request_id == request_id)
+            ).first()
+            if known is not None:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(erasure_records.insert().values(
+                        request_id=request_id, kind=kind, lookup_hash=lookup_hash, requested_at=requested_at,
+                    ))
+            except IntegrityError:
+                pass  # opened at the same moment by another replica
+
+    def record_step(self, request_id: str, step: StoredStep, conn: Connection | None = None) -> None:
+        """Insert or replace the step (request, system, action); on `conn` to join a transaction."""
+        if conn is None:
+            with self.db.engine.begin() as own:
+                self.record_step(request_id, step, own)
+            return
+        values = {"outcome": step.outcome, "detail": step.detail[:300], "reference": step.reference, "at": step.at}
+        where = (erasure_steps.c.request_id == request_id, erasure_steps.c.system == step.system,
+                 erasure_steps.c.action == step.action)
+        if conn.execute(update(erasure_steps).where(*where).values(**values)).rowcount:
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(erasure_steps.insert().values(
+                    request_id=request_id, system=step.system, action=step.action, **values))
+        except IntegrityError:
+            conn.execute(update(erasure_steps).where(*where).values(**values))
+
+    @staticmethod
+    def close(conn: Connection, request_id: str, now: datetime) -> None:
+        conn.execute(
+            update(erasure_records)
+            .where(erasure_records.c.request_id == request_id, erasure_records.c.completed_at.is_(None))
+            .values(completed_at=now)
+        )
+
+    def steps(self, request_id: str) -> list[StoredStep]:
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(erasure_steps.c.system, erasure_steps.c.action, erasure_steps.c.outcome,
+                       erasure_steps.c.detail, erasure_steps.c.reference, erasure_steps.c.at)
+                .where(erasure_steps.c.request_id == request_id)
+                .order_by(erasure_steps.c.at, erasure_steps.c.id)
+            ).all()
+        return [StoredStep(r.system, r.action, r.outcome, r.detail, r.reference, aware(r.at)) for r in rows]
+
+    def by_request(self, request_id: str) -> ErasureRecord | None:
+        return self._find(erasure_records.c.request_id == request_id)
+
+    def latest_by_lookup(self, lookup_hash: str) -> ErasureRecord | None:
+        """The newest erasure of the person with this lookup hash (a person erased, back, and erased again)."""
+        return self._find(erasure_records.c.lookup_hash == lookup_hash)
+
+    def _find(self, condition: ColumnElement[bool]) -> ErasureRecord | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(erasure_records).where(condition).order_by(erasure_records.c.requested_at.desc()).limit(1)
+            ).first()
+        if row is None:
+            return None
+        completed = None if row.completed_at is None else aware(row.completed_at)
+        return ErasureRecord(row.request_id, row.kind, aware(row.requested_at), completed)
 
 
 # --- verified requests ---------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def _serve_and_revoke(tmp_path, mail: PeerServer) -> None:
             export = consent_pb2_grpc.ConsentAdminStub(channel).ExportSubject(pb.ExportSubjectRequest(email=EMAIL))
             assert [e.action for e in export.entries] == ["unsubscribe", "revoke"]
             assert consent_pb2_grpc.ConsentAdminStub(channel).VerifyLedger(pb.VerifyLedgerRequest()).ok
-        process.wait_until(lambda: "erasure in chat failed" in process.log_path.read_text(), what="retry logged")
+        process.wait_until(lambda: "erasure step failed" in process.log_path.read_text(), what="retry logged")
     finally:
         process.stop()
     log = process.log_path.read_text()
