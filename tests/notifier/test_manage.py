@@ -5,6 +5,10 @@ import os
 import subprocess
 import sys
 
+import psycopg
+import pytest
+from psycopg import sql
+
 from deploy.local.processes import free_port
 from novahouse.notifier.v1 import notifier_pb2 as pb
 
@@ -24,9 +28,6 @@ def test_purge_dlq_deletes_delivered_entries_older_than_the_cleanup_age(start_no
         notifier.slack(f"purge-{n}", f"Purge alert {n}")
     for n in range(3):
         notifier.wait_status(f"purge-{n}", pb.DELIVERED)
-    slack_receiver.fail(404, times=1)
-    notifier.slack("purge-dead", "Dead alert")
-    notifier.wait_status("purge-dead", pb.DEAD)
 
     default = manage(tmp_path, "purge-dlq")
     assert default.returncode == 0 and "purged 0 delivered entries older than 30 days" in default.stdout
@@ -34,8 +35,46 @@ def test_purge_dlq_deletes_delivered_entries_older_than_the_cleanup_age(start_no
     assert everything.returncode == 0 and "purged 3 delivered entries" in everything.stdout
 
     stats = manage(tmp_path, "dlq-stats")
-    assert stats.returncode == 0 and "dead" in stats.stdout and "delivered" not in stats.stdout
-    assert notifier.stats().dead == 1  # what was not delivered stays for the operator
+    assert stats.returncode == 0 and "no deliveries" in stats.stdout
+
+
+@pytest.mark.postgres
+def test_purge_dlq_also_ends_old_failed_dead_and_cancelled_entries_and_keeps_fresh_ones(
+    start_notifier, slack_receiver, tmp_path, pg_url, pg_schema
+):
+    database = {"DATABASE_URL": pg_url, "DB_SCHEMA": pg_schema}
+    # No Monday.com key: its items wait in the queue until an erasure cancels them.
+    notifier = start_notifier({"SLACK_WEBHOOK_URL": slack_receiver.url, "DLQ_MAX_RETRIES": "0",
+                               "MONDAY_API_KEY": "", **database})
+    ids: dict[str, str] = {}
+    for age in ("old", "fresh"):
+        notifier.slack(f"delivered-{age}", f"Delivered {age}")
+        ids[f"delivered-{age}"] = notifier.wait_status(f"delivered-{age}", pb.DELIVERED).delivery_id
+        slack_receiver.fail(500, times=1)
+        notifier.slack(f"failed-{age}", f"Failed {age}")
+        ids[f"failed-{age}"] = notifier.wait_status(f"failed-{age}", pb.FAILED).delivery_id
+        slack_receiver.fail(404, times=1)
+        notifier.slack(f"dead-{age}", f"Dead {age}")
+        ids[f"dead-{age}"] = notifier.wait_status(f"dead-{age}", pb.DEAD).delivery_id
+        queued = notifier.monday(f"cancelled-{age}", f"Lead {age}", {"lead": f"lead-{age}-0001"})
+        ids[f"cancelled-{age}"] = queued.delivery_id
+        notifier.erase(f"erasure-{age}", lead_ids=[f"lead-{age}-0001"])
+    old = [ids[f"{status}-old"] for status in ("delivered", "failed", "dead", "cancelled")]
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {}.deliveries SET updated_at = updated_at - interval '31 days', "
+                    "delivered_at = delivered_at - interval '31 days' WHERE id = ANY(%s)").format(
+                sql.Identifier(pg_schema)), (old,))
+
+    purged = manage(tmp_path, "purge-dlq", **database)
+    assert purged.returncode == 0, purged.stderr
+    for status in ("delivered", "failed", "dead", "cancelled"):
+        assert f"purged 1 {status} entries older than 30 days" in purged.stdout
+    with psycopg.connect(pg_url) as conn:
+        left = {r[0] for r in conn.execute(
+            sql.SQL("SELECT id FROM {}.deliveries").format(sql.Identifier(pg_schema)))}
+    fresh = {ids[f"{status}-fresh"] for status in ("delivered", "failed", "dead", "cancelled")}
+    assert fresh <= left and not set(old) & left
 
 
 def test_migrate_prints_what_it_did_and_fails_loudly_without_a_database(tmp_path):
