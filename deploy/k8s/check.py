@@ -465,6 +465,24 @@ def check_exposure(source: str, objects: list[dict], kind_config: dict | None) -
     return problems
 
 
+def check_migration_role(work: Workload) -> list[Problem]:
+    """The migration role owns the schemas: of the project's containers only a migration Job may hold it, never a
+    server or a CronJob (under MIGRATION_DATABASE_URL or any other name). The kind PostgreSQL, which makes the
+    roles, is no project container."""
+    if work.kind == "Job":
+        return []
+    problems = []
+    for container in work.containers():
+        if not PROJECT_IMAGE.match(container.get("image", "")):
+            continue
+        for item in container.get("env") or []:
+            key = ((item.get("valueFrom") or {}).get("secretKeyRef") or {}).get("key", "")
+            if item["name"] == "MIGRATION_DATABASE_URL" or key.endswith("MIGRATION_DATABASE_URL"):
+                problems.append(Problem("secrets", work.where(container),
+                                        f"gets the migration role ({item['name']}): only the migration Jobs may"))
+    return problems
+
+
 def check_security(work: Workload) -> list[Problem]:
     problems = []
     pod_ctx = work.pod.get("securityContext") or {}
@@ -655,6 +673,7 @@ def run_checks(root: Path, entrypoints: bool = True, schema: bool = True) -> tup
         problems += check_autoscaled(source, objects)
         for work in workloads(source, objects):
             problems += check_probes(work) + check_security(work) + check_entrypoint_shape(work)
+            problems += check_migration_role(work)
             problems += check_env(root, work, config)
             all_workloads.append(work)
     problems += check_policy_copy(root)

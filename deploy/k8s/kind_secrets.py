@@ -3,9 +3,10 @@
     python -m deploy.k8s.kind_secrets --output deploy/k8s/overlays/kind/secrets.env
 
 The keys are those of deploy/k8s/secrets-template/secret.yaml. Fresh random values for the in-cluster database
-password and the consent keys; SLACK_WEBHOOK_URL, MONDAY_API_KEY and SMTP_URL are taken from this shell's
-environment (empty disables the destination). An existing file is never overwritten: the consent HMAC key and
-key-encryption key must outlive a redeploy, or the ledger's subjects can no longer be found or decrypted.
+passwords (the administrative one and one per service role and migration role) and the consent keys;
+SLACK_WEBHOOK_URL, MONDAY_API_KEY and SMTP_URL are taken from this shell's environment (empty disables the
+destination). An existing file is never overwritten: the consent HMAC key and key-encryption key must outlive a
+redeploy, or the ledger's subjects can no longer be found or decrypted.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import yaml
 
 TEMPLATE = Path(__file__).resolve().parent / "secrets-template" / "secret.yaml"
 FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "MONDAY_API_KEY", "SMTP_URL")
+DATABASE_SERVICES = ("chat", "consent", "notifier")
 
 
 def template_keys() -> list[str]:
@@ -27,11 +29,21 @@ def template_keys() -> list[str]:
     return list(secret["stringData"])
 
 
+def database_urls() -> dict[str, str]:
+    """Each service's role and migration role (novahouse_<svc>, novahouse_<svc>_migrator), each with its own random
+    password (hex: nothing to escape in a URL or in the init script that reads them back)."""
+    urls = {}
+    for service in DATABASE_SERVICES:
+        for suffix, key in (("", "DATABASE_URL"), ("_migrator", "MIGRATION_DATABASE_URL")):
+            urls[f"{service.upper()}_{key}"] = (f"postgresql://novahouse_{service}{suffix}:{secrets.token_hex(24)}"
+                                                "@postgres:5432/novahouse")
+    return urls
+
+
 def generated_values() -> dict[str, str]:
-    password = secrets.token_hex(24)
     values = {
-        "POSTGRES_PASSWORD": password,
-        "DATABASE_URL": f"postgresql://novahouse:{password}@postgres:5432/novahouse",
+        "POSTGRES_PASSWORD": secrets.token_hex(24),
+        **database_urls(),
         "CONSENT_HMAC_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "CONSENT_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     }

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from services.runtime.config import ConfigError, env_str
@@ -37,6 +39,14 @@ def alembic_config(db: Database, script_location: Path) -> Config:
     cfg.set_main_option("script_location", str(script_location))
     cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
     return cfg
+
+
+def at_head(db: Database, script_location: Path) -> bool:
+    """Whether db's schema is at the newest revision of the migrations: read as the service role, which may read
+    alembic_version and nothing more of it."""
+    heads = set(ScriptDirectory.from_config(alembic_config(db, script_location)).get_heads())
+    with db.engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
 
 def migration_database(db: Database, migration_url: str | None = None) -> Database | None:

@@ -95,6 +95,51 @@ def test_a_secret_value_in_a_config_map_fails_the_check(tree):
                for p in problems(tree, "secrets"))
 
 
+def test_the_migration_role_given_to_a_deployment_or_a_cronjob_fails_the_check(tree):
+    assert problems(tree, "secrets") == []
+
+    def migration_env(doc):
+        if doc["kind"] == "Deployment":
+            doc["spec"]["template"]["spec"]["containers"][0]["env"].append({
+                "name": "MIGRATION_DATABASE_URL",
+                "valueFrom": {"secretKeyRef": {"name": "novahouse-secrets", "key": "CHAT_MIGRATION_DATABASE_URL"}}})
+
+    def migration_key(doc):
+        if doc["kind"] == "CronJob" and doc["metadata"]["name"] == "chat-purge-cache":
+            env = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+            next(e for e in env if e["name"] == "DATABASE_URL")["valueFrom"]["secretKeyRef"]["key"] = \
+                "CHAT_MIGRATION_DATABASE_URL"
+
+    edit_yaml(tree / BASE / "chat.yaml", migration_env)
+    edit_yaml(tree / BASE / "cronjobs.yaml", migration_key)
+
+    found = problems(tree, "secrets")
+    assert any("Deployment/chat container chat: gets the migration role (MIGRATION_DATABASE_URL)" in p for p in found)
+    assert any("CronJob/chat-purge-cache container purge-cache: gets the migration role (DATABASE_URL)" in p
+               for p in found)
+
+
+def test_only_the_migration_jobs_get_the_migration_role_and_each_workload_its_own_services_role():
+    objects = check.render(REPO / "deploy" / "k8s" / "overlays" / "kind")
+    seen = set()
+    for work in check.workloads("kind", objects):
+        for container in work.containers():
+            image = container.get("image", "")
+            if not image.startswith(("novahouse/chat", "novahouse/consent", "novahouse/notifier")):
+                continue
+            service = image.split("/")[1].split(":")[0].upper()
+            keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env") or []
+                    if "secretKeyRef" in (e.get("valueFrom") or {})}
+            assert keys.get("DATABASE_URL") == f"{service}_DATABASE_URL", work.where(container)
+            if work.kind == "Job":
+                assert keys["MIGRATION_DATABASE_URL"] == f"{service}_MIGRATION_DATABASE_URL", work.where(container)
+            else:
+                assert not any("MIGRATION" in k for k in (*keys, *keys.values())), work.where(container)
+            seen.add((work.kind, service))
+    assert {kind for kind, _ in seen} == {"Deployment", "Job", "CronJob"}
+    assert {service for _, service in seen} == {"CHAT", "CONSENT", "NOTIFIER"}
+
+
 def test_exposing_the_admin_listener_on_a_node_port_fails_the_check(tree):
     assert problems(tree, "exposure") == []
     path = tree / "deploy/k8s/overlays/kind/gateway-nodeport.yaml"

@@ -61,27 +61,28 @@ def local_argv(container: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster_like(tmp_path_factory):
-    """Migrate with the Jobs' commands, then start the stack as the cluster runs it; yield (gw, env per service)."""
+    """Migrate with the Jobs' commands as each service's migration role, then start the stack as the cluster runs it
+    (each server as its service role, which owns nothing); yield (gw, env per service)."""
     objects = kind_overlay()
     secrets = kind_secrets.generated_values()
-    schemas = {svc: backing.unique_name(f"k8s_{svc}") for svc in DB_SERVICES}
     prefix = backing.unique_name("novahouse-k8s") + ":"
     backing.postgres_connect().close()
     backing.redis_client()
-    common = {"DATABASE_URL": backing.TEST_DATABASE_URL, "REDIS_URL": backing.TEST_REDIS_URL,
-              "REDIS_KEY_PREFIX": prefix, "METRICS_HOST": "127.0.0.1"}
+    common = {"REDIS_URL": backing.TEST_REDIS_URL, "REDIS_KEY_PREFIX": prefix, "METRICS_HOST": "127.0.0.1"}
     metrics = {svc: free_port() for svc in SERVICES}
-    with HttpReceiver() as slack:
+    with HttpReceiver() as slack, backing.service_roles("k8s", DB_SERVICES) as roles:
+        schemas = {svc: roles[svc].schema for svc in DB_SERVICES}
         service_env = {svc: {**manifest_env(objects, svc), "METRICS_PORT": str(metrics[svc])} for svc in SERVICES}
+        database_env = {svc: roles[svc].env(backing.TEST_DATABASE_URL) for svc in DB_SERVICES}
         for svc in DB_SERVICES:
-            service_env[svc]["DB_SCHEMA"] = schemas[svc]
+            service_env[svc].update({k: database_env[svc][k] for k in ("DATABASE_URL", "DB_SCHEMA")})
         service_env["consent"].update({k: secrets[k] for k in ("CONSENT_HMAC_KEY", "CONSENT_KEY_ENCRYPTION_KEY")})
         service_env["notifier"]["SLACK_WEBHOOK_URL"] = slack.url
         data_dir = tmp_path_factory.mktemp("cluster-like")
         jobs = pod_containers(objects, "Job")
         migrations = {}
         for svc in DB_SERVICES:
-            env = {**os.environ, **common, **service_env[svc], "DATA_DIR": str(data_dir)}
+            env = {**os.environ, **common, **service_env[svc], **database_env[svc], "DATA_DIR": str(data_dir)}
             migrations[svc] = subprocess.run(local_argv(jobs[f"{svc}-migrate"]), env=env, cwd=REPO,
                                              capture_output=True, text=True, timeout=120)
         try:
@@ -89,8 +90,6 @@ def cluster_like(tmp_path_factory):
                 yield {"gw": gw, "objects": objects, "migrations": migrations, "metrics": metrics, "schemas": schemas,
                        "common": common, "service_env": service_env, "data_dir": data_dir, "slack": slack}
         finally:
-            for schema in schemas.values():
-                backing.drop_schema(schema)
             backing.delete_prefix(prefix)
 
 
@@ -109,8 +108,16 @@ def test_the_migration_jobs_commands_bring_every_schema_to_head_before_the_serve
         with backing.postgres_connect() as conn:
             versions = conn.execute(f'SELECT version_num FROM "{schema}".alembic_version').fetchall()
         assert len(versions) == 1, f"{svc}: {versions}"
+    for deployment in DB_SERVICES:
+        work = next(w for w in check.workloads("kind", cluster_like["objects"])
+                    if w.kind == "Deployment" and w.name == deployment)
+        for init in work.pod["initContainers"]:
+            waited = subprocess.run(local_argv(init), env=process_env(cluster_like, deployment), cwd=REPO,
+                                    capture_output=True, text=True, timeout=120)
+            assert waited.returncode == 0 and "at head" in waited.stdout, waited.stderr
     gw = cluster_like["gw"]
     assert cluster_like["service_env"]["chat"]["MIGRATE_ON_START"] == "false"
+    assert "MIGRATION_DATABASE_URL" not in cluster_like["service_env"]["chat"]
     reply = gw.rest("POST", "/api/chatbot/chat", json={"message": "Dzień dobry"})
     assert reply.status_code == 200, reply.text
 

@@ -2,6 +2,9 @@
 role that only migrations use, and consent's role can add to the ledger and read it but never change it."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -178,3 +181,21 @@ def test_roles_made_for_a_schema_the_admin_migrated_take_over_its_tables_and_fun
     finally:
         with backing.postgres_connect() as conn:
             database_roles.drop(conn, roles)
+
+
+def test_the_init_containers_wait_ends_once_the_migration_role_has_brought_the_schema_to_head(tmp_path):
+    with backing.service_roles("wait", ("notifier",)) as roles:
+        env = roles["notifier"].env(backing.TEST_DATABASE_URL)
+        service_only = {**os.environ, "DATA_DIR": str(tmp_path), "DATABASE_URL": env["DATABASE_URL"],
+                        "DB_SCHEMA": env["DB_SCHEMA"]}
+        argv = [sys.executable, "-m", "services.runtime.schema_wait", "notifier", "--interval-s", "0.1"]
+        before = subprocess.run([*argv, "--timeout-s", "0"], env=service_only, capture_output=True, text=True,
+                                timeout=60)
+        assert before.returncode == 1 and "not at head" in before.stderr, before.stderr
+        migrating = subprocess.run([sys.executable, "-m", "services.notifier.manage", "migrate"],
+                                   env={**service_only, **env}, capture_output=True, text=True, timeout=120)
+        assert migrating.returncode == 0, migrating.stderr
+        after = subprocess.run([*argv, "--timeout-s", "30"], env=service_only, capture_output=True, text=True,
+                               timeout=60)
+        assert after.returncode == 0 and "at head" in after.stdout, after.stderr
+        assert set(owners(env["DB_SCHEMA"]).values()) == {roles["notifier"].migrator}
