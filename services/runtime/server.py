@@ -37,7 +37,8 @@ LIVENESS_SERVICE = "novahouse.liveness"
 
 def database_readiness(check: ReadinessCheck, migrate: Callable[[], None] | None) -> ReadinessCheck:
     """Ready when check() passes. With `migrate` (MIGRATE_ON_START), the first time the database answers it is
-    brought to head first, so a server can start before its database and become ready once both are there."""
+    brought to head first (as the migration role when MIGRATION_DATABASE_URL is set: migrate.upgrade_to_head), so
+    a server can start before its database and become ready once both are there."""
     migrated = threading.Event()
 
     def ready() -> None:
