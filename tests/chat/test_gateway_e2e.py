@@ -171,8 +171,13 @@ def test_admin_and_internal_rpcs_through_the_admin_listener(platform):
     run = gw.rest("POST", "/api/admin/followups/run", admin=True, json={})
     assert run.status_code == 200 and run.json()["failed"] == 0
     assert gw.rest("POST", "/api/admin/cache/purge", admin=True, json={}).status_code == 200
-    purge = gw.rest("POST", "/api/admin/retention/purge", admin=True, json={"days": 1})
-    assert purge.status_code == 200 and int(purge.json()["deleted"]) == 0
+    purge = gw.rest("POST", "/api/admin/retention/purge", admin=True, json={"days": 1, "lead_days": 1})
+    assert purge.status_code == 200 and int(purge.json()["deleted"]) == 0 and int(purge.json()["leads_deleted"]) == 0
+    unknown = gw.rest("POST", f"/api/admin/chat/leads/{'0' * 32}/customer", admin=True, json={"customer": True})
+    assert unknown.status_code == 404, unknown.text
+    malformed = gw.rest("POST", "/api/admin/chat/leads/not-a-lead/customer", admin=True, json={"customer": True})
+    assert malformed.status_code == 400, malformed.text
+    assert gw.rest("POST", f"/api/admin/chat/leads/{'0' * 32}/customer", json={"customer": True}).status_code == 404
     report = gw.rest("GET", "/api/admin/chat/diagnostics", admin=True).json()
     assert report["service"] == "chat" and {c["name"] for c in report["checks"]} >= {"database", "cache"}
 

@@ -143,8 +143,26 @@ def test_lead_waiting_for_a_stopped_notifier_is_handed_over_by_run_followups(ser
 def test_manage_purge_commands_print_their_counts(server):
     purge = manage(server, "purge-cache")
     assert purge.returncode == 0 and "expired cache entries removed:" in purge.stdout
-    retention = manage(server, "purge-retention", "--days", "1")
+    retention = manage(server, "purge-retention", "--days", "1", "--lead-days", "1")
     assert retention.returncode == 0 and "conversations deleted: 0" in retention.stdout
+    assert "leads deleted: 0" in retention.stdout
+
+
+def test_mark_customer_over_grpc_answers_the_mark_not_found_and_invalid_argument(server):
+    last = converse(server, POLISH_HIGH_SCORE)
+    stored = server.chat.SendMessage(
+        chat_pb2.SendMessageRequest(session_id=last.session_id, processing_consent=True, marketing_consent=False)
+    )
+    lead_id = stored.lead.lead_id
+    marked = server.admin.MarkCustomer(chat_pb2.MarkCustomerRequest(lead_id=lead_id, customer=True))
+    assert (marked.lead_id, marked.customer) == (lead_id, True)
+    cleared = server.admin.MarkCustomer(chat_pb2.MarkCustomerRequest(lead_id=lead_id, customer=False))
+    assert (cleared.lead_id, cleared.customer) == (lead_id, False)
+    for bad_id, code in (("f" * 32, grpc.StatusCode.NOT_FOUND), ("not-a-lead", grpc.StatusCode.INVALID_ARGUMENT),
+                         ("", grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(grpc.RpcError) as refused:
+            server.admin.MarkCustomer(chat_pb2.MarkCustomerRequest(lead_id=bad_id, customer=True))
+        assert refused.value.code() == code and refused.value.details()
 
 
 def test_purge_cache_without_a_server_fails_and_says_why(server):
