@@ -2,7 +2,8 @@
 
 Appends go through the domain (validation, subject key, AES-GCM of the personal fields, hash chain, current state)
 from concurrent callers into one replica's group-committing writer, and from one caller at a time. For
-verification a valid chain is bulk-loaded with COPY, then the domain's verify() walks it. Everything lives in a
+verification a valid keyed chain is bulk-loaded with COPY and a checkpoint of it signed (untimed), then the domain's
+verify() walks it (chain keys, links, the checkpoint, and the current states replayed). Everything lives in a
 private schema that is dropped afterwards. Targets: >= 2,000 appends/s; 1,000,000 verified in <= 10 s.
 """
 from __future__ import annotations
@@ -12,12 +13,12 @@ import threading
 import time
 import uuid
 
-from services.consent.chain import GENESIS_HASH, HASHED_COLUMNS, hash_values
-from services.consent.ledger_storage import verify
+from services.consent.chain import GENESIS_HASH, HASHED_COLUMNS, ChainKeys
+from services.consent.ledger_keys import LedgerKeys
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.request_context import Caller
-from testsupport.consent import consent_service, migrated_database
+from testsupport.consent import consent_service, fresh_ledger_keys, migrated_database
 
 CALLERS = 16            # the server's default gRPC worker threads
 APPENDS = 6000          # per concurrent run
@@ -51,7 +52,7 @@ def _append_rate(db: Database, callers: int, total: int) -> tuple[int, float]:
     return sum(done), elapsed
 
 
-def _bulk_chain(db: Database, start_seq: int, prev_hash: str, count: int) -> tuple[int, str]:
+def _bulk_chain(db: Database, keys: ChainKeys, start_seq: int, prev_hash: str, count: int) -> tuple[int, str]:
     """Append `count` valid entries with COPY (realistically sized ciphertexts); returns the new head."""
     blobs = [os.urandom(n) for n in (12 + 16 + 20, 12 + 16 + 13, 12 + 16 + 60, 12 + 16 + 25)]
     subject = uuid.uuid4().hex
@@ -65,8 +66,8 @@ def _bulk_chain(db: Database, start_seq: int, prev_hash: str, count: int) -> tup
             for _ in range(count):
                 seq += 1
                 row = [seq, recorded_at, "unsubscribe", subject, True, False, "", "", "", "", "", None,
-                       *blobs, prev_hash]
-                prev_hash = hash_values(row)
+                       *blobs, prev_hash, keys.current_id, None]
+                prev_hash = keys.entry_hash(row) or ""
                 row.append(prev_hash)
                 copy.write_row(row)
         cursor.execute("UPDATE ledger_head SET seq = %s, entry_hash = %s WHERE id = 1", (seq, prev_hash))
@@ -92,11 +93,14 @@ def main() -> None:
               f"({count} in {elapsed:.2f} s; one commit each)")
 
     with migrated_database("postgres", None) as db:
+        keys: LedgerKeys = fresh_ledger_keys()
+        consent = consent_service(db, keys=keys)
         seq, head = 0, GENESIS_HASH
         for size in VERIFY_SIZES:
-            seq, head = _bulk_chain(db, seq, head, size - seq)
+            seq, head = _bulk_chain(db, keys.chain, seq, head, size - seq)
+            consent.integrity.checkpoint()
             started = time.perf_counter()
-            result = verify(db)
+            result = consent.verify()
             elapsed = time.perf_counter() - started
             print(f"consent VerifyLedger of {result.entries_checked:,} entries: {elapsed:.2f} s "
                   f"({'ok' if result.ok else 'BROKEN at ' + str(result.first_bad_seq)}; "

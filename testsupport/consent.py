@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -13,13 +15,17 @@ from urllib.parse import unquote
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deploy.local.processes import grpc_serving
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from services.consent.app import MIGRATIONS, ConsentApp, build
+from services.consent.chain import ChainKeys
+from services.consent.checkpoints import DirectoryStore, LedgerIntegrity
 from services.consent.consent import ConsentService
 from services.consent.crypto import Secrets, SubjectCrypto, new_secret_text
+from services.consent.ledger_keys import LedgerKeys, new_key_values
 from services.consent.server import grpc_service
 from services.consent.settings import Settings
 from services.consent.writer import LedgerWriter
@@ -58,9 +64,21 @@ def migrated_database(backend: str, directory: Path | None = None) -> Iterator[D
             backing.drop_schema(schema)
 
 
-def consent_service(db: Database, secrets: Secrets | None = None) -> ConsentService:
-    """The domain object alone (no gRPC), with its own writer, like one replica."""
-    return ConsentService(db, SubjectCrypto(secrets or fresh_secrets()), LedgerWriter(db))
+def fresh_ledger_keys() -> LedgerKeys:
+    return LedgerKeys.of(ChainKeys("t1", {"t1": os.urandom(32)}), Ed25519PrivateKey.generate())
+
+
+def consent_service(
+    db: Database, secrets: Secrets | None = None, keys: LedgerKeys | None = None, checkpoint_dir: Path | None = None
+) -> ConsentService:
+    """The domain object alone (no gRPC), with its own writer, like one replica; checkpoints in checkpoint_dir (a
+    new temporary directory when not given)."""
+    keys = keys or fresh_ledger_keys()
+    store = DirectoryStore(checkpoint_dir or Path(tempfile.mkdtemp(prefix="consent-checkpoints-")))
+    return ConsentService(
+        db, SubjectCrypto(secrets or fresh_secrets()), LedgerWriter(db, keys.chain),
+        integrity=LedgerIntegrity(db, keys, store, interval_s=300),
+    )
 
 
 class FakeChat(chat_pb2_grpc.ChatInternalServicer):
@@ -148,7 +166,8 @@ verification emails and erasures go to a RecordingNotifier (RunningConsent.mail;
         env.update({"DATABASE_URL": db.url, "DB_SCHEMA": db.schema or "", "CHAT_ADDR": chat.address,
                     "NOTIFIER_ADDR": mail.address,
                     "CONSENT_ERASE_TIMEOUT_S": "2", "CONSENT_HMAC_KEY": new_secret_text(),
-                    "CONSENT_KEY_ENCRYPTION_KEY": new_secret_text()})
+                    "CONSENT_KEY_ENCRYPTION_KEY": new_secret_text(), **new_key_values(),
+                    "CONSENT_CHECKPOINT_DIR": str(directory / "ledger-checkpoints")})
         for name, value in env.items():
             patch.setenv(name, value)
         app = build(Settings.from_env())

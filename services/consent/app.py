@@ -7,6 +7,7 @@ from pathlib import Path
 
 from services.consent import ledger_storage
 from services.consent.action_tokens import ActionTokens
+from services.consent.checkpoints import CheckpointStore, CheckpointWorker, DirectoryStore, LedgerIntegrity, S3Store
 from services.consent.consent import ConsentService
 from services.consent.crypto import SubjectCrypto, load_secrets
 from services.consent.erasure import ErasureWorker
@@ -14,6 +15,7 @@ from services.consent.erasure_clients import ChatEraser, NotifierEraser
 from services.consent.erasure_report import ErasureReports
 from services.consent.erasure_steps import ErasureSteps
 from services.consent.export_clients import ChatExport, DeliveriesExport
+from services.consent.ledger_keys import load_ledger_keys
 from services.consent.mailer import Mailer
 from services.consent.person_export import PersonExport
 from services.consent.phone_erasure import PhoneOnlyErasure
@@ -23,6 +25,7 @@ from services.consent.verification import VerifiedRequests
 from services.consent.writer import LedgerWriter
 from services.runtime.clients import channel_to
 from services.runtime.clock import utcnow
+from services.runtime.config import data_dir
 from services.runtime.db import Database
 from services.runtime.diagnostics import Diagnostics
 from services.runtime.migrate import upgrade_to_head
@@ -57,6 +60,7 @@ class ConsentApp:
     person_export: PersonExport
     phone_erasure: PhoneOnlyErasure
     erasure_reports: ErasureReports
+    checkpoints: CheckpointWorker  # signs the ledger head every CONSENT_CHECKPOINT_INTERVAL_S while serving
 
     def migrate(self) -> None:
         migrate(self.db)
@@ -64,6 +68,7 @@ class ConsentApp:
     def close(self) -> None:
         """Stop the retry thread and the ledger writer, then release the database."""
         self.worker.stop()
+        self.checkpoints.stop()
         self.writer.stop()
         self.db.dispose()
 
@@ -73,7 +78,9 @@ def build(settings: Settings) -> ConsentApp:
     db = database()
     secrets = load_secrets()
     crypto = SubjectCrypto(secrets)
-    writer = LedgerWriter(db, max_batch=settings.append_batch)
+    ledger_keys = load_ledger_keys()
+    writer = LedgerWriter(db, ledger_keys.chain, max_batch=settings.append_batch)
+    integrity = LedgerIntegrity(db, ledger_keys, checkpoint_store(settings), settings.checkpoint_interval_s)
     pending = PendingErasures(db)
     erasure_records = ErasureRecords(db)
     chat_eraser = ChatEraser(channel_to(settings.chat_addr), timeout_s=settings.erase_timeout_s)
@@ -85,7 +92,8 @@ def build(settings: Settings) -> ConsentApp:
         poll_s=settings.erasure_poll_s,
     )
     consent = ConsentService(
-        db, crypto, writer, on_erasure_requested=worker.wake, public_base_url=settings.public_base_url
+        db, crypto, writer, on_erasure_requested=worker.wake, public_base_url=settings.public_base_url,
+        integrity=integrity,
     )
     diagnostics = _diagnostics(db, consent, pending, settings.erasure_alert_s)
     person_export = PersonExport(
@@ -103,14 +111,31 @@ def build(settings: Settings) -> ConsentApp:
     erasure_reports = ErasureReports(erasure_records, pending, crypto, notifier_eraser)
     return ConsentApp(
         settings, db, writer, pending, worker, consent, diagnostics, verified, person_export, phone_erasure,
-        erasure_reports,
+        erasure_reports, checkpoints=CheckpointWorker(integrity),
     )
+
+
+def checkpoint_store(settings: Settings) -> CheckpointStore:
+    """The object-locked bucket when one is configured, else a directory (make up)."""
+    if settings.checkpoint_s3_bucket:
+        return S3Store(settings.checkpoint_s3_bucket, settings.checkpoint_s3_prefix, settings.checkpoint_s3_endpoint,
+                       settings.checkpoint_s3_region, settings.checkpoint_retain_days)
+    directory = Path(settings.checkpoint_dir) if settings.checkpoint_dir else data_dir() / "ledger-checkpoints"
+    return DirectoryStore(directory)
 
 
 def _diagnostics(db: Database, consent: ConsentService, pending: PendingErasures, alert_after_s: float) -> Diagnostics:
     diagnostics = Diagnostics("consent")
     diagnostics.add_dependency("database", lambda: check_database(db))
-    diagnostics.add("ledger", lambda: (True, f"{consent.ledger_length()} entries"))
+
+    def ledger() -> tuple[bool, str]:
+        """The full verification (chain keys, signed checkpoint, replayed state), as VerifyLedger gives it."""
+        result = consent.verify()
+        if result.ok:
+            return True, f"{result.entries_checked} entries"
+        return False, f"broken at entry {result.first_bad_seq}: {result.problem}"
+
+    diagnostics.add("ledger", ledger)
 
     def pending_erasures() -> tuple[bool, str]:
         summary = pending.summary()

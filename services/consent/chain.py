@@ -1,28 +1,36 @@
 """The hash chain itself, with no database: what an entry hashes, and how a walk over entries finds the first that
 does not fit.
 
-entry_hash = SHA-256 over a canonical JSON list of every stored column but entry_hash itself (prev_hash included),
-so changing any single field of any row, or removing, inserting or reordering rows, is found by a walk.
+entry_hash = HMAC-SHA256, under the chain key named by the entry's key_id, over a canonical JSON list of every
+stored column but entry_hash itself (prev_hash and key_id included), so changing any single field of any row, or
+removing, inserting or reordering rows, is found by a walk, and nobody without the key (the database owner
+included) can recompute a hash. Entries written before the chain was keyed have key_id "" and a plain SHA-256 over
+the first seventeen columns; they are accepted only up to the seq a signed checkpoint sealed (unkeyed_until).
 """
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring
 from typing import Any, TypedDict
 
 GENESIS_HASH = "0" * 64
+UNKEYED = ""  # the key_id of entries hashed before the chain was keyed
 
 # The order entry_hash covers the columns in; storage.ledger_entries must have exactly these, then entry_hash.
+# Unkeyed entries cover the first seventeen (UNKEYED_COLUMNS), as they did when they were written.
 HASHED_COLUMNS = (
     "seq", "recorded_at", "action", "subject_id", "processing_consent", "marketing_consent", "text_version",
     "source", "session_id", "conversation_id", "lead_id", "request_id", "email_enc", "client_ip_enc",
-    "user_agent_enc", "reason_enc", "prev_hash",
+    "user_agent_enc", "reason_enc", "prev_hash", "key_id", "references_enc",
 )
+UNKEYED_COLUMNS = HASHED_COLUMNS[:HASHED_COLUMNS.index("key_id")]
 ENTRY_COLUMNS = (*HASHED_COLUMNS, "entry_hash")
 _PREV_INDEX = HASHED_COLUMNS.index("prev_hash")
+_KEY_ID_INDEX = HASHED_COLUMNS.index("key_id")
 _ENTRY_HASH_INDEX = len(HASHED_COLUMNS)  # a walked row has entry_hash right after the hashed columns
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -34,26 +42,69 @@ def _json_hex(blob: bytes | None) -> str:
     return "null" if blob is None else f'"{blob.hex()}"'
 
 
-def hash_values(values: Sequence[Any]) -> str:  # Any: one value per column, each of its column's type
-    """entry_hash of a row given its HASHED_COLUMNS values, in that order (called a million times by a walk).
+def _canonical(values: Sequence[Any]) -> str:  # Any: one value per column, each of its column's type
+    """The compact JSON list (json.dumps with ensure_ascii=False) of a row's UNKEYED_COLUMNS values, without its
+    closing bracket, with datetimes (SQLite hands them back naive, PostgreSQL in the session's time zone) as
+    microseconds since the epoch and binary ciphertexts as hex.
 
-    What is hashed is the compact JSON list (json.dumps with ensure_ascii=False) of the values, with datetimes
-    (SQLite hands them back naive, PostgreSQL in the session's time zone) as microseconds since the epoch and binary
-    ciphertexts as hex. It is written out directly, byte for byte what json.dumps gives (a test holds them
-    together), because the generic encoder was two thirds of verify's time.
+    It is written out directly, byte for byte what json.dumps gives (a test holds them together), because the
+    generic encoder was two thirds of verify's time.
     """
     (seq, recorded_at, action, subject_id, processing, marketing, text_version, source, session_id,
-     conversation_id, lead_id, request_id, email_enc, client_ip_enc, user_agent_enc, reason_enc, prev_hash) = values
+     conversation_id, lead_id, request_id, email_enc, client_ip_enc, user_agent_enc, reason_enc, prev_hash,
+     *_keyed) = values
     if recorded_at.tzinfo is None:
         recorded_at = recorded_at.replace(tzinfo=UTC)
-    canonical = (
+    return (
         f"[{seq:d},{(recorded_at - _EPOCH) // _MICROSECOND:d},{_json_string(action)},{_json_string(subject_id)},"
         f"{'true' if processing else 'false'},{'true' if marketing else 'false'},{_json_string(text_version)},"
         f"{_json_string(source)},{_json_string(session_id)},{_json_string(conversation_id)},{_json_string(lead_id)},"
         f"{'null' if request_id is None else _json_string(request_id)},{_json_hex(email_enc)},"
-        f"{_json_hex(client_ip_enc)},{_json_hex(user_agent_enc)},{_json_hex(reason_enc)},{_json_string(prev_hash)}]"
+        f"{_json_hex(client_ip_enc)},{_json_hex(user_agent_enc)},{_json_hex(reason_enc)},{_json_string(prev_hash)}"
     )
-    return _sha256(canonical.encode()).hexdigest()
+
+
+def hash_values(values: Sequence[Any]) -> str:  # Any: one value per column, each of its column's type
+    """The unkeyed entry_hash (SHA-256) of a row given its UNKEYED_COLUMNS values: how entries were hashed before
+    the chain was keyed, and so all an attacker without the chain key can compute."""
+    return _sha256((_canonical(values) + "]").encode()).hexdigest()
+
+
+class ChainKeys:
+    """The chain's HMAC keys by id; current_id keys new entries, the others still verify the entries they keyed.
+
+    Each key's HMAC state after the key is absorbed is computed once and copied per entry (a copy costs less than
+    setting up the key's inner and outer pads again).
+    """
+
+    def __init__(self, current_id: str, keys: Mapping[str, bytes]):
+        if current_id not in keys:
+            raise ValueError(f"the current chain key {current_id!r} is not among the keys")
+        for key_id, key in keys.items():
+            if not key_id or len(key_id) > 16 or not key_id.replace("-", "").isalnum():
+                raise ValueError(f"a chain key id is 1-16 letters, digits or dashes, not {key_id!r}")
+            if len(key) < 32:
+                raise ValueError(f"chain key {key_id!r} is shorter than 32 bytes")
+        self.current_id = current_id
+        self.keys = dict(keys)
+        self._states = {key_id: hmac.new(key, digestmod=_sha256) for key_id, key in self.keys.items()}
+
+    def __reduce__(self) -> tuple[type[ChainKeys], tuple[str, dict[str, bytes]]]:
+        """Pickled as the keys themselves (a spawned verifying process rebuilds the HMAC states)."""
+        return ChainKeys, (self.current_id, self.keys)
+
+    def entry_hash(self, values: Sequence[Any]) -> str | None:  # Any: HASHED_COLUMNS values
+        """entry_hash of a row given its HASHED_COLUMNS values, in that order (called a million times by a walk);
+        None when its key_id names no key held here (or an unkeyed row carries a column it could not have had)."""
+        key_id = values[_KEY_ID_INDEX]
+        if key_id == UNKEYED:
+            return None if values[_KEY_ID_INDEX + 1] is not None else hash_values(values)
+        state = self._states.get(key_id)
+        if state is None:
+            return None
+        mac = state.copy()
+        mac.update(f"{_canonical(values)},{_json_string(key_id)},{_json_hex(values[_KEY_ID_INDEX + 1])}]".encode())
+        return mac.hexdigest()
 
 
 @dataclass
@@ -74,6 +125,7 @@ class Event:
     client_ip_enc: bytes | None = None
     user_agent_enc: bytes | None = None
     reason_enc: bytes | None = None
+    references_enc: bytes | None = None
 
 
 class Entry(TypedDict):
@@ -96,24 +148,30 @@ class Entry(TypedDict):
     user_agent_enc: bytes | None
     reason_enc: bytes | None
     prev_hash: str
+    key_id: str
+    references_enc: bytes | None
     entry_hash: str
 
 
-def next_entry(prev_seq: int, prev_hash: str, event: Event, recorded_at: datetime) -> Entry:
-    """The entry that records event right after the entry (prev_seq, prev_hash)."""
+def next_entry(keys: ChainKeys, prev_seq: int, prev_hash: str, event: Event, recorded_at: datetime) -> Entry:
+    """The entry that records event right after the entry (prev_seq, prev_hash), keyed with the current key."""
     seq = prev_seq + 1
-    entry_hash = hash_values((
+    entry_hash = keys.entry_hash((
         seq, recorded_at, event.action, event.subject_id, event.processing_consent, event.marketing_consent,
         event.text_version, event.source, event.session_id, event.conversation_id, event.lead_id, event.request_id,
-        event.email_enc, event.client_ip_enc, event.user_agent_enc, event.reason_enc, prev_hash,
+        event.email_enc, event.client_ip_enc, event.user_agent_enc, event.reason_enc, prev_hash, keys.current_id,
+        event.references_enc,
     ))
+    if entry_hash is None:
+        raise RuntimeError("the current chain key is always held")
     return Entry(
         seq=seq, recorded_at=recorded_at, action=event.action, subject_id=event.subject_id,
         processing_consent=event.processing_consent, marketing_consent=event.marketing_consent,
         text_version=event.text_version, source=event.source, session_id=event.session_id,
         conversation_id=event.conversation_id, lead_id=event.lead_id, request_id=event.request_id,
         email_enc=event.email_enc, client_ip_enc=event.client_ip_enc, user_agent_enc=event.user_agent_enc,
-        reason_enc=event.reason_enc, prev_hash=prev_hash, entry_hash=entry_hash,
+        reason_enc=event.reason_enc, prev_hash=prev_hash, key_id=keys.current_id,
+        references_enc=event.references_enc, entry_hash=entry_hash,
     )
 
 
@@ -125,6 +183,12 @@ class Verification:
     entries_checked: int
     first_bad_seq: int = 0
     problem: str = ""
+    # The newest signed checkpoint checked against (0/None: none yet), and how long a cut tail can go unseen.
+    checkpoint_seq: int = 0
+    checkpoint_at: datetime | None = None
+    truncation_window_s: int = 0
+    # Subjects whose consent_state row disagrees with the ledger (pseudonymous ids).
+    state_mismatches: tuple[str, ...] = field(default=())
 
 
 @dataclass
@@ -139,21 +203,38 @@ class Walk:
     bad: Verification | None = None
 
 
-def walk(rows: Iterable[Sequence[Any]], first_seq: int, prev_hash: str | None) -> Walk:  # Any: column values
-    """Check rows (ENTRY_COLUMNS values, in seq order) from first_seq on.
+def _unfit(keys: ChainKeys, row: Sequence[Any], unkeyed_until: int) -> str:  # Any: column values
+    """Why a row's hash does not fit it ("" when it does)."""
+    seq, key_id = row[0], row[_KEY_ID_INDEX]
+    if key_id == UNKEYED and seq > unkeyed_until:
+        return f"entry {seq} is not keyed (unkeyed entries end at {unkeyed_until}, as signed)"
+    if key_id != UNKEYED and key_id not in keys.keys:
+        return f"entry {seq} names an unknown chain key"
+    return f"entry {seq} does not match its hash (content changed)"
+
+
+def walk(
+    rows: Iterable[Sequence[Any]],  # Any: column values
+    first_seq: int,
+    prev_hash: str | None,
+    keys: ChainKeys,
+    unkeyed_until: int = 0,
+) -> Walk:
+    """Check rows (ENTRY_COLUMNS values, in seq order) from first_seq on; unkeyed entries only up to unkeyed_until.
 
     prev_hash None leaves the first row's link to the caller, which checks it at the seam with the range before.
     """
     result = Walk(first_seq, first_seq)
     expected_seq, checked, last_hash = first_seq, 0, prev_hash
+    entry_hash = keys.entry_hash
     for row in rows:
         seq = row[0]
         if seq != expected_seq:
             problem = f"entry {expected_seq} is missing (next found: {seq})"
             result.bad = Verification(False, checked, expected_seq, problem)
             break
-        if hash_values(row[:_ENTRY_HASH_INDEX]) != row[_ENTRY_HASH_INDEX]:
-            result.bad = Verification(False, checked, seq, f"entry {seq} does not match its hash (content changed)")
+        if entry_hash(row) != row[_ENTRY_HASH_INDEX] or (row[_KEY_ID_INDEX] == UNKEYED and seq > unkeyed_until):
+            result.bad = Verification(False, checked, seq, _unfit(keys, row, unkeyed_until))
             break
         if last_hash is None:
             result.first_prev_hash = row[_PREV_INDEX]
@@ -199,6 +280,8 @@ def against_head(result: Walk, head_seq: int, head_hash: str) -> Verification:
     return Verification(True, checked)
 
 
-def verify_rows(rows: Iterable[Sequence[Any]], head_seq: int, head_hash: str) -> Verification:  # Any: as in walk
+def verify_rows(
+    rows: Iterable[Sequence[Any]], head_seq: int, head_hash: str, keys: ChainKeys, unkeyed_until: int = 0
+) -> Verification:  # Any: as in walk
     """Walk all rows of the chain in seq order and name the first that does not fit."""
-    return against_head(walk(rows, 1, GENESIS_HASH), head_seq, head_hash)
+    return against_head(walk(rows, 1, GENESIS_HASH, keys, unkeyed_until), head_seq, head_hash)

@@ -10,6 +10,8 @@ turns it off, whichever chat or link it came through, and a delayed older "yes" 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +22,13 @@ from sqlalchemy.engine import Connection
 
 from services.consent import ledger_storage, validation
 from services.consent.chain import Entry, Event, Verification
+from services.consent.checkpoints import LedgerIntegrity
 from services.consent.crypto import SubjectCrypto
 from services.consent.ledger_storage import Appender
 from services.consent.storage import (
     ConsentRecords,
     ConsentState,
+    ConsentTexts,
     PendingErasures,
     aware,
     outage_as_unavailable,
@@ -38,6 +42,9 @@ from services.runtime.request_context import Caller
 OPT_IN, UNSUBSCRIBE, REVOKE, ERASURE_COMPLETED = "opt-in", "unsubscribe", "revoke", "erasure-completed"
 ONE_CLICK = "one-click"  # the source of an unsubscribe made with the link in a marketing email
 ONE_CLICK_PATH = "/api/unsubscribe/one-click"
+TEXT_HASH_PREFIX = "sha256:"  # text_version of an entry that references a stored wording by its SHA-256
+MAX_CONSENT_TEXT = 20_000
+REFERENCES = ("session_id", "conversation_id", "lead_id")  # kept in references_enc, under the subject's key
 _NO_CALLER = Caller()  # a change made without a client behind it: no address, no user agent
 
 
@@ -68,6 +75,9 @@ class ExportedEntry:
     marketing_consent: bool
     entry_hash: str
     prev_hash: str
+    consent_text: str
+    language: str
+    key_id: str
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,7 @@ class _Details:
     conversation_id: str = ""
     lead_id: str = ""
     reason: str = ""
+    wording: tuple[str, str, str] | None = None  # (text_hash, language, consent text) to keep with the entry
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,12 @@ class ConsentService:
         writer: LedgerWriter,
         on_erasure_requested: Callable[[], None] = lambda: None,
         public_base_url: str = "http://127.0.0.1:8080",
+        *,
+        integrity: LedgerIntegrity,
     ):
+        self.integrity = integrity
+        self.texts = ConsentTexts(db)
+        self._kept_texts: set[str] = set()  # wordings known to be stored: not written again
         self.public_base_url = public_base_url.rstrip("/")
         self.db = db
         self.crypto = crypto
@@ -220,21 +236,30 @@ class ConsentService:
         request_id: str = "",
         origin: Caller = _NO_CALLER,
         stated_at: datetime | None = None,
+        consent_text: str = "",
+        language: str = "",
     ) -> Status:
         """An opt-in collected by the chat service, with the consent text version and where it was given.
 
         `marketing_consent` is the person's answer as given at `stated_at` (None: now): False is a "no" that turns
-        marketing off, unless the state already holds a newer statement."""
+        marketing off, unless the state already holds a newer statement. With `consent_text` (the exact wording
+        shown, in `language`) the entry references that wording by its SHA-256, and a typed text_version is
+        ignored: a label cannot drift from the text."""
         now = utcnow()
         stated = now if stated_at is None else min(aware(stated_at), now)  # a clock ahead cannot outrank later news
         if not processing_consent:
             raise ValidationError("processing_consent must be true: an opt-in without it records nothing")
+        wording = _wording(consent_text, language)
         details = _Details(
-            text_version=validation.identifier("text_version", text_version, validation.MAX_SHORT, required=True),
+            text_version=(
+                TEXT_HASH_PREFIX + wording[0] if wording is not None
+                else validation.identifier("text_version", text_version, validation.MAX_SHORT, required=True)
+            ),
             source=validation.identifier("source", source, validation.MAX_SHORT, required=True),
             session_id=validation.identifier("session_id", session_id),
             conversation_id=validation.identifier("conversation_id", conversation_id),
             lead_id=validation.identifier("lead_id", lead_id),
+            wording=wording,
         )
         request = self._request(email, request_id, origin)
 
@@ -245,9 +270,14 @@ class ConsentService:
             subject = self._subject(appender, request.subject_hash)
             if PendingErasures.in_progress(conn, subject.subject_id):
                 raise UnavailableError("this person's erasure is in progress; record the consent again shortly")
+            if wording is not None and wording[0] not in self._kept_texts:
+                ConsentTexts.keep(conn, *wording, utcnow())
             return self._record(appender, request, subject, OPT_IN, True, marketing_consent, details, stated)
 
-        return self._write(work, request)
+        status = self._write(work, request)
+        if wording is not None:
+            self._kept_texts.add(wording[0])
+        return status
 
     # --- what the changes share --------------------------------------------------------------------------
 
@@ -304,6 +334,7 @@ class ConsentService:
         """Append the event (personal fields encrypted under the subject's key); it becomes the current state unless
         the state holds a statement the person made later (then the answer is that state)."""
         encrypt, key, subject_id = self.crypto.encrypt, subject.key, subject.subject_id
+        references = {name: getattr(details, name) for name in REFERENCES if getattr(details, name)}
         entry = appender.append(
             Event(
                 action=action,
@@ -312,14 +343,14 @@ class ConsentService:
                 marketing_consent=marketing,
                 text_version=details.text_version,
                 source=details.source,
-                session_id=details.session_id,
-                conversation_id=details.conversation_id,
-                lead_id=details.lead_id,
                 request_id=request.request_id,
                 email_enc=encrypt(key, subject_id, "email", request.email),
                 client_ip_enc=encrypt(key, subject_id, "client_ip", request.client_ip),
                 user_agent_enc=encrypt(key, subject_id, "user_agent", request.user_agent),
                 reason_enc=encrypt(key, subject_id, "reason", details.reason),
+                references_enc=encrypt(
+                    key, subject_id, "references", json.dumps(references, separators=(",", ":")) if references else ""
+                ),
             )
         )
         current = appender.state(subject_id)
@@ -360,20 +391,34 @@ class ConsentService:
             return email, []
         subject_id, wrapped_key, entries = found
         key = self.crypto.unwrap(subject_id, wrapped_key)
-        return email, [self._exported(entry, key) for entry in entries]
+        hashes = {e["text_version"].removeprefix(TEXT_HASH_PREFIX) for e in entries
+                  if e["text_version"].startswith(TEXT_HASH_PREFIX)}
+        with outage_as_unavailable():
+            wordings = self.texts.find(hashes) if hashes else {}
+        return email, [self._exported(entry, key, wordings) for entry in entries]
 
     def decrypt_entry(self, row: Entry, key: bytes | None) -> dict[str, str]:
-        """The personal fields of one ledger row; raises KeyDestroyed once the subject was erased."""
+        """The personal fields of one ledger row; raises KeyDestroyed once the subject was erased.
+
+        The session, conversation and lead ids are encrypted in entries since migration 0004; older entries keep
+        them in the plain columns (left as they were: the ledger is append-only)."""
         decrypt, subject_id = self.crypto.decrypt, row["subject_id"]
+        references: dict[str, str] = json.loads(
+            decrypt(key, subject_id, "references", row["references_enc"]) or "{}"
+        )
         return {
             "email": decrypt(key, subject_id, "email", row["email_enc"]),
             "client_ip": decrypt(key, subject_id, "client_ip", row["client_ip_enc"]),
             "user_agent": decrypt(key, subject_id, "user_agent", row["user_agent_enc"]),
             "reason": decrypt(key, subject_id, "reason", row["reason_enc"]),
+            "session_id": references.get("session_id") or row["session_id"],
+            "conversation_id": references.get("conversation_id") or row["conversation_id"],
+            "lead_id": references.get("lead_id") or row["lead_id"],
         }
 
-    def _exported(self, row: Entry, key: bytes) -> ExportedEntry:
+    def _exported(self, row: Entry, key: bytes, wordings: dict[str, tuple[str, str]]) -> ExportedEntry:
         personal = self.decrypt_entry(row, key)
+        language, consent_text = wordings.get(row["text_version"].removeprefix(TEXT_HASH_PREFIX), ("", ""))
         return ExportedEntry(
             seq=row["seq"],
             action=row["action"],
@@ -383,20 +428,33 @@ class ConsentService:
             client_ip=personal["client_ip"],
             user_agent=personal["user_agent"],
             reason=personal["reason"],
-            session_id=row["session_id"],
-            conversation_id=row["conversation_id"],
-            lead_id=row["lead_id"],
+            session_id=personal["session_id"],
+            conversation_id=personal["conversation_id"],
+            lead_id=personal["lead_id"],
             request_id=row["request_id"] or "",
             processing_consent=row["processing_consent"],
             marketing_consent=row["marketing_consent"],
             entry_hash=row["entry_hash"],
             prev_hash=row["prev_hash"],
+            consent_text=consent_text,
+            language=language,
+            key_id=row["key_id"],
         )
 
     def verify(self) -> Verification:
+        """The chain against its keys and the newest signed checkpoint, and the current states against the ledger."""
         with outage_as_unavailable():
-            return ledger_storage.verify(self.db)
+            return self.integrity.verify()
 
     def ledger_length(self) -> int:
         return ledger_storage.length(self.db)
 
+
+def _wording(consent_text: str, language: str) -> tuple[str, str, str] | None:
+    """(SHA-256 hex of the exact wording, language, wording), or None when no wording was sent."""
+    if not consent_text:
+        return None
+    if not consent_text.strip() or len(consent_text) > MAX_CONSENT_TEXT:
+        raise ValidationError(f"consent_text must be the wording shown, at most {MAX_CONSENT_TEXT} characters")
+    language = validation.identifier("language", language, 16, required=True)
+    return hashlib.sha256(consent_text.encode()).hexdigest(), language, consent_text

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +57,10 @@ def _decode(name: str, text: str) -> bytes:
     return value
 
 
-def _local_secrets_file(path: Path) -> dict[str, str]:
-    """Read the generated secrets, or create them once with owner-only permissions."""
+def local_secrets_file(path: Path, generate: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """Read the generated secrets, or create them (generate()) once with owner-only permissions."""
     if not path.exists():
-        generated = {name: new_secret_text() for name in SECRET_VARIABLES}
+        generated = generate()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -82,7 +83,9 @@ def load_secrets(directory: Path | None = None) -> Secrets:
     if missing and require:
         raise ConfigError(f"CONSENT_REQUIRE_SECRETS is true but {', '.join(missing)} is not set")
     if missing:
-        stored = _local_secrets_file((directory or data_dir()) / SECRETS_FILE)
+        stored = local_secrets_file(
+            (directory or data_dir()) / SECRETS_FILE, lambda: {name: new_secret_text() for name in SECRET_VARIABLES}
+        )
         values.update({name: stored[name] for name in missing})
     return Secrets(
         hmac_key=_decode("CONSENT_HMAC_KEY", values["CONSENT_HMAC_KEY"]),

@@ -19,7 +19,16 @@ from psycopg.rows import TupleRow
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from services.consent.chain import ENTRY_COLUMNS, GENESIS_HASH, Verification, Walk, against_head, joined, walk
+from services.consent.chain import (
+    ENTRY_COLUMNS,
+    GENESIS_HASH,
+    ChainKeys,
+    Verification,
+    Walk,
+    against_head,
+    joined,
+    walk,
+)
 from services.consent.storage import STATE_COLUMNS
 from services.runtime.db import Database
 
@@ -128,16 +137,19 @@ def _rows(pg: psycopg.Connection[TupleRow], where: str, bound: int, batch_rows: 
             yield from batch
 
 
-def _walk_later_range(conninfo: str, schema: str, snapshot: str, after_seq: int, batch_rows: int) -> Walk:
+def _walk_later_range(
+    conninfo: str, schema: str, snapshot: str, after_seq: int, batch_rows: int, keys: ChainKeys, unkeyed_until: int
+) -> Walk:
     """In a second process: the entries after after_seq, read in the snapshot the first process exported."""
     with psycopg.connect(conninfo, options=f"-csearch_path={schema}") as pg:
         pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         pg.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-        return walk(_rows(pg, ">", after_seq, batch_rows), after_seq + 1, None)
+        return walk(_rows(pg, ">", after_seq, batch_rows), after_seq + 1, None, keys, unkeyed_until)
 
 
 def verify(
-    db: Database, connection: Connection, head_seq: int, head_hash: str, batch_rows: int, parallel_from: int
+    db: Database, connection: Connection, head_seq: int, head_hash: str, keys: ChainKeys, unkeyed_until: int,
+    batch_rows: int, parallel_from: int,
 ) -> Verification:
     """Verify in connection's REPEATABLE READ transaction: from parallel_from entries on, as two contiguous ranges
     walked at once, by this process and a spawned one, from one exported snapshot.
@@ -147,14 +159,17 @@ def verify(
     """
     pg = _driver(connection)
     if head_seq < parallel_from:
-        return against_head(walk(_rows(pg, ">=", 1, batch_rows), 1, GENESIS_HASH), head_seq, head_hash)
+        first_walk = walk(_rows(pg, ">=", 1, batch_rows), 1, GENESIS_HASH, keys, unkeyed_until)
+        return against_head(first_walk, head_seq, head_hash)
     exported = pg.execute("SELECT pg_export_snapshot()").fetchone()
     if exported is None or db.schema is None:
         raise RuntimeError("a PostgreSQL database has a schema and exports snapshots")
     split = head_seq // 2
     conninfo = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        later = pool.submit(_walk_later_range, conninfo, db.schema, exported[0], split, batch_rows)
-        first = walk(_rows(pg, "<=", split, batch_rows), 1, GENESIS_HASH)
+        later = pool.submit(
+            _walk_later_range, conninfo, db.schema, exported[0], split, batch_rows, keys, unkeyed_until
+        )
+        first = walk(_rows(pg, "<=", split, batch_rows), 1, GENESIS_HASH, keys, unkeyed_until)
         second = later.result()
     return against_head(joined(first, second), head_seq, head_hash)

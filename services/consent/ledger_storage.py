@@ -8,12 +8,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from services.consent import ledger_postgres
-from services.consent.chain import ENTRY_COLUMNS, Entry, Event, Verification, next_entry, verify_rows
+from services.consent.chain import (
+    ENTRY_COLUMNS,
+    GENESIS_HASH,
+    UNKEYED,
+    ChainKeys,
+    Entry,
+    Event,
+    Verification,
+    next_entry,
+    verify_rows,
+    walk,
+)
 from services.consent.storage import (
     STATE_COLUMNS,
     ConsentState,
@@ -54,6 +65,7 @@ class Appender:
     """
 
     connection: Connection
+    keys: ChainKeys
     seq: int
     entry_hash: str
     postgres: bool = False
@@ -66,20 +78,21 @@ class Appender:
 
     @classmethod
     def locked(
-        cls, connection: Connection, subject_hashes: Sequence[str] = (), request_ids: Sequence[str] = ()
+        cls, connection: Connection, keys: ChainKeys, subject_hashes: Sequence[str] = (),
+        request_ids: Sequence[str] = (),
     ) -> Appender:
         """Lock the chain head and load what the batch will ask about (see prefetch)."""
         if connection.dialect.name == "postgresql":
             hashes, ids = list(set(subject_hashes)), list(set(request_ids))
             (seq, entry_hash), known, earlier = ledger_postgres.lock_and_load(connection, hashes, ids)
-            appender = cls(connection, seq, entry_hash, postgres=True)
+            appender = cls(connection, keys, seq, entry_hash, postgres=True)
             appender._learn(hashes, known, ids, earlier)
             return appender
         # On SQLite, BEGIN IMMEDIATE has already serialised appenders.
         row = connection.execute(
             select(ledger_head.c.seq, ledger_head.c.entry_hash).where(ledger_head.c.id == 1).with_for_update()
         ).one()
-        appender = cls(connection, row.seq, row.entry_hash)
+        appender = cls(connection, keys, row.seq, row.entry_hash)
         appender.prefetch(subject_hashes, request_ids)
         return appender
 
@@ -119,7 +132,7 @@ class Appender:
             self._requests[request_id] = (action, subject_id)
 
     def append(self, event: Event) -> Entry:
-        entry = next_entry(self.seq, self.entry_hash, event, utcnow())
+        entry = next_entry(self.keys, self.seq, self.entry_hash, event, utcnow())
         self.seq, self.entry_hash = entry["seq"], entry["entry_hash"]
         self.appended.append(entry)
         if event.request_id is not None:
@@ -202,19 +215,125 @@ class Appender:
         )
 
 
-def verify(db: Database, batch_rows: int = 20000, parallel_from: int = PARALLEL_MIN_ENTRIES) -> Verification:
-    """Verify the whole chain from one consistent snapshot, streaming rows in seq order."""
+@dataclass(frozen=True)
+class ChainCheck:
+    """What one snapshot of the database says: the walk against the stored head, the hash of the entry a signed
+    checkpoint names (None when there is no such entry), and the consent_state rows the ledger contradicts as
+    (subject_id, the entry they should follow)."""
+
+    verification: Verification
+    hash_at_checkpoint: str | None
+    state_mismatches: list[tuple[str, int]]
+
+
+def verify(
+    db: Database,
+    keys: ChainKeys,
+    checkpoint_seq: int = 0,
+    unkeyed_until: int = 0,
+    batch_rows: int = 20000,
+    parallel_from: int = PARALLEL_MIN_ENTRIES,
+) -> ChainCheck:
+    """Verify the whole chain from one consistent snapshot, streaming rows in seq order; in the same snapshot, read
+    the entry hash at checkpoint_seq and replay the current states against the ledger."""
     connection = db.engine.connect()
     if db.is_postgres:
         connection = connection.execution_options(isolation_level="REPEATABLE READ")
     with connection as conn, conn.begin():
         head = conn.execute(select(ledger_head.c.seq, ledger_head.c.entry_hash).where(ledger_head.c.id == 1)).one()
         if db.is_postgres:
-            return ledger_postgres.verify(db, conn, head.seq, head.entry_hash, batch_rows, parallel_from)
-        rows = conn.execution_options(yield_per=batch_rows).execute(
-            select(*[ledger_entries.c[name] for name in ENTRY_COLUMNS]).order_by(ledger_entries.c.seq)
+            verification = ledger_postgres.verify(
+                db, conn, head.seq, head.entry_hash, keys, unkeyed_until, batch_rows, parallel_from
+            )
+        else:
+            rows = conn.execution_options(yield_per=batch_rows).execute(
+                select(*[ledger_entries.c[name] for name in ENTRY_COLUMNS]).order_by(ledger_entries.c.seq)
+            )
+            verification = verify_rows(rows, head.seq, head.entry_hash, keys, unkeyed_until)
+        at_checkpoint: str | None = None
+        if checkpoint_seq:
+            at_checkpoint = conn.execute(
+                select(ledger_entries.c.entry_hash).where(ledger_entries.c.seq == checkpoint_seq)
+            ).scalar_one_or_none()
+        return ChainCheck(verification, at_checkpoint, _state_mismatches(conn))
+
+
+# Only an opt-in can be outranked by an earlier statement (it carries the time the visitor answered); an unsubscribe,
+# revoke or erasure is stated when it is recorded, so it always becomes the current state.
+_OPT_IN = "opt-in"
+
+
+def _state_mismatches(conn: Connection) -> list[tuple[str, int]]:
+    """consent_state rows the ledger contradicts: the entry they name (last_seq) is missing, is another subject's or
+    says otherwise, or a later withdrawal of the subject should have replaced them. Each with the entry that should
+    have set the state."""
+    later = ledger_entries.alias("later")
+    named = ledger_entries.alias("named")
+    state = consent_state
+    later_withdrawal = (
+        select(func.min(later.c.seq))
+        .where(later.c.subject_id == state.c.subject_id, later.c.seq > state.c.last_seq, later.c.action != _OPT_IN)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(state.c.subject_id, func.coalesce(later_withdrawal, state.c.last_seq))
+        .select_from(state.outerjoin(named, named.c.seq == state.c.last_seq))
+        .where(or_(
+            named.c.seq.is_(None),
+            named.c.subject_id != state.c.subject_id,
+            named.c.action != state.c.last_action,
+            named.c.processing_consent != state.c.processing_consent,
+            named.c.marketing_consent != state.c.marketing_consent,
+            later_withdrawal.is_not(None),
+        ))
+        .order_by(state.c.subject_id)
+    ).all()
+    return [(subject_id, seq) for subject_id, seq in rows]
+
+
+@dataclass(frozen=True)
+class Head:
+    """The chain's last entry as walked, and where its unkeyed entries end; what a checkpoint signs."""
+
+    seq: int
+    entry_hash: str
+    unkeyed_until: int
+
+
+def walked_head(db: Database, keys: ChainKeys, since: Head | None) -> tuple[Head, str]:
+    """The head after walking the entries since a checkpoint (all of them without one), and the problem found
+    ("" when none): a checkpoint is only signed over a chain that verifies from the one before.
+
+    Without an earlier checkpoint the unkeyed entries are trusted on first use, provided none follows a keyed one.
+    """
+    connection = db.engine.connect()
+    if db.is_postgres:
+        connection = connection.execution_options(isolation_level="REPEATABLE READ")
+    with connection as conn, conn.begin():
+        if since is None:
+            last_unkeyed, first_keyed = conn.execute(select(
+                func.max(ledger_entries.c.seq).filter(ledger_entries.c.key_id == UNKEYED),
+                func.min(ledger_entries.c.seq).filter(ledger_entries.c.key_id != UNKEYED),
+            )).one()
+            start = Head(0, GENESIS_HASH, last_unkeyed or 0)
+            if first_keyed is not None and last_unkeyed is not None and last_unkeyed > first_keyed:
+                return start, f"entry {last_unkeyed} is not keyed but follows keyed entry {first_keyed}"
+        else:
+            start = since
+        rows = conn.execution_options(yield_per=20000).execute(
+            select(*[ledger_entries.c[name] for name in ENTRY_COLUMNS])
+            .where(ledger_entries.c.seq > start.seq).order_by(ledger_entries.c.seq)
         )
-        return verify_rows(rows, head.seq, head.entry_hash)
+        walked = walk(rows, start.seq + 1, start.entry_hash, keys, start.unkeyed_until)
+        if walked.bad is not None:
+            return start, walked.bad.problem
+        if since is not None:
+            at_since = conn.execute(
+                select(ledger_entries.c.entry_hash).where(ledger_entries.c.seq == since.seq)
+            ).scalar_one_or_none()
+            if since.seq and at_since != since.entry_hash:
+                return start, f"entry {since.seq} differs from the last signed checkpoint"
+        return Head(walked.next_seq - 1, walked.last_hash or start.entry_hash, start.unkeyed_until), ""
 
 
 def length(db: Database) -> int:

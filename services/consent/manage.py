@@ -1,9 +1,12 @@
 """Operator and CronJob commands of the consent service. Each prints what it did and exits non-zero on failure.
 
   migrate           bring the database schema to the newest revision (needs no secrets: the migration Job has none)
-  verify-ledger     walk the hash chain; exit 2 naming the first bad entry
+  verify-ledger     check the chain (keys, links, newest signed checkpoint) and the current states against it;
+                    exit 2 naming the first bad entry
+  checkpoint-ledger sign the ledger head and publish it (the CronJob; the server also does it every interval)
   run-erasures      retry due erasures in the chat service once
-  generate-secrets  print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY values
+  generate-secrets  print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY / CONSENT_CHAIN_KEYS /
+                    CONSENT_CHECKPOINT_SIGNING_KEY values
 """
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ import argparse
 import sys
 
 from services.consent import app as consent_app
-from services.consent import ledger_storage
 from services.consent.app import ConsentApp, build
+from services.consent.checkpoints import CheckpointInvalid
 from services.consent.crypto import SECRET_VARIABLES, new_secret_text
+from services.consent.ledger_keys import new_key_values
 from services.consent.settings import Settings
 from services.runtime.commands import Command, CommandContext, run_command
 
@@ -30,17 +34,30 @@ def migrate(_context: Context, _args: argparse.Namespace) -> int:
     return 0
 
 
-def verify_ledger(_context: Context, _args: argparse.Namespace) -> int:
-    db = consent_app.database()
-    try:
-        result = ledger_storage.verify(db)
-    finally:
-        db.dispose()
+def verify_ledger(context: Context, _args: argparse.Namespace) -> int:
+    result = context.app.consent.verify()
+    checkpoint = (f"signed checkpoint at entry {result.checkpoint_seq} ({result.checkpoint_at:%Y-%m-%dT%H:%M:%SZ}); "
+                  f"a cut tail can go unseen for {result.truncation_window_s} s"
+                  if result.checkpoint_at else "no signed checkpoint yet: a cut tail cannot be seen")
     if result.ok:
-        print(f"ledger ok: {result.entries_checked} entries verified")
+        print(f"ledger ok: {result.entries_checked} entries verified; {checkpoint}")
         return 0
-    print(f"ledger BROKEN at entry {result.first_bad_seq}: {result.problem} ({result.entries_checked} verified before)")
+    print(f"ledger BROKEN at entry {result.first_bad_seq}: {result.problem} ({result.entries_checked} verified before; "
+          f"{checkpoint})")
+    if result.state_mismatches:
+        print(f"consent_state disagrees with the ledger for subjects: {', '.join(result.state_mismatches)}")
     return 2
+
+
+def checkpoint_ledger(context: Context, _args: argparse.Namespace) -> int:
+    """Sign the head once the entries since the last checkpoint verify; exit 2 (nothing signed) when they do not."""
+    try:
+        checkpoint = context.app.checkpoints.integrity.checkpoint()
+    except CheckpointInvalid as exc:
+        print(f"ledger checkpoint REFUSED: {exc}")
+        return 2
+    print(f"ledger checkpoint signed: entry {checkpoint.seq} at {checkpoint.signed_at:%Y-%m-%dT%H:%M:%SZ}")
+    return 0
 
 
 def run_erasures(context: Context, _args: argparse.Namespace) -> int:
@@ -56,14 +73,17 @@ def generate_secrets(_context: Context, _args: argparse.Namespace) -> int:
     """Fresh values for the Kubernetes secret; print them, store them only in the secret store."""
     for name in SECRET_VARIABLES:
         print(f"{name}={new_secret_text()}")
+    for name, value in new_key_values().items():
+        print(f"{name}={value}")
     return 0
 
 
 COMMANDS: list[Command[Settings, ConsentApp]] = [
     Command("migrate", "apply the Alembic migrations", migrate),
-    Command("verify-ledger", "walk the hash chain; exit 2 naming the first bad entry", verify_ledger),
+    Command("verify-ledger", "check the chain, its signed checkpoint and the states; exit 2 if bad", verify_ledger),
+    Command("checkpoint-ledger", "sign and publish the ledger head", checkpoint_ledger),
     Command("run-erasures", "retry due erasures in the chat service once", run_erasures),
-    Command("generate-secrets", "print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY", generate_secrets),
+    Command("generate-secrets", "print new consent secrets and ledger keys", generate_secrets),
 ]
 
 

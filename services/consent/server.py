@@ -6,7 +6,9 @@ base64), CONSENT_REQUIRE_SECRETS (default false), CHAT_ADDR, CONSENT_ERASE_TIMEO
 CONSENT_ERASURE_RETRY_S (2, doubled per failed attempt), CONSENT_ERASURE_RETRY_MAX_S (300),
 CONSENT_ERASURE_POLL_S (5), CONSENT_ERASURE_ALERT_S (3600), CONSENT_APPEND_BATCH (200), MIGRATE_ON_START (true),
 PUBLIC_BASE_URL, NOTIFIER_ADDR, CONSENT_NOTIFY_TIMEOUT_S (5), CONSENT_ACTION_TOKEN_TTL_MINUTES (60),
-CONSENT_VERIFICATION_EMAILS_PER_HOUR (5).
+CONSENT_VERIFICATION_EMAILS_PER_HOUR (5); the ledger's keys CONSENT_CHAIN_KEYS, CONSENT_CHECKPOINT_SIGNING_KEY,
+CONSENT_CHECKPOINT_PUBLIC_KEYS (ledger_keys.py) and its checkpoints CONSENT_CHECKPOINT_INTERVAL_S (300),
+CONSENT_CHECKPOINT_DIR, CONSENT_CHECKPOINT_S3_BUCKET / _ENDPOINT / _PREFIX / _REGION, CONSENT_CHECKPOINT_RETAIN_DAYS.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def grpc_service(app: ConsentApp) -> GrpcService:
         "novahouse.consent.v1.ConsentAdmin",
     )
     service.on_ready(app.worker.start)
+    service.on_ready(app.checkpoints.start)
     service.on_stop(app.close)
     return service
 

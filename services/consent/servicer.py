@@ -40,7 +40,9 @@ def entry_proto(entry: ExportedEntry) -> consent_pb2.LedgerEntry:
 def verification_proto(result: Verification) -> consent_pb2.VerifyLedgerResponse:
     return consent_pb2.VerifyLedgerResponse(
         ok=result.ok, entries_checked=result.entries_checked, first_bad_seq=result.first_bad_seq,
-        problem=result.problem,
+        problem=result.problem, checkpoint_seq=result.checkpoint_seq,
+        checkpoint_at=to_timestamp(result.checkpoint_at), truncation_window_s=result.truncation_window_s,
+        state_mismatches=list(result.state_mismatches),
     )
 
 
@@ -140,6 +142,8 @@ class ConsentInternalServicer(consent_pb2_grpc.ConsentInternalServicer):
                 request_id=request.request_id,
                 origin=request_context.Caller(request.client_ip, request.user_agent),
                 stated_at=request.stated_at.ToDatetime(tzinfo=UTC) if request.HasField("stated_at") else None,
+                consent_text=request.consent_text,
+                language=request.language,
             )
         )
 

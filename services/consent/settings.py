@@ -27,6 +27,14 @@ class Settings:
     action_token_ttl_minutes: int  # CONSENT_ACTION_TOKEN_TTL_MINUTES: how long an emailed confirmation link works
     verification_emails_per_hour: int  # CONSENT_VERIFICATION_EMAILS_PER_HOUR: most sent to one address per hour
     export_timeout_s: float     # CONSENT_EXPORT_TIMEOUT_S: one call to chat or the notifier for an access request
+    # Signed ledger checkpoints (checkpoints.py): how often, and where the database role cannot write.
+    checkpoint_interval_s: float  # CONSENT_CHECKPOINT_INTERVAL_S: a cut tail can go unseen this long at most
+    checkpoint_dir: str         # CONSENT_CHECKPOINT_DIR: without a bucket ("": DATA_DIR/ledger-checkpoints)
+    checkpoint_s3_bucket: str   # CONSENT_CHECKPOINT_S3_BUCKET: an object-locked bucket instead of the directory
+    checkpoint_s3_endpoint: str  # CONSENT_CHECKPOINT_S3_ENDPOINT: an S3-compatible server ("": AWS)
+    checkpoint_s3_prefix: str   # CONSENT_CHECKPOINT_S3_PREFIX: key prefix of the checkpoint objects
+    checkpoint_s3_region: str   # CONSENT_CHECKPOINT_S3_REGION
+    checkpoint_retain_days: int  # CONSENT_CHECKPOINT_RETAIN_DAYS: object lock (COMPLIANCE) retention
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -48,4 +56,11 @@ class Settings:
             action_token_ttl_minutes=env_int("CONSENT_ACTION_TOKEN_TTL_MINUTES", 60, minimum=1),
             verification_emails_per_hour=env_int("CONSENT_VERIFICATION_EMAILS_PER_HOUR", 5, minimum=1),
             export_timeout_s=env_float("CONSENT_EXPORT_TIMEOUT_S", 10.0, minimum=0.1),
+            checkpoint_interval_s=env_float("CONSENT_CHECKPOINT_INTERVAL_S", 300.0, minimum=0.05),
+            checkpoint_dir=env_str("CONSENT_CHECKPOINT_DIR", ""),
+            checkpoint_s3_bucket=env_str("CONSENT_CHECKPOINT_S3_BUCKET", ""),
+            checkpoint_s3_endpoint=env_str("CONSENT_CHECKPOINT_S3_ENDPOINT", ""),
+            checkpoint_s3_prefix=env_str("CONSENT_CHECKPOINT_S3_PREFIX", "consent-ledger/"),
+            checkpoint_s3_region=env_str("CONSENT_CHECKPOINT_S3_REGION", "us-east-1"),
+            checkpoint_retain_days=env_int("CONSENT_CHECKPOINT_RETAIN_DAYS", 400, minimum=1),
         )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     delete,
     func,
@@ -50,7 +51,7 @@ ledger_entries = Table(
     Column("subject_id", String(32), nullable=False, index=True),
     Column("processing_consent", Boolean, nullable=False),
     Column("marketing_consent", Boolean, nullable=False),
-    Column("text_version", String(64), nullable=False),
+    Column("text_version", String(80), nullable=False),  # a typed label, or "sha256:<hash>" of a consent_texts row
     Column("source", String(64), nullable=False),
     Column("session_id", String(128), nullable=False),
     Column("conversation_id", String(128), nullable=False),
@@ -61,6 +62,9 @@ ledger_entries = Table(
     Column("user_agent_enc", LargeBinary, nullable=True),
     Column("reason_enc", LargeBinary, nullable=True),
     Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("key_id", String(16), nullable=False),  # the chain key of entry_hash ("": unkeyed, before 0004)
+    # session, conversation and lead ids (JSON) under the subject's key; before 0004 they were the plain columns.
+    Column("references_enc", LargeBinary, nullable=True),
     Column("entry_hash", String(64), nullable=False, unique=True),
 )
 if tuple(c.name for c in ledger_entries.columns) != ENTRY_COLUMNS:
@@ -101,6 +105,17 @@ consent_state = Table(
     Column("stated_at", DateTime(timezone=True), nullable=True),
 )
 STATE_COLUMNS = tuple(c.name for c in consent_state.columns if c.name != "subject_id")
+
+# Each consent wording a person was shown, once, under the SHA-256 (hex) of its exact text; ledger entries reference
+# it as text_version "sha256:<text_hash>".
+consent_texts = Table(
+    "consent_texts",
+    metadata,
+    Column("text_hash", String(64), primary_key=True),
+    Column("language", String(16), nullable=False),
+    Column("wording", Text, nullable=False),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+)
 
 # Erasure requested from the chat service after a revoke; retried until chat confirms, then the key is destroyed.
 pending_erasures = Table(
@@ -513,3 +528,30 @@ class ActionRecords:
         with self.db.engine.begin() as conn:
             conn.execute(delete(verification_emails).where(verification_emails.c.sent_at < forget_before))
             conn.execute(verification_emails.insert().values(address_hash=address_hash, sent_at=now))
+
+
+# --- consent wordings ----------------------------------------------------------------------------------------
+
+class ConsentTexts:
+    """The stored consent wordings (consent_texts), each once under the SHA-256 of its exact text."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @staticmethod
+    def keep(conn: Connection, text_hash: str, language: str, wording: str, now: datetime) -> None:
+        """Store a wording unless it already is (inside the ledger transaction of the entry that references it)."""
+        known = conn.execute(select(consent_texts.c.text_hash).where(consent_texts.c.text_hash == text_hash)).first()
+        if known is None:
+            conn.execute(consent_texts.insert().values(
+                text_hash=text_hash, language=language, wording=wording, first_seen=now,
+            ))
+
+    def find(self, text_hashes: set[str]) -> dict[str, tuple[str, str]]:
+        """(language, wording) by text hash, for those stored."""
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(consent_texts.c.text_hash, consent_texts.c.language, consent_texts.c.wording)
+                .where(consent_texts.c.text_hash.in_(text_hashes))
+            ).all()
+        return {text_hash: (language, wording) for text_hash, language, wording in rows}

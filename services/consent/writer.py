@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
+from services.consent.chain import ChainKeys
 from services.consent.ledger_storage import Appender
 from services.runtime.db import Database
 
@@ -38,8 +39,9 @@ _AnyRequest = _Request[Any]  # Any: each request in a batch has its own result t
 
 
 class LedgerWriter:
-    def __init__(self, db: Database, max_batch: int = 200, linger_s: float = 0.001):
+    def __init__(self, db: Database, keys: ChainKeys, max_batch: int = 200, linger_s: float = 0.001):
         self.db = db
+        self.keys = keys  # the chain keys: every entry's hash is keyed with keys.current_id
         self.max_batch = max_batch
         self.linger_s = linger_s
         self._callers = 0  # requests submitted and not yet returned to their callers
@@ -146,6 +148,7 @@ class LedgerWriter:
             with self._connection.begin():
                 appender = Appender.locked(
                     self._connection,
+                    self.keys,
                     [r.subject_hash for r in batch if r.subject_hash],
                     [r.request_id for r in batch if r.request_id],
                 )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -10,13 +11,13 @@ import psycopg
 import pytest
 from sqlalchemy import select, text, update
 
-from services.consent.chain import HASHED_COLUMNS, hash_values
+from services.consent.chain import HASHED_COLUMNS, ChainKeys, hash_values
 from services.consent.ledger_storage import verify as verify_ledger
 from services.consent.storage import ledger_entries
 from services.runtime.errors import UnavailableError
 from services.runtime.request_context import Caller
 from testsupport import backing
-from testsupport.consent import BACKENDS, consent_service, migrated_database
+from testsupport.consent import BACKENDS, consent_service, fresh_ledger_keys, migrated_database
 
 TARGET_SEQ = 2  # a middle entry with every column filled: an unsubscribe with reason, IP, agent and request id
 
@@ -72,7 +73,7 @@ def test_changing_any_single_field_is_found_and_named(ledger, column):
     db, consent = ledger
     with db.engine.connect() as conn:
         original = conn.execute(select(ledger_entries.c[column]).where(ledger_entries.c.seq == TARGET_SEQ)).scalar_one()
-    changed = _tampered(original)
+    changed = b"tampered" if original is None and column.endswith("_enc") else _tampered(original)
     _write_bypassing_guard(db, column, TARGET_SEQ, changed)
     try:
         result = consent.verify()
@@ -80,7 +81,7 @@ def test_changing_any_single_field_is_found_and_named(ledger, column):
         assert result.first_bad_seq == TARGET_SEQ, result.problem
         assert str(TARGET_SEQ) in result.problem
     finally:
-        _write_bypassing_guard(db, column, changed if column == "seq" else TARGET_SEQ, original)
+        _write_bypassing_guard(db, column, int(changed) if column == "seq" else TARGET_SEQ, original)
     assert consent.verify().ok
 
 
@@ -117,7 +118,8 @@ def test_concurrent_appends_from_eight_replicas_never_fork():
     """8 threads x 500 appends, each thread its own writer and connection pool, as separate replicas would be."""
     threads, per_thread = 8, 500
     with migrated_database("postgres", None) as db:
-        replicas = [consent_service(db) for _ in range(threads)]
+        keys = fresh_ledger_keys()  # replicas share the chain keys, as the deployment's secret gives them
+        replicas = [consent_service(db, keys=keys) for _ in range(threads)]
         errors: list[BaseException] = []
 
         def append_many(index: int) -> None:
@@ -153,8 +155,9 @@ def test_verify_split_across_two_processes_finds_tampering_on_either_side_of_the
         for i in range(8):
             consent.unsubscribe(f"split{i % 3}@example.com", f"reason {i}", f"split-{i}")
         consent.writer.stop()
-        assert verify_ledger(db, parallel_from=2) == verify_ledger(db, parallel_from=10**9)
-        assert verify_ledger(db, parallel_from=2).entries_checked == 8
+        keys = consent.writer.keys
+        assert verify_ledger(db, keys, parallel_from=2) == verify_ledger(db, keys, parallel_from=10**9)
+        assert verify_ledger(db, keys, parallel_from=2).verification.entries_checked == 8
         for seq, column in ((4, "action"), (5, "prev_hash"), (7, "reason_enc")):
             with db.engine.connect() as conn:
                 original = conn.execute(
@@ -162,19 +165,19 @@ def test_verify_split_across_two_processes_finds_tampering_on_either_side_of_the
                 ).scalar_one()
             _write_bypassing_guard(db, column, seq, _tampered(original))
             try:
-                result = verify_ledger(db, parallel_from=2)
+                result = verify_ledger(db, keys, parallel_from=2).verification
                 assert (result.ok, result.first_bad_seq) == (False, seq), result.problem
             finally:
                 _write_bypassing_guard(db, column, seq, original)
-        # Entry 4, the last of the first range, rewritten with a recomputed hash: only the seam can see it.
+        # Entry 4, the last of the first range, rewritten with a hash recomputed with the key: only the seam sees it.
         with db.engine.connect() as conn:
             row = conn.execute(
                 select(*[ledger_entries.c[n] for n in HASHED_COLUMNS]).where(ledger_entries.c.seq == 4)
             ).one()
         forged = {**row._asdict(), "action": "opt-in"}
         _write_bypassing_guard(db, "action", 4, "opt-in")
-        _write_bypassing_guard(db, "entry_hash", 4, hash_values([forged[n] for n in HASHED_COLUMNS]))
-        result = verify_ledger(db, parallel_from=2)
+        _write_bypassing_guard(db, "entry_hash", 4, keys.entry_hash([forged[n] for n in HASHED_COLUMNS]))
+        result = verify_ledger(db, keys, parallel_from=2).verification
         assert (result.ok, result.first_bad_seq) == (False, 5), result.problem
         assert "does not link" in result.problem
 
@@ -197,6 +200,24 @@ def test_lost_database_connection_answers_unavailable_then_recovers():
         consent.writer.stop()
         assert consent.status("during@example.com").last_action == ""
         assert consent.verify().entries_checked == 2
+
+
+def test_keyed_entry_hash_is_hmac_sha256_of_the_compact_json_with_key_id_and_references():
+    """A keyed entry's hash covers the unkeyed form's columns, then key_id and references_enc, under its key id's
+    key; a key id the verifier does not hold, or a different key, gives another (or no) hash."""
+    key = bytes(range(32))
+    keys = ChainKeys("k2", {"k2": key, "k1": bytes(32)})
+    recorded_at = datetime(2025, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
+    values = [7, recorded_at, "opt-in", "subject", True, False, "sha256:" + "a" * 64, "chat", "", "", "", None,
+              b"\x01", None, None, None, "ab" * 32, "k2", b"\x02\x03"]
+    reference = [7, (recorded_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), *values[2:12],
+                 "01", None, None, None, values[16], "k2", "0203"]
+    canonical = json.dumps(reference, ensure_ascii=False, separators=(",", ":")).encode()
+    assert keys.entry_hash(values) == hmac.new(key, canonical, hashlib.sha256).hexdigest()
+    assert keys.entry_hash([*values[:17], "k1", values[18]]) != keys.entry_hash(values)
+    assert keys.entry_hash([*values[:17], "k9", values[18]]) is None
+    assert keys.entry_hash([*values[:17], "", values[18]]) is None  # unkeyed entries never carried references
+    assert keys.entry_hash([*values[:17], "", None]) == hash_values(values[:17])
 
 
 @pytest.mark.parametrize("text", ["plain", 'quo"te \\ back', "tab\tnew\nline\x00\x1f\x7f", "zażółć 😀 \u2028", ""])
