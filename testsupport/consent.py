@@ -82,7 +82,7 @@ def consent_service(
 
 
 class FakeChat(chat_pb2_grpc.ChatInternalServicer):
-    """A real gRPC ChatInternal server that answers UNAVAILABLE for the next `fail_next` calls."""
+    """A real gRPC ChatInternal server whose EraseSubject answers UNAVAILABLE for the next `fail_next` calls."""
 
     def __init__(self):
         self.fail_next = 0
