@@ -247,7 +247,7 @@ class MondaySender:
         operation = item.get("operation") or CREATE
         with self._one_call:
             if operation == DELETE:
-                return self._delete(item["item_id"])
+                return self._delete(item)
             if operation == UPDATE:
                 return self._update(item)
             return self._create(item)
@@ -289,7 +289,12 @@ class MondaySender:
         self._call(MONDAY_UPDATE_ITEM, variables)
         return str(item["item_id"])
 
-    def _delete(self, item_id: str) -> str:
+    def _delete(self, item: Payload) -> str:
+        """Delete by id, or (an erasure's delete of a create that may have landed unrecorded) the item holding the
+        lookup key; an item that is not there is deleted already."""
+        item_id: str = item.get("item_id") or self.find(item.get("lookup_key", ""))
+        if not item_id:
+            return ""
         try:
             self._call(MONDAY_DELETE_ITEM, {"item": item_id})
         except MondayRefused as exc:

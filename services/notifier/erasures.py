@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 
 from services.notifier.deliveries import EMAIL_PATTERN, national_digits
-from services.notifier.destinations import DELETE
+from services.notifier.destinations import CREATE, DELETE
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.erasure_store import (
     Erasure,
@@ -24,7 +24,17 @@ from services.notifier.erasure_store import (
     PlannedAction,
 )
 from services.notifier.settings import Settings
-from services.notifier.storage import ACTION_DONE, ACTION_MANUAL, ACTION_PENDING, DELIVERED, Delivery
+from services.notifier.storage import (
+    ACTION_DONE,
+    ACTION_MANUAL,
+    ACTION_PENDING,
+    CANCELLED,
+    DELIVERED,
+    ESCALATION,
+    PENDING,
+    Delivery,
+)
+from services.runtime.clock import naive_utc, utcnow
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.request_context import current_request_id
 
@@ -81,17 +91,18 @@ class ErasureService:
 
     def plan(self, erasure_id: str, found: list[Delivery]) -> ErasurePlan:
         """What to do about each delivery found: a pure function of the rows as they were before redaction."""
-        actions = [self._action(erasure_id, d) for d in found]
+        now = naive_utc(utcnow())
+        actions = [self._action(erasure_id, d, now) for d in found]
         manual = [(a, d) for a, d in zip(actions, found, strict=True) if a.status == ACTION_MANUAL]
         return ErasurePlan(actions, self._operator_notice(erasure_id, manual) if manual else None)
 
-    def _action(self, erasure_id: str, d: Delivery) -> PlannedAction:
+    def _action(self, erasure_id: str, d: Delivery, now: datetime) -> PlannedAction:
+        """A delivery a worker holds right now may be leaving as the erasure cancels it: it counts as sent."""
+        in_flight = d.status == PENDING and d.lease_until is not None and d.lease_until > now
         key = f"erasure:{erasure_id}:{d.id}"
-        if d.destination == "monday" and d.external_id:
-            payload = json.dumps({"operation": DELETE, "item_id": d.external_id})
-            follow_up = FollowUp(f"erasure:{erasure_id}:item:{d.external_id}", "monday", payload)
-            return PlannedAction(d.id, d.destination, d.external_id, DELETE_ITEM, ACTION_PENDING, follow_up)
-        if d.status != DELIVERED:
+        if d.destination == "monday":
+            return self._monday_action(erasure_id, d, in_flight)
+        if d.status != DELIVERED and not in_flight:
             return PlannedAction(d.id, d.destination, d.external_id, NOTHING_SENT, ACTION_DONE)
         if d.destination == "slack" and d.external_id and self.settings.slack_bot_token:
             payload = json.dumps({"operation": DELETE, "message": d.external_id})
@@ -101,20 +112,41 @@ class ErasureService:
             return PlannedAction(d.id, d.destination, d.external_id, REMOVE_MANUALLY, ACTION_MANUAL)
         return PlannedAction(d.id, d.destination, d.external_id, ALREADY_SENT, ACTION_DONE)
 
+    @staticmethod
+    def _monday_action(erasure_id: str, d: Delivery, in_flight: bool) -> PlannedAction:
+        """The item by its id; a create that was tried but not recorded (a timeout, a crash, in flight) may still
+        have made one: by its lookup key when it has one, else by hand."""
+        if d.external_id:
+            payload = json.dumps({"operation": DELETE, "item_id": d.external_id})
+            follow_up = FollowUp(f"erasure:{erasure_id}:item:{d.external_id}", "monday", payload)
+            return PlannedAction(d.id, d.destination, d.external_id, DELETE_ITEM, ACTION_PENDING, follow_up)
+        item = json.loads(d.payload) if d.kind != ESCALATION else {}
+        tried = in_flight or (d.attempts > 0 and d.status != CANCELLED)
+        if not tried or (item.get("operation") or CREATE) != CREATE:
+            return PlannedAction(d.id, d.destination, "", NOTHING_SENT, ACTION_DONE)
+        if item.get("lookup_key"):
+            payload = json.dumps({"operation": DELETE, "lookup_key": item["lookup_key"]})
+            follow_up = FollowUp(f"erasure:{erasure_id}:{d.id}", "monday", payload)
+            return PlannedAction(d.id, d.destination, "", DELETE_ITEM, ACTION_PENDING, follow_up)
+        if in_flight:
+            return PlannedAction(d.id, d.destination, "", REMOVE_MANUALLY, ACTION_MANUAL)
+        return PlannedAction(d.id, d.destination, "", NOTHING_SENT, ACTION_DONE)
+
     def _operator_notice(self, erasure_id: str, manual: list[tuple[PlannedAction, Delivery]]) -> FollowUp:
-        """One message to the operators (ESCALATION_EMAIL, else Slack): which Slack messages to delete by hand,
-        named by delivery id, time and reference, never by what they said."""
+        """One message to the operators (ESCALATION_EMAIL, else Slack): what to delete by hand, named by
+        destination, delivery id, time and reference, never by what it said."""
         lines = [
-            f"- delivery {d.id}, posted {_utc(d)}" + (f", message {a.external_id}" if a.external_id else "")
+            f"- {d.destination} delivery {d.id}, sent {_utc(d)}"
+            + (f", message {a.external_id}" if a.external_id else ", no reference recorded")
             for a, d in manual
         ]
         text = (
-            f"Erasure {erasure_id}: {len(manual)} Slack message(s) about the erased person were posted through the "
-            "incoming webhook, which cannot delete them. Delete them by hand in the alerts channel:\n"
+            f"Erasure {erasure_id}: {len(manual)} message(s) about the erased person cannot be deleted through an API "
+            "(Slack's incoming webhook cannot delete; a send in flight left no reference). Delete them by hand:\n"
             + "\n".join(lines)
             + "\nThe erasure report (NotifierInternal.GetErasureActions) lists them as remove-manually."
         )
-        title = f"Erasure {erasure_id}: Slack messages to remove by hand"[:150]
+        title = f"Erasure {erasure_id}: messages to remove by hand"[:150]
         key = f"erasure:{erasure_id}:operators"
         if self.settings.escalation_email:
             email = {"to": self.settings.escalation_email, "subject": title, "body": text}

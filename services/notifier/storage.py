@@ -137,6 +137,7 @@ class Delivery:
     delivered_at: datetime | None
     request_id: str
     purpose: str
+    lease_until: datetime | None = None  # a worker holds it until then: it may be being sent right now
 
     @classmethod
     def of(cls, row: DeliveryRow) -> Delivery:
@@ -155,6 +156,7 @@ class Delivery:
             delivered_at=row.delivered_at,
             request_id=row.request_id,
             purpose=row.purpose,
+            lease_until=row.lease_until,
         )
 
 

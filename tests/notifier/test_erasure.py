@@ -24,6 +24,7 @@ NAME = f"Zofia Wymazana{UNIQUE}"
 EMAIL = f"zofia.{UNIQUE}@example.org"
 PHONES_TYPED = ("+48 601 602 699", "601-602-699", "601602699")
 LEAD = uuid.uuid4().hex
+LOST_LEAD = uuid.uuid4().hex
 OTHER_PHONE = "600 700 801"
 
 
@@ -71,8 +72,12 @@ def seed_the_person(notifier, monday) -> None:
     notifier.email("service-mail", EMAIL.upper(), "Your renovation", f"Dear {NAME}, thank you.")
     monday.fail(500)
     notifier.monday("crm-lost", "Lead without a home", {"phone": PHONES_TYPED[2], "name": NAME})
-    lost = notifier.wait_status("crm-lost", pb.FAILED)
-    notifier.wait_status(f"escalation:{lost.delivery_id}", pb.DELIVERED)
+    # A create whose every answer was lost although one attempt made the item (it holds the lookup key).
+    notifier.monday("crm-answer-lost", f"{NAME} – Gdańsk", {"email": EMAIL}, lookup_key=LOST_LEAD)
+    monday.responder.add(f"{NAME} – Gdańsk", {"text_lead_id": LOST_LEAD, "email": EMAIL})
+    for key in ("crm-lost", "crm-answer-lost"):
+        lost = notifier.wait_status(key, pb.FAILED)
+        notifier.wait_status(f"escalation:{lost.delivery_id}", pb.DELIVERED)
     monday.recover()
     # A marketing follow-up that cannot leave (consent does not answer): pending until the erasure cancels it.
     followup = pb.Email(to=EMAIL, subject="Still thinking about it?", body=f"Hello {NAME}")
@@ -99,6 +104,7 @@ def test_an_erased_person_leaves_nothing_in_the_notifier_and_the_processors_dele
     seed_the_person(notifier, monday)
     item_id = notifier.delivery(f"lead:{LEAD}:monday").external_id
     message = notifier.delivery(f"lead:{LEAD}:slack").external_id
+    [unrecorded_item] = [i for i, item in board.items.items() if item["column_values"].get("text_lead_id") == LOST_LEAD]
     assert item_id in board.items and message in workspace.messages
     assert personal_data_in(schema_dump(pg_schema))  # the check can fail: before, the data is there
 
@@ -106,13 +112,13 @@ def test_an_erased_person_leaves_nothing_in_the_notifier_and_the_processors_dele
     slack.fail(500, times=1)
     erased = erase(notifier, "erasure-0001")
 
-    assert erased.deliveries_redacted == 6
+    assert erased.deliveries_redacted == 8
     by_action: dict[str, list[pb.ErasureAction]] = {}
     for action in erased.actions:
         by_action.setdefault(action.action, []).append(action)
     assert {k: len(v) for k, v in by_action.items()} == {
-        "delete-item": 1, "delete-message": 1, "already-sent": 2, "nothing-sent": 2}
-    assert by_action["delete-item"][0].external_id == item_id
+        "delete-item": 2, "delete-message": 1, "already-sent": 3, "nothing-sent": 2}
+    assert sorted(a.external_id for a in by_action["delete-item"]) == sorted([item_id, ""])  # "": by lookup key
     assert by_action["delete-message"][0].external_id == message
     assert all(a.follow_up_delivery_id for a in by_action["delete-item"] + by_action["delete-message"])
     assert {a.status for a in by_action["already-sent"] + by_action["nothing-sent"]} == {"done"}
@@ -123,7 +129,7 @@ def test_an_erased_person_leaves_nothing_in_the_notifier_and_the_processors_dele
 
     report = wait_for(settled, what="the deletes to reach Monday.com and Slack")
     assert {a.status for a in report.actions} == {"done"}
-    assert item_id not in board.items and board.deleted == [item_id]
+    assert sorted(board.deleted) == sorted([item_id, unrecorded_item]) and not board.items
     assert message not in workspace.messages and workspace.deleted == [message]
     assert notifier.stats().cancelled == 1  # the marketing follow-up, which never left
 
@@ -139,7 +145,7 @@ def test_an_erased_person_leaves_nothing_in_the_notifier_and_the_processors_dele
     # The same erasure again: the stored actions with their current status, nothing queued, nothing redacted.
     total = sum(c.count for c in notifier.stats().counts)
     again = erase(notifier, "erasure-0001")
-    assert again.deliveries_redacted == 6 and again.erased_at == erased.erased_at
+    assert again.deliveries_redacted == 8 and again.erased_at == erased.erased_at
     assert [(a.delivery_id, a.action, a.status) for a in again.actions] == [
         (a.delivery_id, a.action, a.status) for a in report.actions]
     assert sum(c.count for c in notifier.stats().counts) == total

@@ -7,6 +7,7 @@ import pytest
 
 from novahouse.notifier.v1 import notifier_pb2 as pb
 from testsupport.receivers import HttpReceiver, MondayBoard
+from testsupport.waiting import wait_for
 
 LOOKUP_COLUMN = "text_lead_ref"
 
@@ -84,4 +85,19 @@ def test_a_delete_is_retried_through_a_monday_outage(notifier, monday):
 def test_an_operation_without_what_it_needs_is_refused(notifier, operation, item_id, lookup_key, problem):
     with pytest.raises(grpc.RpcError) as refused:
         notifier.monday("bad-op", "Name", {"text0": "x"}, operation=operation, item_id=item_id, lookup_key=lookup_key)
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and problem in refused.value.details()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and problem in str(refused.value.details())
+
+
+def test_an_erasure_during_a_create_in_flight_deletes_the_item_that_create_makes(notifier, monday):
+    board: MondayBoard = monday.responder
+    before, deleted_before = monday.attempts, len(board.deleted)
+    monday.hang(1.0, times=1)  # the create's first call (its lookup) is slow: the worker holds the row meanwhile
+    notifier.monday("in-flight", "Lead Ewa Wlocie", {"email": "ewa.inflight@example.org"}, lookup_key="lead-inflight")
+    wait_for(lambda: monday.attempts > before, what="the create to be on its way")
+
+    erased = notifier.erase("erasure-in-flight", email="ewa.inflight@example.org")
+    [action] = erased.actions
+    assert (action.action, action.status) == ("delete-item", "pending")  # it may land: found by its lookup key
+    wait_for(lambda: notifier.erasure_actions("erasure-in-flight").actions[0].status == "done", what="the delete")
+    assert len(board.deleted) == deleted_before + 1  # the create did make the item, and it went
+    assert not [i for i in board.items.values() if i["column_values"].get(LOOKUP_COLUMN) == "lead-inflight"]
