@@ -167,7 +167,8 @@ verification emails and erasures go to a RecordingNotifier (RunningConsent.mail;
                     "NOTIFIER_ADDR": mail.address,
                     "CONSENT_ERASE_TIMEOUT_S": "2", "CONSENT_HMAC_KEY": new_secret_text(),
                     "CONSENT_KEY_ENCRYPTION_KEY": new_secret_text(), **new_key_values(),
-                    "CONSENT_CHECKPOINT_DIR": str(directory / "ledger-checkpoints")})
+                    "CONSENT_CHECKPOINT_DIR": str(directory / "ledger-checkpoints"),
+                    "CONSENT_ERASURE_JOURNAL_DIR": str(directory / "erasure-journal")})
         for name, value in env.items():
             patch.setenv(name, value)
         app = build(Settings.from_env())

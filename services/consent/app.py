@@ -12,6 +12,7 @@ from services.consent.consent import ConsentService
 from services.consent.crypto import SubjectCrypto, load_secrets
 from services.consent.erasure import ErasureWorker
 from services.consent.erasure_clients import ChatEraser, NotifierEraser
+from services.consent.erasure_journal import ErasureJournal, ErasureReapplier
 from services.consent.erasure_report import ErasureReports
 from services.consent.erasure_steps import ErasureSteps
 from services.consent.export_clients import ChatExport, DeliveriesExport
@@ -60,6 +61,7 @@ class ConsentApp:
     person_export: PersonExport
     phone_erasure: PhoneOnlyErasure
     erasure_reports: ErasureReports
+    reapplier: ErasureReapplier  # `manage reapply-erasures`, after a restore
     checkpoints: CheckpointWorker  # signs the ledger head every CONSENT_CHECKPOINT_INTERVAL_S while serving
 
     def migrate(self) -> None:
@@ -86,8 +88,10 @@ def build(settings: Settings) -> ConsentApp:
     chat_eraser = ChatEraser(channel_to(settings.chat_addr), timeout_s=settings.erase_timeout_s)
     notifier_eraser = NotifierEraser(channel_to(settings.notifier_addr), timeout_s=settings.erase_timeout_s)
     erasure_steps = ErasureSteps(erasure_records, chat_eraser.lookup, chat_eraser, notifier_eraser)
+    journal_dir = settings.erasure_journal_dir
+    erasure_journal = ErasureJournal(Path(journal_dir) if journal_dir else data_dir() / "erasure-journal")
     worker = ErasureWorker(
-        pending, crypto, writer, erasure_records, erasure_steps,
+        pending, crypto, writer, erasure_records, erasure_steps, erasure_journal,
         retry_base_s=settings.erasure_retry_s, retry_max_s=settings.erasure_retry_max_s,
         poll_s=settings.erasure_poll_s,
     )
@@ -107,11 +111,12 @@ def build(settings: Settings) -> ConsentApp:
         person_export.export,
         public_base_url=settings.public_base_url, emails_per_hour=settings.verification_emails_per_hour,
     )
-    phone_erasure = PhoneOnlyErasure(erasure_records, erasure_steps)
+    phone_erasure = PhoneOnlyErasure(erasure_records, erasure_steps, erasure_journal)
     erasure_reports = ErasureReports(erasure_records, pending, crypto, notifier_eraser)
     return ConsentApp(
         settings, db, writer, pending, worker, consent, diagnostics, verified, person_export, phone_erasure,
-        erasure_reports, checkpoints=CheckpointWorker(integrity),
+        erasure_reports, ErasureReapplier(erasure_journal, erasure_records, consent, crypto),
+        checkpoints=CheckpointWorker(integrity),
     )
 
 

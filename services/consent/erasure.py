@@ -5,7 +5,9 @@ of erasure_steps), then erasure-completed recorded and the subject's key destroy
 Pending erasures are rows, so a restart loses none; a thread retries the due ones with exponential backoff and is
 woken at once by a new revoke. Every step is idempotent by the erasure's request id and completion is too: a second
 worker (another replica) finding the row already completed does nothing. What each step did is kept in
-erasure_records/erasure_steps, found again by a keyed hash of the email once the key is gone (erasure_report).
+erasure_records/erasure_steps, found again by a keyed hash of the email once the key is gone (erasure_report),
+and journalled outside the database before it is recorded complete (erasure_journal), to be re-applied after a
+restore from an older backup.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from sqlalchemy.engine import Connection
 from services.consent.chain import Event
 from services.consent.consent import ERASURE_COMPLETED
 from services.consent.crypto import KeyDestroyed, SubjectCrypto
+from services.consent.erasure_journal import ErasureJournal, JournalEntry
 from services.consent.erasure_steps import COMPLETED, DONE, LEDGER, Erasure, ErasureSteps, failure_text
 from services.consent.ledger_storage import Appender
 from services.consent.storage import DueErasure, ErasureRecords, PendingErasures, StoredStep
@@ -51,6 +54,7 @@ class ErasureWorker:
         writer: LedgerWriter,
         records: ErasureRecords,
         steps: ErasureSteps,
+        journal: ErasureJournal,
         retry_base_s: float,
         retry_max_s: float,
         poll_s: float,
@@ -61,6 +65,7 @@ class ErasureWorker:
         self.writer = writer
         self.records = records
         self.steps = steps
+        self.journal = journal
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.poll_s = poll_s
@@ -115,6 +120,8 @@ class ErasureWorker:
                 email = self.crypto.decrypt(key, erasure.subject_id, "pending_email", erasure.email_enc)
                 self.steps.run(Erasure(erasure.request_id, "email", lookup_hash(self.crypto, email),
                                        erasure.created_at, email=email))
+                subject_hash = self.crypto.subject_hash(email)
+                self.journal.record(JournalEntry(erasure.request_id, "email", subject_hash, utcnow()))
                 erased = True
             except KeyDestroyed:
                 erased = False  # the key is already gone: nothing is left to erase with, record it done

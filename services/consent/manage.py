@@ -4,7 +4,8 @@
   verify-ledger     check the chain (keys, links, newest signed checkpoint) and the current states against it;
                     exit 2 naming the first bad entry
   checkpoint-ledger sign the ledger head and publish it (the CronJob; the server also does it every interval)
-  run-erasures      retry due erasures in the chat service once
+  run-erasures      retry due erasures in every system once
+  reapply-erasures  after a restore from an older backup: erase again whom the erasure journal names
   generate-secrets  print new CONSENT_HMAC_KEY / CONSENT_KEY_ENCRYPTION_KEY / CONSENT_CHAIN_KEYS /
                     CONSENT_CHECKPOINT_SIGNING_KEY values
 """
@@ -69,6 +70,23 @@ def run_erasures(context: Context, _args: argparse.Namespace) -> int:
     return 0 if run.failed == 0 else 1
 
 
+def reapply_erasures(context: Context, _args: argparse.Namespace) -> int:
+    """After a restore from a backup older than some erasures: queue them again from the erasure journal, then
+    attempt them (docs/privacy/erasure.md). Exit 1 while any is left for an operator or still failing."""
+    app = context.app
+    done = app.reapplier.run()
+    for journalled, revoke_id in done.requeued:
+        print(f"re-queued {journalled} as revoke {revoke_id}")
+    for request_id in done.by_phone:
+        print(f"{request_id}: an erasure by phone; repeat ErasePhoneOnly with the phone from its ticket and this id")
+    for request_id in done.not_found:
+        print(f"{request_id}: the restored consent database does not hold this person; see docs/privacy/erasure.md")
+    run = app.worker.run_due()
+    print(f"re-queued: {len(done.requeued)}, by phone: {len(done.by_phone)}, not found: {len(done.not_found)}; "
+          f"erasures completed: {run.completed}, failed: {run.failed}")
+    return 0 if run.failed == 0 and not done.by_phone and not done.not_found else 1
+
+
 def generate_secrets(_context: Context, _args: argparse.Namespace) -> int:
     """Fresh values for the Kubernetes secret; print them, store them only in the secret store."""
     for name in SECRET_VARIABLES:
@@ -82,7 +100,9 @@ COMMANDS: list[Command[Settings, ConsentApp]] = [
     Command("migrate", "apply the Alembic migrations", migrate),
     Command("verify-ledger", "check the chain, its signed checkpoint and the states; exit 2 if bad", verify_ledger),
     Command("checkpoint-ledger", "sign and publish the ledger head", checkpoint_ledger),
-    Command("run-erasures", "retry due erasures in the chat service once", run_erasures),
+    Command("run-erasures", "retry due erasures in every system once", run_erasures),
+    Command("reapply-erasures", "after a restore: erase again the people the journal says were erased",
+            reapply_erasures),
     Command("generate-secrets", "print new consent secrets and ledger keys", generate_secrets),
 ]
 

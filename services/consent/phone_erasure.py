@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from services.consent.erasure_journal import ErasureJournal, JournalEntry
 from services.consent.erasure_steps import COMPLETED, DONE, LEDGER, Erasure, ErasureFailed, ErasureSteps
 from services.consent.storage import ErasureRecords, StoredStep
 from services.runtime.clock import utcnow
@@ -39,9 +40,10 @@ def _required(value: str, what: str) -> str:
 
 
 class PhoneOnlyErasure:
-    def __init__(self, records: ErasureRecords, steps: ErasureSteps):
+    def __init__(self, records: ErasureRecords, steps: ErasureSteps, journal: ErasureJournal):
         self.records = records
         self.steps = steps
+        self.journal = journal
 
     def erase(self, phone: str, operator: str, identity_check_reference: str, request_id: str) -> PhoneErasure:
         operator = _required(operator, "operator")
@@ -59,6 +61,7 @@ class PhoneOnlyErasure:
                         extra={**audit, "error": str(exc)})
             raise UnavailableError(f"{exc}; retry with request_id {request_id}: what is done is not redone") from None
         now = utcnow()
+        self.journal.record(JournalEntry(request_id, "phone", None, now))
         detail = "nothing on record: the ledger keys people by email"
         with self.records.db.engine.begin() as conn:
             self.records.record_step(request_id, StoredStep(LEDGER, COMPLETED, DONE, detail, "", now), conn)

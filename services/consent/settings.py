@@ -18,6 +18,7 @@ class Settings:
     erasure_retry_s: float      # CONSENT_ERASURE_RETRY_S: first retry delay, doubled per failed attempt ...
     erasure_retry_max_s: float  # CONSENT_ERASURE_RETRY_MAX_S: ... up to this
     erasure_poll_s: float       # CONSENT_ERASURE_POLL_S: longest sleep of the retry thread
+    erasure_journal_dir: str    # CONSENT_ERASURE_JOURNAL_DIR: erasures kept outside the database ("": DATA_DIR/...)
     erasure_alert_s: float      # CONSENT_ERASURE_ALERT_S: Diagnose reports unhealthy once an erasure is this old
     append_batch: int           # CONSENT_APPEND_BATCH: most appends per ledger transaction
     migrate_on_start: bool      # MIGRATE_ON_START: the server migrates its database before serving
@@ -47,6 +48,7 @@ class Settings:
             erasure_retry_s=env_float("CONSENT_ERASURE_RETRY_S", 2.0, minimum=0.01),
             erasure_retry_max_s=env_float("CONSENT_ERASURE_RETRY_MAX_S", 300.0, minimum=0.01),
             erasure_poll_s=env_float("CONSENT_ERASURE_POLL_S", 5.0, minimum=0.01),
+            erasure_journal_dir=env_str("CONSENT_ERASURE_JOURNAL_DIR", ""),
             erasure_alert_s=env_float("CONSENT_ERASURE_ALERT_S", 3600.0, minimum=1),
             append_batch=env_int("CONSENT_APPEND_BATCH", 200, minimum=1),
             migrate_on_start=env_bool("MIGRATE_ON_START", True),

@@ -186,7 +186,8 @@ def redis_entries(prefix: str) -> list[str]:
     client = backing.redis_client()
     entries = []
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        kind = client.type(key).decode()
+        kind = client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
         value = {"string": lambda k: client.get(k), "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
                  "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1)}.get(kind, lambda k: b"")(key)
         entries.append(f"{key!r} {value!r}")

@@ -135,7 +135,7 @@ def test_chat_is_not_erased_until_the_notifier_has_redacted_and_a_failure_shows_
         consent_pb2_grpc.ConsentStub(channel).RevokeConsent(pb.RevokeConsentRequest(email=email))
         consent.confirm_latest(email)
 
-        failing = wait_for(lambda: (r := report(admin, email=email)).steps and r, what="a failed step reported")
+        failing = wait_for(lambda: bool((r := report(admin, email=email)).steps) and r, what="a failed step")
         assert failing.status == "pending"
         failed = steps_of(failing)[("notifier", "deliveries redacted")]
         assert failed.outcome == "failed" and failed.detail == "notifier ErasePerson: UNAVAILABLE; to be retried"
