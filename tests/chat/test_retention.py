@@ -16,8 +16,11 @@ from services.chat import privacy
 from services.chat.storage import Conversation, Lead, Message
 from services.runtime.clock import utcnow
 from services.runtime.errors import NotFoundError, ValidationError
+from tests.chat.conftest import build_world
 from tests.chat.scripts import POLISH_HIGH_SCORE
 from tests.chat.test_conversation import talk
+from testsupport.peers import PeerServer
+from testsupport.waiting import wait_for
 
 
 def new_lead(chat) -> str:
@@ -103,3 +106,21 @@ def test_purges_running_at_once_share_the_work_and_print_what_they_did(pg_world,
         remaining = set(s.scalars(select(Conversation.session_id)))
         assert len(remaining) == 3 and recent in remaining
         assert s.scalar(select(func.count()).select_from(Message)) == 2 * 10 + 2
+
+
+def test_the_in_process_job_of_make_up_purges_both_and_says_what_it_did(tmp_path):
+    with PeerServer() as peers:
+        world = build_world(f"sqlite:///{tmp_path / 'chat.db'}", peers, retention_interval_min=0.01)
+        try:
+            old_lead = new_lead(world.chat)
+            idle = world.chat.send_message("", "pytanie").session_id
+            age(world.db, 400, old_lead)
+            age(world.db, 100, session_id=idle)
+            world.app.jobs.start()
+            wait_for(lambda: "retention-purge: conversations deleted 1, leads deleted 1" in world.app.jobs.state()[1],
+                     what="the scheduled retention purge")
+            with world.db.session() as s:
+                assert s.scalar(select(func.count()).select_from(Conversation)) == 0
+        finally:
+            world.app.jobs.stop()
+            world.db.dispose()
