@@ -22,8 +22,10 @@ import uuid
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 
+from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from testsupport import backing
 from testsupport.receivers import SLACK_BOT_TOKEN, HttpReceiver, SlackWorkspace
@@ -245,6 +247,10 @@ def test_after_a_complete_erasure_no_store_log_or_processor_holds_the_person(pla
     assert report["request_id"].startswith("erase-")
     assert datetime.fromisoformat(report["requested_at"]) <= datetime.fromisoformat(report["completed_at"])
     assert erasure_report(platform, request_id=report["request_id"])["steps"] == report["steps"]
+    actions = notifier_pb2_grpc.NotifierInternalStub(platform.gw.channel(admin=True)).GetErasureActions(
+        notifier_pb2.GetErasureActionsRequest(erasure_id=report["request_id"]), timeout=30)
+    assert {a.external_id for a in actions.actions if a.destination == notifier_pb2.MONDAY} == items
+    assert len(actions.actions) == len(report["steps"]) - 4  # one report step per action, plus consent's four
 
     # the stores, the cache, the logs and Envoy's access log
     held = [(where, person.found_in(text)) for where, text in dump(platform) if person.found_in(text)]
@@ -263,6 +269,10 @@ def test_after_a_complete_erasure_no_store_log_or_processor_holds_the_person(pla
 def test_the_report_is_on_the_admin_listener_only(platform):
     response = platform.gw.rest("POST", REPORT_PATH, json={"email": "someone@example.org"})
     assert response.status_code == 404
+    with pytest.raises(grpc.RpcError) as refused:
+        consent_pb2_grpc.ConsentAdminStub(platform.gw.channel()).GetErasureReport(
+            consent_pb2.GetErasureReportRequest(email="someone@example.org"), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     unknown = platform.gw.rest("POST", REPORT_PATH, admin=True, json={"email": "never.here@example.org"})
     assert unknown.status_code == 404 and "never.here" not in unknown.text
     assert platform.gw.rest("POST", REPORT_PATH, admin=True, json={}).status_code == 400
