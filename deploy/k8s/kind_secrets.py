@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 TEMPLATE = Path(__file__).resolve().parent / "secrets-template" / "secret.yaml"
-FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "MONDAY_API_KEY", "SMTP_URL")
+FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "MONDAY_API_KEY", "SMTP_URL", "CONSENT_CHECKPOINT_AWS_ACCESS_KEY_ID",
+                    "CONSENT_CHECKPOINT_AWS_SECRET_ACCESS_KEY")
 DATABASE_SERVICES = ("chat", "consent", "notifier")
 
 
@@ -46,6 +47,8 @@ def generated_values() -> dict[str, str]:
         **database_urls(),
         "CONSENT_HMAC_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "CONSENT_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "CONSENT_CHAIN_KEYS": f"k{secrets.token_hex(3)}:{base64.b64encode(secrets.token_bytes(32)).decode()}",
+        "CONSENT_CHECKPOINT_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
     values.update({name: os.environ.get(name, "") for name in FROM_ENVIRONMENT})
     missing = set(template_keys()) - set(values)

@@ -12,6 +12,7 @@ RUN="docker run --network host --read-only --tmpfs /tmp:rw,size=256m,uid=10001,g
 SUFFIX=dkr$RANDOM
 KEYS=$($PY -c "from deploy.k8s.kind_secrets import generated_values as g; v=g(); print(v['CONSENT_HMAC_KEY'], v['CONSENT_KEY_ENCRYPTION_KEY'])")
 HMAC=${KEYS% *}; KEK=${KEYS#* }
+LEDGER_KEYS=$($PY -c "from deploy.k8s.kind_secrets import generated_values as g; v=g(); print(f\"-e CONSENT_CHAIN_KEYS={v['CONSENT_CHAIN_KEYS']} -e CONSENT_CHECKPOINT_SIGNING_KEY={v['CONSENT_CHECKPOINT_SIGNING_KEY']}\")")
 declare -A PORT=([chat]=25051 [consent]=25052 [notifier]=25053 [ratelimit]=25054)
 ADDRS="-e CHAT_ADDR=127.0.0.1:25051 -e CONSENT_ADDR=127.0.0.1:25052 -e NOTIFIER_ADDR=127.0.0.1:25053 -e RATELIMIT_ADDR=127.0.0.1:25054"
 COMMON="-e GRPC_HOST=0.0.0.0 -e DATABASE_URL=$PG -e REDIS_URL=redis://127.0.0.1:6379/0 -e REDIS_KEY_PREFIX=$SUFFIX: -e MIGRATE_ON_START=false $ADDRS"
@@ -20,7 +21,7 @@ for svc in chat consent notifier; do
   $RUN --rm $COMMON -e DB_SCHEMA=${SUFFIX}_$svc novahouse/$svc:dev python -m services.$svc.manage migrate || exit 1
 done
 for svc in consent notifier chat; do
-  extra=""; [ $svc = consent ] && extra="-e CONSENT_REQUIRE_SECRETS=true -e CONSENT_HMAC_KEY=$HMAC -e CONSENT_KEY_ENCRYPTION_KEY=$KEK"
+  extra=""; [ $svc = consent ] && extra="-e CONSENT_REQUIRE_SECRETS=true -e CONSENT_HMAC_KEY=$HMAC -e CONSENT_KEY_ENCRYPTION_KEY=$KEK $LEDGER_KEYS -e CONSENT_CHECKPOINT_DIR=/tmp/ledger-checkpoints"
   [ $svc = chat ] && extra="-e SCHEDULER_ENABLED=false"
   $RUN -d --name nh-$svc $COMMON $extra -e DB_SCHEMA=${SUFFIX}_$svc -e GRPC_PORT=${PORT[$svc]} novahouse/$svc:dev >/dev/null
 done

@@ -28,12 +28,15 @@ DB_SERVICES = ("chat", "consent", "notifier")
 # Set by the stack for every process, or meaningful only inside a cluster.
 CLUSTER_ONLY = {"GRPC_HOST", "GRPC_PORT", "METRICS_HOST", "METRICS_PORT", "DATA_DIR", "REDIS_URL", "REDIS_KEY_PREFIX",
                 "RATELIMIT_POLICY",
-                "CHAT_ADDR", "CONSENT_ADDR", "NOTIFIER_ADDR", "RATELIMIT_ADDR"}
+                "CHAT_ADDR", "CONSENT_ADDR", "NOTIFIER_ADDR", "RATELIMIT_ADDR",
+                # The checkpoint bucket exists only in the cluster; here the checkpoints go to DATA_DIR.
+                "CONSENT_CHECKPOINT_S3_BUCKET", "CONSENT_CHECKPOINT_S3_ENDPOINT"}
 CRON_OUTPUT = {
     "chat-purge-cache": r"expired cache entries removed: \d+",
     "chat-run-followups": r"follow-ups due: \d+, sent: \d+",
     "chat-purge-retention": r"conversations deleted: \d+",
     "notifier-purge-dlq": r"purged \d+ delivered entries older than \d+ days",
+    "consent-checkpoint-ledger": r"ledger checkpoint signed: entry \d+",
 }
 
 
@@ -76,7 +79,8 @@ def cluster_like(tmp_path_factory):
         database_env = {svc: roles[svc].env(backing.TEST_DATABASE_URL) for svc in DB_SERVICES}
         for svc in DB_SERVICES:
             service_env[svc].update({k: database_env[svc][k] for k in ("DATABASE_URL", "DB_SCHEMA")})
-        service_env["consent"].update({k: secrets[k] for k in ("CONSENT_HMAC_KEY", "CONSENT_KEY_ENCRYPTION_KEY")})
+        service_env["consent"].update({k: secrets[k] for k in ("CONSENT_HMAC_KEY", "CONSENT_KEY_ENCRYPTION_KEY",
+                                                               "CONSENT_CHAIN_KEYS", "CONSENT_CHECKPOINT_SIGNING_KEY")})
         service_env["notifier"]["SLACK_WEBHOOK_URL"] = slack.url
         data_dir = tmp_path_factory.mktemp("cluster-like")
         jobs = pod_containers(objects, "Job")
