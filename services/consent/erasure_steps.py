@@ -125,14 +125,13 @@ class ErasureSteps:
         self.notifier = notifier
 
     def run(self, erasure: Erasure) -> ChatCounts:
-        """Carry out the steps not yet done; raise on the first that fails. The erasure is recorded once chat has
-        accepted the person's email or phone, so a malformed one leaves no trace."""
+        """Carry out the steps not yet done; raise on the first that fails. The erasure is recorded with its first
+        step's outcome, so a malformed email or phone (refused by chat before anything is done) leaves no trace."""
         request_id, email, phone = erasure.request_id, erasure.email, erasure.phone
         done = {(s.system, s.action) for s in self.records.steps(request_id) if s.outcome == DONE}
         if (NOTIFIER, REDACTED) not in done:
-            found = self._attempt(request_id, CHAT, FOUND, lambda: self.chat_lookup(email, phone))
-            self.records.open(request_id, erasure.kind, erasure.lookup_hash, erasure.requested_at)
-            self._record(request_id, CHAT, FOUND, DONE, (
+            found = self._attempt(erasure, CHAT, FOUND, lambda: self.chat_lookup(email, phone))
+            self._record(erasure, CHAT, FOUND, DONE, (
                 f"{len(found.conversation_ids)} conversations, {len(found.lead_ids)} leads, "
                 f"{len(found.session_ids)} sessions, {len(found.phones)} phone numbers"
             ))
@@ -142,27 +141,29 @@ class ErasureSteps:
                 lead_ids=found.lead_ids, session_ids=found.session_ids, conversation_ids=found.conversation_ids,
                 names=names_in(found.document),
             )
-            erased = self._attempt(request_id, NOTIFIER, REDACTED, lambda: self.notifier.erase(person))
-            self._record(request_id, NOTIFIER, REDACTED, DONE, (
+            erased = self._attempt(erasure, NOTIFIER, REDACTED, lambda: self.notifier.erase(person))
+            self._record(erasure, NOTIFIER, REDACTED, DONE, (
                 f"{erased.deliveries_redacted} deliveries redacted, {len(erased.actions)} actions at processors"
             ), reference=request_id)
-        counts = self._attempt(request_id, CHAT, ERASED, lambda: self.chat_erase(email, phone, request_id))
+        counts = self._attempt(erasure, CHAT, ERASED, lambda: self.chat_erase(email, phone, request_id))
         if (CHAT, ERASED) not in done:  # a repeated erasure answers its first counts or none: keep the first
-            self._record(request_id, CHAT, ERASED, DONE, (
+            self._record(erasure, CHAT, ERASED, DONE, (
                 f"{counts.conversations} conversations, {counts.messages_erased} messages, "
                 f"{counts.leads_deleted} leads deleted"
             ))
         return counts
 
-    def _attempt(self, request_id: str, system: str, action: str, call: Callable[[], T]) -> T:
+    def _attempt(self, erasure: Erasure, system: str, action: str, call: Callable[[], T]) -> T:
         try:
             return call()
         except ValidationError:
             raise  # the caller's input: nothing was attempted
         except Exception as exc:
-            self._record(request_id, system, action, FAILED, f"{failure_text(exc)}; to be retried")
+            self._record(erasure, system, action, FAILED, f"{failure_text(exc)}; to be retried")
             raise
 
-    def _record(self, request_id: str, system: str, action: str, outcome: str, detail: str,
+    def _record(self, erasure: Erasure, system: str, action: str, outcome: str, detail: str,
                 reference: str = "") -> None:
-        self.records.record_step(request_id, StoredStep(system, action, outcome, detail, reference, utcnow()))
+        self.records.open(erasure.request_id, erasure.kind, erasure.lookup_hash, erasure.requested_at)
+        step = StoredStep(system, action, outcome, detail, reference, utcnow())
+        self.records.record_step(erasure.request_id, step)

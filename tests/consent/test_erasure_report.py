@@ -190,6 +190,27 @@ def test_an_erasure_by_phone_is_reported_by_its_request_id(tmp_path):
         channel.close()
 
 
+def test_an_erasure_by_phone_the_notifier_missed_is_reported_and_finished_by_the_same_request(tmp_path):
+    notifier = ScriptedNotifier()
+    notifier.fail_next = 1
+    with running_consent("sqlite", tmp_path, notifier) as consent:
+        channel = consent.channel()
+        admin = consent_pb2_grpc.ConsentAdminStub(channel)
+        ask = pb.ErasePhoneOnlyRequest(phone="601702803", operator="a.nowak", identity_check_reference="TICKET-2",
+                                       request_id="ph-2")
+        with pytest.raises(grpc.RpcError) as unavailable:
+            admin.ErasePhoneOnly(ask)
+        assert unavailable.value.code() == grpc.StatusCode.UNAVAILABLE and "ph-2" in unavailable.value.details()
+        missed = report(admin, request_id="ph-2")
+        assert missed.status == "pending" and consent.chat.erased == []  # chat keeps its records meanwhile
+        assert steps_of(missed)[("notifier", "deliveries redacted")].outcome == "failed"
+
+        assert admin.ErasePhoneOnly(ask).request_id == "ph-2"
+        assert report(admin, request_id="ph-2").status == "completed"
+        assert notifier.asked == ["ph-2", "ph-2"] and consent.chat.erased == [("", "ph-2")]
+        channel.close()
+
+
 @pytest.mark.parametrize("ask, code", [
     ({}, grpc.StatusCode.INVALID_ARGUMENT),
     ({"email": "a@example.com", "request_id": "erase-1"}, grpc.StatusCode.INVALID_ARGUMENT),
