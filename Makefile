@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: all venv protos up test lint bench k8s-check kind-up images deploy kind-down clean
+.PHONY: all venv protos up test lint bench eval k8s-check kind-up images deploy kind-down clean
 
 all: protos
 
@@ -40,6 +40,11 @@ test: lint
 
 bench: protos
 	$(BIN)/python -m bench
+
+# How well chat understands visitors: topic and language accuracy and topic confusions on the labelled corpus in
+# tests/chat/eval (dev and test parts). Printed, not asserted.
+eval: protos
+	$(BIN)/python -m bench.eval
 
 clean:
 	rm -rf gen data .pytest_cache

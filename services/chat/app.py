@@ -9,7 +9,7 @@ from services.chat.cache import Cache, MemoryCache
 from services.chat.conversation import ChatService
 from services.chat.followups import FollowupSender
 from services.chat.jobs import Jobs
-from services.chat.knowledge import KnowledgeBase
+from services.chat.knowledge import KNOWLEDGE_DIR, KnowledgeBase
 from services.chat.leads import LeadDelivery
 from services.chat.platform_health import PlatformHealth
 from services.chat.remote import ConsentClient, NotifierClient
@@ -47,7 +47,7 @@ class ChatApp:
 
 
 def build(settings: Settings) -> ChatApp:
-    kb = KnowledgeBase.load()
+    kb = KnowledgeBase.load(Path(settings.knowledge_dir or KNOWLEDGE_DIR), settings.knowledge_reload_s)
     texts = len(kb.dialogue.get("followups", {}))
     if len(settings.followup_delays_s) > texts:
         raise ConfigError(

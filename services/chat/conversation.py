@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session
 
 from services.chat import storage
 from services.chat.cache import Cache, intent_key
-from services.chat.knowledge import KnowledgeBase, Match, detect_language, normalise
+from services.chat.knowledge import KnowledgeBase, Match, normalise
 from services.chat.leads import LeadDelivery
 from services.chat.scoring import score_lead
 from services.chat.settings import Settings
 from services.chat.slots import SLOTS, extract, identifies, slot_number, slot_text
 from services.chat.storage import Conversation, Lead
+from services.chat.understanding import NOT_UNDERSTOOD
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.errors import NotFoundError, ValidationError
@@ -41,6 +42,10 @@ _YES = frozenset(
     {"tak", "yes", "y", "t", "ok", "okay", "zgoda", "zgadzam", "sure", "agree", "oczywiscie", "jasne", "yep", "yeah"}
 )
 _NO = frozenset({"nie", "no", "n", "nope", "not"})
+# Topics that show the visitor wants something done: the bot then asks for their details.
+_INTENT_TOPICS = frozenset({"quote", "consultation", "site_visit"})
+# Topics of a message that is (or may be) a detail rather than a question: a bare answer is taken as the detail.
+_DETAIL_TOPICS = frozenset({"provide_details", NOT_UNDERSTOOD})
 
 
 @dataclass
@@ -53,11 +58,26 @@ class LeadProgress:
 
 
 @dataclass
+class ConsentChoice:
+    label: str
+    value: bool
+
+
+@dataclass
 class ConsentPrompt:
     kind: str
     text: str
     text_version: str
     required: bool
+    choices: list[ConsentChoice] = field(default_factory=list)
+
+
+@dataclass
+class Suggestion:
+    """A topic offered as a button: its label, sent back as a message, is understood as the topic."""
+
+    topic: str
+    label: str
 
 
 @dataclass
@@ -69,6 +89,8 @@ class Reply:
     lead: LeadProgress
     consent_prompt: ConsentPrompt | None = None
     session_secret: str = ""  # set on the first reply of a conversation only
+    suggestions: list[Suggestion] = field(default_factory=list)  # not understood: the closest topics
+    quick_replies: list[Suggestion] = field(default_factory=list)  # topics that usually come next
 
 
 @dataclass
@@ -93,6 +115,8 @@ class _Turn:
     prompt: str | None = None  # "processing" or "marketing"
     new_lead_id: str | None = None
     stored_text: str | None = None  # what to store as the visitor's message, instead of what they typed
+    suggestions: tuple[str, ...] = ()  # topics offered because the message was not understood
+    quick_replies: tuple[str, ...] = ()  # topics offered as a next question
 
 
 def yes_or_no(text: str) -> bool | None:
@@ -151,7 +175,7 @@ class ChatService:
                     raise ValidationError("session_id is unknown: start a new conversation without a session_id")
             else:
                 secret = secrets.token_urlsafe(32)
-                conv = storage.new_conversation(s, str(uuid.uuid4()), detect_language(text), _secret_hash(secret))
+                conv = storage.new_conversation(s, str(uuid.uuid4()), self.kb.language(text), _secret_hash(secret))
             turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller)
             now = utcnow()
             user_text = turn.stored_text or text or _consent_note(processing_consent, marketing_consent)
@@ -160,8 +184,10 @@ class ChatService:
             conv.message_count += 2
             conv.last_activity_at = now
             progress = self._progress(s, conv)
+            lang = conv.language
             reply = Reply(
-                conv.session_id, turn.reply, conv.language, turn.intent, progress, self._prompt(turn, conv), secret
+                conv.session_id, turn.reply, lang, turn.intent, progress, self._prompt(turn, conv), secret,
+                self._suggestions(turn.suggestions, lang), self._suggestions(turn.quick_replies, lang),
             )
         if turn.new_lead_id:
             self.leads.deliver(turn.new_lead_id)
@@ -177,7 +203,7 @@ class ChatService:
         caller: Caller,
     ) -> _Turn:
         if text:
-            conv.language = detect_language(text, conv.language)
+            conv.language = self.kb.language(text, conv.language)
         if conv.followups_sent and not conv.followups_stopped:
             conv.followups_stopped = True  # the visitor answered: no more reminders
         if conv.stage == "consent_processing":
@@ -188,10 +214,11 @@ class ChatService:
             raise ValidationError("no consent question is pending in this conversation")
         match = self._match(text, conv.language, conv.awaiting_slot)
         if conv.stage == "done":
-            if match.intent == "book" and not conv.converted:
+            if match.intent == "consultation" and not conv.converted:
                 conv.converted = True
-                return _Turn(self.kb.say("converted", conv.language), "book")
-            return _Turn(match.answer, match.intent)
+                return _Turn(self.kb.say("converted", conv.language), "consultation")
+            return _Turn(match.answer, match.intent, suggestions=match.suggestions,
+                         quick_replies=self.kb.related(match.intent))
         return self._collect(conv, text, match)
 
     def _match(self, text: str, language: str, awaiting: str | None) -> Match:
@@ -202,20 +229,23 @@ class ChatService:
         key = intent_key(normalise(text), language)
         intent = self.cache.get(key)
         if intent is not None:
-            return Match(intent, self.kb.answer_for(intent, language))
+            return self.kb.answer_for(intent, language, text)
         match = self.kb.match(text, language)
         self.cache.set(key, match.intent, self.settings.cache_ttl_s)
         return match
 
     def _collect(self, conv: Conversation, text: str, match: Match) -> _Turn:
+        """Answer first, ask later: the answer to what was asked, then a question for the next missing detail only
+        once the visitor shows intent (a quote, a consultation, a site visit), gives a detail, or is already giving
+        them."""
         lang = conv.language
-        free_text_ok = match.intent == "fallback" and "?" not in text
-        found = extract(text, conv.awaiting_slot, free_text_ok)
+        about_details = match.intent in _DETAIL_TOPICS
+        found = extract(text, conv.awaiting_slot, about_details and "?" not in text)
         slots = dict(conv.slots or {})
         slots.update(found.values)
         conv.slots = slots
         parts = []
-        if match.intent != "fallback" or (not found.values and not found.invalid):
+        if not about_details or (not found.values and not found.invalid):
             parts.append(match.answer)
         noted = [s for s in SLOTS if s in found.values]
         if noted:
@@ -223,7 +253,11 @@ class ChatService:
             parts.append(self.kb.say("noted", lang, fields=names))
         parts.extend(self.kb.say(f"invalid.{s}", lang) for s in found.invalid if s not in found.values)
         missing = [s for s in SLOTS if s not in slots]
-        intent = match.intent if match.intent != "fallback" or not noted else "lead_capture"
+        intent = "lead_capture" if about_details and noted else match.intent
+        asking = match.intent in _INTENT_TOPICS or noted or found.invalid or conv.awaiting_slot is not None
+        if not asking:
+            return _Turn(" ".join(parts), intent, suggestions=match.suggestions,
+                         quick_replies=self.kb.related(match.intent))
         if missing:
             retry = [s for s in found.invalid if s in missing]
             conv.awaiting_slot = retry[0] if retry else missing[0]
@@ -333,7 +367,12 @@ class ChatService:
             text=self.kb.say(f"consent.{turn.prompt}", conv.language),
             text_version=self.kb.consent_version(conv.language),
             required=turn.prompt == "processing",
+            choices=[ConsentChoice(self.kb.say(f"consent.choices.{answer}", conv.language), value)
+                     for answer, value in (("agree", True), ("decline", False))],
         )
+
+    def _suggestions(self, topics: tuple[str, ...], language: str) -> list[Suggestion]:
+        return [Suggestion(t, self.kb.label(t, language)) for t in topics if t in self.kb.topics]
 
     def _progress(self, s: Session, conv: Conversation) -> LeadProgress:
         slots = conv.slots or {}

@@ -53,7 +53,10 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         prompt = None
         if reply.consent_prompt:
             p = reply.consent_prompt
-            prompt = chat_pb2.ConsentPrompt(kind=p.kind, text=p.text, text_version=p.text_version, required=p.required)
+            prompt = chat_pb2.ConsentPrompt(
+                kind=p.kind, text=p.text, text_version=p.text_version, required=p.required,
+                choices=[chat_pb2.ConsentChoice(label=c.label, value=c.value) for c in p.choices],
+            )
         return chat_pb2.SendMessageResponse(
             session_id=reply.session_id,
             reply=reply.reply,
@@ -62,6 +65,8 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             lead=_lead(reply.lead),
             consent_prompt=prompt,
             session_secret=reply.session_secret,
+            suggestions=[chat_pb2.Suggestion(topic=s.topic, label=s.label) for s in reply.suggestions],
+            quick_replies=[chat_pb2.Suggestion(topic=s.topic, label=s.label) for s in reply.quick_replies],
         )
 
     def GetConversation(

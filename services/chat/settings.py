@@ -60,6 +60,8 @@ class Settings:
     retention_interval_min: float = 60.0  # RETENTION_INTERVAL_MINUTES: the in-process purge (CronJob in Kubernetes)
     scheduler_enabled: bool = True  # SCHEDULER_ENABLED: the in-process APScheduler jobs (off where CronJobs run)
     peer_timeout_s: float = 2.0
+    knowledge_dir: str = ""  # KNOWLEDGE_DIR: faq.yaml and dialogue.yaml (a mounted ConfigMap); empty: the packaged ones
+    knowledge_reload_s: float = 5.0  # KNOWLEDGE_RELOAD_SECONDS: how often each replica looks for a changed faq.yaml
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -89,4 +91,6 @@ class Settings:
             retention_interval_min=env_float("RETENTION_INTERVAL_MINUTES", 60.0, minimum=0.01),
             scheduler_enabled=env_bool("SCHEDULER_ENABLED", True),
             peer_timeout_s=env_float("PEER_TIMEOUT_S", 2.0, minimum=0.05),
+            knowledge_dir=env_str("KNOWLEDGE_DIR", ""),
+            knowledge_reload_s=env_float("KNOWLEDGE_RELOAD_SECONDS", 5.0, minimum=0.0),
         )
