@@ -8,7 +8,9 @@ S3-compatible bucket with object lock in COMPLIANCE mode (Kubernetes). A cut of 
 then found; a cut of later ones can go unseen for at most the interval (truncation_window_s).
 
 A checkpoint is only signed over a chain that verifies from the previous checkpoint on, so a rewrite is never
-sealed. Objects are named so the newest lists first (S3 lists in ascending key order only).
+sealed. Objects are named so the newest lists first (S3 lists in ascending key order only); the newest is the last
+signed, which after a restore from an older backup (`manage checkpoint-ledger --after-restore`) may name a lower
+entry than the one before.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from services.runtime.errors import UnavailableError
 log = logging.getLogger(__name__)
 
 _LABEL = "novahouse/consent-ledger-checkpoint/v1"
-_INVERTED = 10**16  # names sort newest first: (_INVERTED - seq, _INVERTED - microseconds)
+_INVERTED = 10**17  # names sort newest (by signing time) first: _INVERTED - microseconds since the epoch
 
 
 class CheckpointInvalid(ValueError):
@@ -58,7 +60,7 @@ class Checkpoint:
     @property
     def name(self) -> str:
         micros = int(self.signed_at.timestamp() * 1_000_000)
-        return f"{_INVERTED - self.seq:017d}-{_INVERTED - micros:017d}.json"
+        return f"{_INVERTED - micros:017d}-{self.seq}.json"
 
     def to_json(self) -> bytes:
         document = {"seq": self.seq, "entry_hash": self.entry_hash, "signed_at": self.signed_at.isoformat(),
@@ -173,10 +175,14 @@ class LedgerIntegrity:
         check_signature(self.keys, checkpoint)
         return checkpoint
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self, after_restore: bool = False) -> Checkpoint:
         """Sign and publish the current head, once the entries since the newest checkpoint verify; raises
-        CheckpointInvalid (nothing published) when they do not."""
-        newest = self.newest()
+        CheckpointInvalid (nothing published) when they do not.
+
+        after_restore: the database was restored from a backup older than the newest checkpoint, so the chain ends
+        before it on purpose; the whole chain is walked instead and its head signed (an operator's decision, see
+        docs/privacy/ledger-integrity.md)."""
+        newest = None if after_restore else self.newest()
         since = None if newest is None else Head(newest.seq, newest.entry_hash, newest.unkeyed_until)
         head, problem = ledger_storage.walked_head(self.db, self.keys.chain, since)
         if problem:

@@ -50,10 +50,10 @@ def verify_ledger(context: Context, _args: argparse.Namespace) -> int:
     return 2
 
 
-def checkpoint_ledger(context: Context, _args: argparse.Namespace) -> int:
+def checkpoint_ledger(context: Context, args: argparse.Namespace) -> int:
     """Sign the head once the entries since the last checkpoint verify; exit 2 (nothing signed) when they do not."""
     try:
-        checkpoint = context.app.checkpoints.integrity.checkpoint()
+        checkpoint = context.app.checkpoints.integrity.checkpoint(after_restore=args.after_restore)
     except CheckpointInvalid as exc:
         print(f"ledger checkpoint REFUSED: {exc}")
         return 2
@@ -96,10 +96,16 @@ def generate_secrets(_context: Context, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--after-restore", action="store_true",
+                        help="the database was restored from a backup older than the newest checkpoint: walk the "
+                             "whole chain and sign its head (see docs/privacy/ledger-integrity.md)")
+
+
 COMMANDS: list[Command[Settings, ConsentApp]] = [
     Command("migrate", "apply the Alembic migrations", migrate),
     Command("verify-ledger", "check the chain, its signed checkpoint and the states; exit 2 if bad", verify_ledger),
-    Command("checkpoint-ledger", "sign and publish the ledger head", checkpoint_ledger),
+    Command("checkpoint-ledger", "sign and publish the ledger head", checkpoint_ledger, _restore_flag),
     Command("run-erasures", "retry due erasures in every system once", run_erasures),
     Command("reapply-erasures", "after a restore: erase again the people the journal says were erased",
             reapply_erasures),

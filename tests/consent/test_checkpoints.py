@@ -23,7 +23,7 @@ from services.consent.chain import GENESIS_HASH, UNKEYED_COLUMNS, ChainKeys, has
 from services.consent.checkpoints import DirectoryStore, LedgerIntegrity, S3Store
 from services.consent.ledger_keys import KEYS_FILE, LedgerKeys, load_ledger_keys, parse_chain_keys
 from services.consent.settings import Settings
-from services.consent.storage import ledger_entries, ledger_head
+from services.consent.storage import consent_state, ledger_entries, ledger_head
 from services.runtime.clock import utcnow
 from services.runtime.config import ConfigError
 from testsupport.consent import consent_service, fresh_ledger_keys, migrated_database, running_consent
@@ -36,7 +36,8 @@ def _integrity(consent) -> LedgerIntegrity:
 
 
 def _cut_tail_on_sqlite(db, keep: int) -> None:
-    """The database owner's cut: triggers dropped, the tail deleted, the head moved back."""
+    """The database owner's cut (or a restore from an older backup): triggers dropped, the tail deleted, the head
+    moved back, the current states it set gone."""
     with db.engine.begin() as conn:
         triggers = conn.execute(
             text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'ledger_entries'")
@@ -47,6 +48,7 @@ def _cut_tail_on_sqlite(db, keep: int) -> None:
             text("SELECT entry_hash FROM ledger_entries WHERE seq = :seq"), {"seq": keep}
         ).scalar_one()
         conn.execute(ledger_head.update().values(seq=keep, entry_hash=new_head))
+        conn.execute(consent_state.delete().where(consent_state.c.last_seq > keep))
         conn.execute(text("DROP TRIGGER ledger_entries_no_update"))
         for ddl in triggers:
             conn.execute(text(ddl))
@@ -125,7 +127,7 @@ def test_a_checkpoint_not_signed_by_a_trusted_key_fails_verification_and_an_earl
         assert not result.ok and "not signed by a trusted key" in result.problem
 
 
-def test_no_checkpoint_is_signed_over_a_chain_that_does_not_verify(tmp_path):
+def test_no_checkpoint_is_signed_over_a_chain_that_does_not_verify_unless_after_a_restore(tmp_path):
     with migrated_database("sqlite", tmp_path) as db:
         consent = consent_service(db, checkpoint_dir=tmp_path / "checkpoints")
         for i in range(4):
@@ -136,6 +138,9 @@ def test_no_checkpoint_is_signed_over_a_chain_that_does_not_verify(tmp_path):
         with pytest.raises(ValueError, match="differs from the last signed checkpoint"):
             _integrity(consent).checkpoint()
         assert consent.verify().first_bad_seq == 3
+        # The operators' answer to a restore from an older backup: the restored chain's head signed on purpose.
+        assert _integrity(consent).checkpoint(after_restore=True).seq == 2
+        assert consent.verify().ok
 
 
 def _unkeyed_rows(db, count: int) -> None:
