@@ -42,9 +42,11 @@ class RetryScheduler:
         )
         self.scheduler.add_job(self.retry_due, "interval", seconds=interval_s, id="dlq-retry", next_run_time=utcnow())
         if purge_interval_h > 0:
-            # First run a minute after start: a restart loop must not purge in a loop, a fresh replica soon enough.
+            # First run one interval (at most a minute) after start: a replica in a restart loop does not purge in a
+            # loop, a fresh one soon enough.
+            interval = timedelta(hours=purge_interval_h)
             self.scheduler.add_job(self.purge_ended, "interval", hours=purge_interval_h, id="dlq-purge",
-                                   next_run_time=utcnow() + timedelta(minutes=1))
+                                   next_run_time=utcnow() + min(interval, timedelta(minutes=1)))
 
     def purge_ended(self) -> None:
         """Delete the deliveries that ended longer than DLQ_CLEANUP_DAYS ago (DeliveryService logs the counts)."""

@@ -11,6 +11,7 @@ from psycopg import sql
 
 from deploy.local.processes import free_port
 from novahouse.notifier.v1 import notifier_pb2 as pb
+from testsupport.waiting import wait_for
 
 
 def manage(data_dir, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -75,6 +76,18 @@ def test_purge_dlq_also_ends_old_failed_dead_and_cancelled_entries_and_keeps_fre
             sql.SQL("SELECT id FROM {}.deliveries").format(sql.Identifier(pg_schema)))}
     fresh = {ids[f"{status}-fresh"] for status in ("delivered", "failed", "dead", "cancelled")}
     assert fresh <= left and not set(old) & left
+
+
+def test_the_in_process_purge_job_ends_old_entries_without_a_cronjob(start_notifier, slack_receiver):
+    """`make up` has no CronJob: the server's own dlq-purge job (here every 1.8 s, everything ended counting as old)."""
+    notifier = start_notifier({"SLACK_WEBHOOK_URL": slack_receiver.url, "DLQ_CLEANUP_DAYS": "0",
+                               "DLQ_PURGE_INTERVAL_HOURS": "0.0005", "DLQ_MAX_RETRIES": "0"})
+    notifier.slack("in-process-delivered", "Purged by the server itself")
+    slack_receiver.fail(404, times=1)
+    notifier.slack("in-process-dead", "Dead and purged")
+    assert notifier.stats().counts  # stored before Notify answered; pending rows are never purged
+    wait_for(lambda: not notifier.stats().counts, what="the in-process purge to delete the ended rows")
+    assert slack_receiver.attempts == 2  # both were sent (one delivered, one refused with a 404) before they went
 
 
 def test_migrate_prints_what_it_did_and_fails_loudly_without_a_database(tmp_path):
