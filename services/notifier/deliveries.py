@@ -20,6 +20,8 @@ from services.notifier.storage import (
     CANCELLED,
     DEAD,
     DESTINATIONS,
+    ERASED_KEY_PREFIX,
+    ERASURE_KEY_PREFIX,
     ESCALATION,
     FAILED,
     INTERNAL_ALERT,
@@ -65,6 +67,9 @@ def validate(key: str, destination: str, payload: Payload, purpose: str = "") ->
     """The payload as stored; raises ValidationError naming what is wrong."""
     if not _KEY.match(key or ""):
         raise ValidationError("idempotency_key is required: 1-200 printable characters without spaces")
+    if key.startswith((ERASURE_KEY_PREFIX, ERASED_KEY_PREFIX)):
+        raise ValidationError(f"idempotency keys starting {ERASURE_KEY_PREFIX!r} or {ERASED_KEY_PREFIX!r} are the "
+                              "notifier's own")
     if purpose and purpose not in PURPOSES:
         raise ValidationError(f"purpose must be one of {', '.join(PURPOSES)}")
     if purpose == MARKETING and destination != "email":

@@ -292,7 +292,8 @@ class MondaySender:
     def _delete(self, item: Payload) -> str:
         """Delete by id, or (an erasure's delete of a create that may have landed unrecorded) the item holding the
         lookup key; an item that is not there is deleted already."""
-        item_id: str = item.get("item_id") or self.find(item.get("lookup_key", ""))
+        lookup_key: str = item.get("lookup_key", "")
+        item_id: str = item.get("item_id") or (self.find(lookup_key) if lookup_key else "")
         if not item_id:
             return ""
         try:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from services.notifier.storage import (
     ACTION_PENDING,
     CANCELLED,
+    ERASED_KEY_PREFIX,
     ESCALATION,
     FOLLOW_UP_OUTCOME,
     INTERNAL_ALERT,
@@ -26,9 +27,9 @@ from services.notifier.storage import (
     DeliveryRow,
     ErasureActionRow,
     ErasureRow,
-    _new_row,
-    _now,
     mentioning_rows,
+    new_row,
+    stored_now,
 )
 from services.runtime.db import Database
 
@@ -103,7 +104,7 @@ class ErasureStore:
         """Redact and plan in one transaction; for an erasure id seen before, its stored actions."""
         try:
             with self.db.session() as s:
-                now = _now()
+                now = stored_now()
                 erasure = ErasureRow(erasure_id=erasure_id, erased_at=now, deliveries_redacted=0)
                 s.add(erasure)
                 s.flush()  # a second call with this id stops here (after the first commits, on PostgreSQL)
@@ -147,7 +148,7 @@ class ErasureStore:
         cancelled, and a worker holding it cannot record a result."""
         row.payload = summary
         if row.kind != ESCALATION:  # 'escalation:<delivery id>' names nobody
-            row.idempotency_key = f"erased:{row.id}"
+            row.idempotency_key = f"{ERASED_KEY_PREFIX}{row.id}"
         row.last_error = ""
         row.erasure_id = erasure_id
         row.updated_at = now
@@ -158,7 +159,7 @@ class ErasureStore:
 
     @staticmethod
     def _queue(s: Session, follow_up: FollowUp, request_id: str, now: datetime) -> str:
-        row = _new_row(follow_up.key, follow_up.destination, follow_up.payload, MESSAGE, request_id, now,
+        row = new_row(follow_up.key, follow_up.destination, follow_up.payload, MESSAGE, request_id, now,
                        INTERNAL_ALERT)
         s.add(row)
         return row.id

@@ -30,6 +30,7 @@ from services.notifier.storage import (
     ACTION_PENDING,
     CANCELLED,
     DELIVERED,
+    ERASURE_KEY_PREFIX,
     ESCALATION,
     PENDING,
     Delivery,
@@ -99,7 +100,7 @@ class ErasureService:
     def _action(self, erasure_id: str, d: Delivery, now: datetime) -> PlannedAction:
         """A delivery a worker holds right now may be leaving as the erasure cancels it: it counts as sent."""
         in_flight = d.status == PENDING and d.lease_until is not None and d.lease_until > now
-        key = f"erasure:{erasure_id}:{d.id}"
+        key = f"{ERASURE_KEY_PREFIX}{erasure_id}:{d.id}"
         if d.destination == "monday":
             return self._monday_action(erasure_id, d, in_flight)
         if d.status != DELIVERED and not in_flight:
@@ -118,7 +119,7 @@ class ErasureService:
         have made one: by its lookup key when it has one, else by hand."""
         if d.external_id:
             payload = json.dumps({"operation": DELETE, "item_id": d.external_id})
-            follow_up = FollowUp(f"erasure:{erasure_id}:item:{d.external_id}", "monday", payload)
+            follow_up = FollowUp(f"{ERASURE_KEY_PREFIX}{erasure_id}:item:{d.external_id}", "monday", payload)
             return PlannedAction(d.id, d.destination, d.external_id, DELETE_ITEM, ACTION_PENDING, follow_up)
         item = json.loads(d.payload) if d.kind != ESCALATION else {}
         tried = in_flight or (d.attempts > 0 and d.status != CANCELLED)
@@ -126,7 +127,7 @@ class ErasureService:
             return PlannedAction(d.id, d.destination, "", NOTHING_SENT, ACTION_DONE)
         if item.get("lookup_key"):
             payload = json.dumps({"operation": DELETE, "lookup_key": item["lookup_key"]})
-            follow_up = FollowUp(f"erasure:{erasure_id}:{d.id}", "monday", payload)
+            follow_up = FollowUp(f"{ERASURE_KEY_PREFIX}{erasure_id}:{d.id}", "monday", payload)
             return PlannedAction(d.id, d.destination, "", DELETE_ITEM, ACTION_PENDING, follow_up)
         if in_flight:
             return PlannedAction(d.id, d.destination, "", REMOVE_MANUALLY, ACTION_MANUAL)
@@ -147,7 +148,7 @@ class ErasureService:
             + "\nThe erasure report (NotifierInternal.GetErasureActions) lists them as remove-manually."
         )
         title = f"Erasure {erasure_id}: messages to remove by hand"[:150]
-        key = f"erasure:{erasure_id}:operators"
+        key = f"{ERASURE_KEY_PREFIX}{erasure_id}:operators"
         if self.settings.escalation_email:
             email = {"to": self.settings.escalation_email, "subject": title, "body": text}
             return FollowUp(key, "email", json.dumps(email))

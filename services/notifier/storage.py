@@ -39,6 +39,8 @@ PENDING, DELIVERED, FAILED, DEAD, CANCELLED = "pending", "delivered", "failed", 
 STATUSES = (PENDING, DELIVERED, FAILED, DEAD, CANCELLED)
 DESTINATIONS = ("slack", "monday", "email")
 MESSAGE, ESCALATION = "message", "escalation"
+# Keys only the notifier writes: an erasure's own deliveries (ids and references, nobody's data) and redacted rows.
+ERASURE_KEY_PREFIX, ERASED_KEY_PREFIX = "erasure:", "erased:"
 # Why a message is sent ('' for rows queued before purposes existed); a marketing one needs consent at every attempt.
 MARKETING, SERVICE, INTERNAL_ALERT = "marketing", "service", "internal-alert"
 PURPOSES = (MARKETING, SERVICE, INTERNAL_ALERT)
@@ -50,7 +52,7 @@ FOLLOW_UP_OUTCOME = {
 }
 
 
-def _now() -> datetime:
+def stored_now() -> datetime:
     """The stored form of now: naive UTC, the same on SQLite and PostgreSQL."""
     return naive_utc(utcnow())
 
@@ -169,7 +171,7 @@ class Escalation:
     request_id: str
 
 
-def _new_row(
+def new_row(
     key: str, destination: str, payload: str, kind: str, request_id: str, now: datetime, purpose: str = ""
 ) -> DeliveryRow:
     return DeliveryRow(
@@ -204,7 +206,8 @@ def mentioning_rows(
     """Rows whose payload contains one of `terms` (lower-cased; in any case) or one of `digit_runs` however they were
     typed (spaces, dashes, dots, brackets and slashes between the digits ignored), or whose idempotency key starts
     with one of `key_prefixes`, oldest first; then the escalations that carry those rows' payloads. Rows an erasure
-    already redacted name nobody. `for_update` locks them (PostgreSQL) for the transaction of `s`."""
+    already redacted name nobody, and an erasure's own deliveries are never taken for the person's (a second erasure
+    must not cancel the first one's deletes). `for_update` locks them (PostgreSQL) for the transaction of `s`."""
     def like(value: str, prefix_only: bool = False) -> str:
         escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return f"{escaped}%" if prefix_only else f"%{escaped}%"
@@ -218,7 +221,8 @@ def mentioning_rows(
     if not conditions:
         return []
     order = (DeliveryRow.created_at, DeliveryRow.id)
-    query = select(DeliveryRow).where(or_(*conditions), DeliveryRow.erasure_id == "").order_by(*order)
+    own = DeliveryRow.idempotency_key.startswith(ERASURE_KEY_PREFIX, autoescape=True)
+    query = select(DeliveryRow).where(or_(*conditions), DeliveryRow.erasure_id == "", ~own).order_by(*order)
     rows = list(s.scalars(query.with_for_update() if for_update else query))
     escalation_keys = [f"escalation:{r.id}" for r in rows if r.kind != ESCALATION]
     seen = {r.id for r in rows}
@@ -243,7 +247,7 @@ class DeliveryStore:
         """Store a new delivery; for a key seen before, return the first one and True."""
         try:
             with self.db.session() as s:
-                row = _new_row(key, destination, payload, kind, request_id, _now(), purpose)
+                row = new_row(key, destination, payload, kind, request_id, stored_now(), purpose)
                 s.add(row)
                 s.flush()
                 return Delivery.of(row), False
@@ -264,7 +268,7 @@ class DeliveryStore:
         token = uuid.uuid4().hex
         if limit <= 0:
             return token, []
-        now = _now()
+        now = stored_now()
         free = or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now)
         due = (
             select(DeliveryRow.id)
@@ -300,7 +304,7 @@ class DeliveryStore:
             s,
             update(DeliveryRow)
             .where(DeliveryRow.id == delivery_id, DeliveryRow.claimed_by == token)
-            .values(claimed_by=None, lease_until=None, updated_at=_now(), **values),
+            .values(claimed_by=None, lease_until=None, updated_at=stored_now(), **values),
         )
         return matched == 1
 
@@ -336,7 +340,7 @@ class DeliveryStore:
     def mark_delivered_many(self, results: list[tuple[str, str, str]]) -> list[bool]:
         """(id, claim token, external id) of deliveries that went out, recorded in one transaction."""
         with self.db.session() as s:
-            now = _now()
+            now = stored_now()
             return [
                 self._finish(s, delivery_id, token, status=DELIVERED, delivered_at=now, external_id=external_id,
                              last_error="")
@@ -345,7 +349,7 @@ class DeliveryStore:
 
     def bring_forward(self, destination: str) -> int:
         """The destination works again: everything waiting for it is due now."""
-        now = _now()
+        now = stored_now()
         return self._update_queued(destination, DeliveryRow.next_attempt_at > now, next_attempt_at=now)
 
     def mark_cancelled(self, delivery_id: str, token: str, reason: str) -> bool:
@@ -367,8 +371,8 @@ class DeliveryStore:
             if escalation is not None:
                 known = s.scalar(select(DeliveryRow.id).where(DeliveryRow.idempotency_key == escalation.key))
                 if known is None:
-                    s.add(_new_row(escalation.key, "email", escalation.payload, ESCALATION, escalation.request_id,
-                                   _now(), INTERNAL_ALERT))
+                    s.add(new_row(escalation.key, "email", escalation.payload, ESCALATION, escalation.request_id,
+                                   stored_now(), INTERNAL_ALERT))
             return True
 
     # --- the dead-letter queue for operators ------------------------------------------------------------------
@@ -403,7 +407,7 @@ class DeliveryStore:
 
         CANCELLED rows and rows an erasure redacted are never replayed; a replayed marketing row asks consent again
         before it is sent."""
-        now = _now()
+        now = stored_now()
         query = update(DeliveryRow).where(DeliveryRow.status.in_((FAILED, DEAD)), DeliveryRow.erasure_id == "")
         if ids is not None:
             query = query.where(DeliveryRow.id.in_(ids))
@@ -416,7 +420,7 @@ class DeliveryStore:
         """Delete the rows that ended more than `older_than_days` ago: delivered ones by their delivery time, failed,
         dead and cancelled ones by their last change; returns how many of each status went. The erasure actions
         that wait on a deleted follow-up keep its outcome."""
-        cutoff = _now() - timedelta(days=older_than_days)
+        cutoff = stored_now() - timedelta(days=older_than_days)
         ended = {
             DELIVERED: DeliveryRow.delivered_at < cutoff,
             FAILED: DeliveryRow.updated_at < cutoff,
@@ -442,4 +446,4 @@ class DeliveryStore:
         )
         for action, status in s.execute(query).all():
             action.status = FOLLOW_UP_OUTCOME[status]
-            action.updated_at = _now()
+            action.updated_at = stored_now()

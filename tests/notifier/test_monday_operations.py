@@ -101,3 +101,26 @@ def test_an_erasure_during_a_create_in_flight_deletes_the_item_that_create_makes
     wait_for(lambda: notifier.erasure_actions("erasure-in-flight").actions[0].status == "done", what="the delete")
     assert len(board.deleted) == deleted_before + 1  # the create did make the item, and it went
     assert not [i for i in board.items.values() if i["column_values"].get(LOOKUP_COLUMN) == "lead-inflight"]
+
+
+def test_a_second_erasure_naming_the_same_lead_leaves_the_first_one_s_delete_alone(notifier, monday):
+    board: MondayBoard = monday.responder
+    monday.fail(500)
+    notifier.monday("twice-erased", "Lead Olga Podwójna", {"email": "olga.twice@example.org"}, lookup_key="lead-twice")
+    notifier.wait_status("twice-erased", pb.FAILED)
+    item_id = board.add("Lead Olga Podwójna", {LOOKUP_COLUMN: "lead-twice"})  # the create that did land
+
+    first = notifier.erase("erasure-twice-1", email="olga.twice@example.org")
+    assert [(a.action, a.status) for a in first.actions] == [("delete-item", "pending")]
+    second = notifier.erase("erasure-twice-2", lead_ids=["lead-twice"])  # its delete's payload holds the lead id
+    assert second.deliveries_redacted == 0 and not second.actions
+    monday.recover()
+    wait_for(lambda: notifier.erasure_actions("erasure-twice-1").actions[0].status == "done", what="the delete")
+    assert item_id in board.deleted
+
+
+def test_the_notifier_s_own_key_prefixes_are_refused(notifier):
+    for key in ("erasure:e-1:operators", "erased:0123"):
+        with pytest.raises(grpc.RpcError) as refused:
+            notifier.slack(key, "Not yours")
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
