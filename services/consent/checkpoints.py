@@ -206,6 +206,10 @@ class LedgerIntegrity:
             result = replace(result, checkpoint_seq=newest.seq, checkpoint_at=newest.signed_at)
             result = _against_checkpoint(result, newest, check.hash_at_checkpoint)
         result = replace(result, truncation_window_s=window)
+        if check.altered_texts and result.ok:
+            first = min(seq for _, seq in check.altered_texts)
+            problem = f"{len(check.altered_texts)} stored consent wording(s) no longer match their hash"
+            result = replace(result, ok=False, first_bad_seq=first, problem=problem + f" (first used by entry {first})")
         if check.state_mismatches:
             subjects = tuple(subject for subject, _ in check.state_mismatches)
             result = replace(result, ok=False, state_mismatches=subjects)

@@ -42,7 +42,7 @@ from services.runtime.request_context import Caller
 OPT_IN, UNSUBSCRIBE, REVOKE, ERASURE_COMPLETED = "opt-in", "unsubscribe", "revoke", "erasure-completed"
 ONE_CLICK = "one-click"  # the source of an unsubscribe made with the link in a marketing email
 ONE_CLICK_PATH = "/api/unsubscribe/one-click"
-TEXT_HASH_PREFIX = "sha256:"  # text_version of an entry that references a stored wording by its SHA-256
+TEXT_HASH_PREFIX = ledger_storage.TEXT_LABEL_PREFIX  # text_version of an entry referencing a stored wording
 MAX_CONSENT_TEXT = 20_000
 REFERENCES = ("session_id", "conversation_id", "lead_id")  # kept in references_enc, under the subject's key
 _NO_CALLER = Caller()  # a change made without a client behind it: no address, no user agent

@@ -3,6 +3,7 @@ whole chain from one snapshot, and its length. On PostgreSQL the hot statements 
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from services.consent.storage import (
     ConsentState,
     aware,
     consent_state,
+    consent_texts,
     ledger_entries,
     ledger_head,
     subjects,
@@ -224,6 +226,9 @@ class ChainCheck:
     verification: Verification
     hash_at_checkpoint: str | None
     state_mismatches: list[tuple[str, int]]
+    # consent_texts rows whose wording no longer has the hash they are stored under, each with the first entry that
+    # references it (0: none does)
+    altered_texts: list[tuple[str, int]]
 
 
 def verify(
@@ -255,8 +260,19 @@ def verify(
             at_checkpoint = conn.execute(
                 select(ledger_entries.c.entry_hash).where(ledger_entries.c.seq == checkpoint_seq)
             ).scalar_one_or_none()
-        return ChainCheck(verification, at_checkpoint, _state_mismatches(conn))
+        return ChainCheck(verification, at_checkpoint, _state_mismatches(conn), _altered_texts(conn))
 
+
+def _altered_texts(conn: Connection) -> list[tuple[str, int]]:
+    rows = conn.execute(select(consent_texts.c.text_hash, consent_texts.c.wording).order_by(consent_texts.c.text_hash))
+    altered = [text_hash for text_hash, wording in rows if hashlib.sha256(wording.encode()).hexdigest() != text_hash]
+    return [(text_hash, conn.execute(
+        select(func.coalesce(func.min(ledger_entries.c.seq), 0))
+        .where(ledger_entries.c.text_version == TEXT_LABEL_PREFIX + text_hash)
+    ).scalar_one()) for text_hash in altered]
+
+
+TEXT_LABEL_PREFIX = "sha256:"  # an entry's text_version that references a consent_texts row
 
 # Only an opt-in can be outranked by an earlier statement (it carries the time the visitor answered); an unsubscribe,
 # revoke or erasure is stated when it is recorded, so it always becomes the current state.

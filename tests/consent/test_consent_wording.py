@@ -39,6 +39,10 @@ def test_the_wording_is_stored_once_and_referenced_by_its_hash_instead_of_a_type
         ]
         assert all(e.key_id == consent.writer.keys.current_id for e in entries)
         assert consent.verify().ok
+        with db.engine.begin() as conn:  # the database owner rewords what was shown
+            conn.execute(consent_texts.update().values(wording=WORDING.replace("oferty", "reklam")))
+        result = consent.verify()
+        assert (result.ok, result.first_bad_seq) == (False, 1) and "wording" in result.problem
 
 
 @pytest.mark.parametrize("language", ["", "x" * 17])
