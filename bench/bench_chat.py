@@ -1,4 +1,5 @@
-"""Chat benchmark: 5-turn lead-capture conversations through Envoy, and follow-up claims on PostgreSQL.
+"""Chat benchmark: the CPU cost of understanding one message, 5-turn lead-capture conversations through Envoy,
+and follow-up claims on PostgreSQL.
 
 Printed, not asserted. The conversations run against the whole local stack (real consent and notifier, Slack and
 Monday.com answered by local receivers) with the rate limits raised so that only the work itself is measured.
@@ -17,7 +18,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench.eval import CORPUS, cpu_ms_per_message, read_corpus
 from services.chat.app import build
+from services.chat.knowledge import KnowledgeBase
 from services.chat.settings import Settings
 from services.chat.storage import Conversation
 from services.runtime.clock import utcnow
@@ -154,7 +157,16 @@ def bench_followups() -> None:
                 backing.drop_schema(schema)
 
 
+def bench_understanding() -> None:
+    """CPU time of understanding one message (topic and language) over the development corpus, in this process."""
+    kb = KnowledgeBase.load()
+    examples = read_corpus(CORPUS / "dev.tsv")
+    print(f"understanding: {cpu_ms_per_message(kb, examples):.3f} ms CPU per message "
+          f"(time.process_time over {len(examples)} dev messages x 5)")
+
+
 def main() -> None:
+    bench_understanding()
     bench_conversations()
     bench_followups()
 

@@ -1,21 +1,28 @@
 """The knowledge base answers in the visitor's language from the YAML the company edits: every topic in both
 languages, an answer per city, a checked file (errors name file and line), reloaded on change."""
+import functools
 import hashlib
 import os
 import shutil
 import time
 
+import grpc
 import pytest
 
+from deploy.local.processes import ManagedProcess, free_port, grpc_serving, python_module
+from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from services.chat.knowledge import KNOWLEDGE_DIR, LANGUAGES, KnowledgeBase, KnowledgeError
 from services.chat.understanding import NEVER_OFFERED, NOT_UNDERSTOOD
+from testsupport.peers import PeerServer
+from testsupport.waiting import wait_for
 
-TOPICS = (
-    "greeting goodbye thanks smalltalk packages included materials own_materials warranty financing vat_invoice "
-    "kitchens bathrooms duration design_process site_visit areas living_during_work payment_schedule permits contact "
-    "company quote consultation human privacy cleanup flooring electrics_plumbing painting house_renovation "
-    "small_jobs availability provide_details out_of_scope"
-).split()
+TOPICS = [
+    "greeting", "goodbye", "thanks", "smalltalk", "packages", "included", "materials", "own_materials", "warranty",
+    "financing", "vat_invoice", "kitchens", "bathrooms", "duration", "design_process", "site_visit", "areas",
+    "living_during_work", "payment_schedule", "permits", "contact", "company", "quote", "consultation", "human",
+    "privacy", "cleanup", "flooring", "electrics_plumbing", "painting", "house_renovation", "small_jobs",
+    "availability", "provide_details", "out_of_scope",
+]
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +146,44 @@ def test_an_edit_is_taken_on_the_next_check_and_an_invalid_one_keeps_the_previou
     _touch_later(faq)
     assert live.match("Ile trwa remont?", "pl").answer.startswith("Remont trwa teraz 5–8 tygodni")
     assert "knowledge base not reloaded" in caplog.text and "faq.yaml:" in caplog.text
+
+
+def test_two_chat_replicas_on_one_knowledge_dir_both_serve_an_edited_answer_without_a_restart(kb_copy, tmp_path):
+    """As with a ConfigMap mounted into every pod: the operator edits the file once, each replica notices."""
+    peers = PeerServer().start()
+    replicas = []
+    try:
+        for n in (1, 2):
+            data, port = tmp_path / f"replica{n}", free_port()
+            data.mkdir()
+            env = {**os.environ, "GRPC_PORT": str(port), "DATA_DIR": str(data), "CONSENT_ADDR": peers.address,
+                   "NOTIFIER_ADDR": peers.address, "KNOWLEDGE_DIR": str(kb_copy), "KNOWLEDGE_RELOAD_SECONDS": "0.2"}
+            env.pop("REDIS_URL", None)
+            env.pop("DATABASE_URL", None)
+            process = ManagedProcess(f"chat-{n}", python_module("services.chat.server"), env, data).start()
+            replicas.append((process, f"127.0.0.1:{port}"))
+        for process, address in replicas:
+            process.wait_until(functools.partial(grpc_serving, address), 60, "SERVING")
+
+        def answers() -> list[str]:
+            replies = []
+            for _, address in replicas:
+                with grpc.insecure_channel(address) as channel:
+                    request = chat_pb2.SendMessageRequest(message="Ile trwa remont?")
+                    replies.append(chat_pb2_grpc.ChatStub(channel).SendMessage(request, timeout=10).reply)
+            return replies
+
+        old, new = "Remont mieszkania do 60 m² trwa zwykle 6–10 tygodni", "Remont trwa teraz 5–8 tygodni"
+        assert all(reply.startswith(old) for reply in answers())
+        faq = kb_copy / "faq.yaml"
+        faq.write_text(faq.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+        _touch_later(faq)
+        wait_for(lambda: all(reply.startswith(new) for reply in answers()), 30, "both replicas serving the edit")
+        assert all(process.running for process, _ in replicas)  # the same processes: no restart
+    finally:
+        for process, _ in replicas:
+            process.stop()
+        peers.stop()
 
 
 def _touch_later(path):
