@@ -107,19 +107,14 @@ class _Search:
         self.leads: dict[str, Lead] = {}
         self.searched: set[str] = set()
 
-    def run(self, by_phone: bool) -> Subject:
-        first = True
-        while True:
-            direct, candidates = self._matches()
-            if direct or candidates:
-                self._take(direct, candidates)
-            if first and by_phone:  # the emails captured where the phone was found are the person's
-                for conversation in self.found.conversations:
-                    self.found.emails |= _contacts(conversation, self.leads)[0]
-            first = False
-            new_identifiers = self._identifiers() - self.searched
-            if not new_identifiers:
-                return self._result()
+    def run(self) -> Subject:
+        self._take(*self._matches())
+        if self.seed_phone:  # the emails captured where the phone was found are the person's
+            for conversation in self.found.conversations:
+                self.found.emails |= _contacts(conversation, self.leads)[0]
+        while self._identifiers() - self.searched:
+            self._take(*self._matches())
+        return self._result()
 
     def _identifiers(self) -> set[str]:
         f = self.found
@@ -186,4 +181,4 @@ class _Search:
 
 def find_subject(s: Session, email: str, phone: str) -> Subject:
     """Everything about the person with this (already checked) email, or this phone when the email is empty."""
-    return _Search(s, email, phone).run(by_phone=not email)
+    return _Search(s, email, phone).run()
