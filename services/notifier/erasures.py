@@ -172,12 +172,14 @@ def _person(
     email = email.strip().lower()
     if email and not EMAIL_PATTERN.match(email):
         raise ValidationError("email is malformed")
-    digits = [national_digits(p) for p in phones]
+    # Blank entries (an identifier the person never gave) are skipped; a malformed one is refused.
+    digits = [national_digits(p) for p in phones if p.strip()]
     if any(len(d) < 6 for d in digits):
         raise ValidationError("a phone has fewer than 6 digits")
-    ids = [i.strip().lower() for i in lead_ids + session_ids]
+    ids = [i.strip().lower() for i in lead_ids + session_ids if i.strip()]
     if any(len(i) < 6 for i in ids):
         raise ValidationError("a lead or session id is shorter than 6 characters")
+    conversation_ids = [c.strip() for c in conversation_ids if c.strip()]
     if any(not c.isdigit() for c in conversation_ids):
         raise ValidationError("a conversation id must be a number")
     # A full name (two words or more) names a person; a first name alone would erase strangers' deliveries.
