@@ -59,7 +59,7 @@ class NotifierProcess:
         return self.internal.Notify(pb.NotifyRequest(idempotency_key=key, slack=alert), timeout=10)
 
     def monday(self, key: str, name: str, columns: dict[str, str] | None = None, *,
-               operation: int = pb.MONDAY_OPERATION_UNSPECIFIED, item_id: str = "",
+               operation: pb.MondayOperation = pb.MONDAY_OPERATION_UNSPECIFIED, item_id: str = "",
                lookup_key: str = "") -> pb.NotifyResponse:
         item = pb.MondayItem(item_name=name, column_values=columns or {}, operation=operation, item_id=item_id,
                              lookup_key=lookup_key)
