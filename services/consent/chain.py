@@ -10,7 +10,6 @@ the first seventeen columns; they are accepted only up to the seq a signed check
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -73,8 +72,8 @@ def hash_values(values: Sequence[Any]) -> str:  # Any: one value per column, eac
 class ChainKeys:
     """The chain's HMAC keys by id; current_id keys new entries, the others still verify the entries they keyed.
 
-    Each key's HMAC state after the key is absorbed is computed once and copied per entry (a copy costs less than
-    setting up the key's inner and outer pads again).
+    HMAC-SHA256 (RFC 2104) is computed from each key's SHA-256 states after its inner and outer pad, made once and
+    copied per entry: half the cost of hmac's own copy(), which a walk over a million entries notices.
     """
 
     def __init__(self, current_id: str, keys: Mapping[str, bytes]):
@@ -83,14 +82,14 @@ class ChainKeys:
         for key_id, key in keys.items():
             if not key_id or len(key_id) > 16 or not key_id.replace("-", "").isalnum():
                 raise ValueError(f"a chain key id is 1-16 letters, digits or dashes, not {key_id!r}")
-            if len(key) < 32:
-                raise ValueError(f"chain key {key_id!r} is shorter than 32 bytes")
+            if not 32 <= len(key) <= _SHA256_BLOCK:
+                raise ValueError(f"chain key {key_id!r} must be 32 to {_SHA256_BLOCK} bytes")
         self.current_id = current_id
         self.keys = dict(keys)
-        self._states = {key_id: hmac.new(key, digestmod=_sha256) for key_id, key in self.keys.items()}
+        self._pads = {key_id: _pads(key) for key_id, key in self.keys.items()}
 
     def __reduce__(self) -> tuple[type[ChainKeys], tuple[str, dict[str, bytes]]]:
-        """Pickled as the keys themselves (a spawned verifying process rebuilds the HMAC states)."""
+        """Pickled as the keys themselves (a spawned verifying process rebuilds the pads)."""
         return ChainKeys, (self.current_id, self.keys)
 
     def entry_hash(self, values: Sequence[Any]) -> str | None:  # Any: HASHED_COLUMNS values
@@ -99,12 +98,40 @@ class ChainKeys:
         key_id = values[_KEY_ID_INDEX]
         if key_id == UNKEYED:
             return None if values[_KEY_ID_INDEX + 1] is not None else hash_values(values)
-        state = self._states.get(key_id)
-        if state is None:
+        pads = self._pads.get(key_id)
+        if pads is None:
             return None
-        mac = state.copy()
-        mac.update(f"{_canonical(values)},{_json_string(key_id)},{_json_hex(values[_KEY_ID_INDEX + 1])}]".encode())
-        return mac.hexdigest()
+        inner, outer = pads[0].copy(), pads[1].copy()
+        inner.update(_keyed_canonical(values).encode())
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
+_SHA256_BLOCK = 64
+
+
+def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states after HMAC's inner and outer padded key (keys of at most one block are used as they are)."""
+    block = key.ljust(_SHA256_BLOCK, b"\0")
+    return (_sha256(bytes(b ^ 0x36 for b in block)), _sha256(bytes(b ^ 0x5C for b in block)))
+
+
+def _keyed_canonical(values: Sequence[Any]) -> str:  # Any: HASHED_COLUMNS values (entry_hash may follow)
+    """The compact JSON list of a keyed row's HASHED_COLUMNS: the unkeyed form's seventeen, then key_id and
+    references_enc, written in one go (see _canonical)."""
+    (seq, recorded_at, action, subject_id, processing, marketing, text_version, source, session_id,
+     conversation_id, lead_id, request_id, email_enc, client_ip_enc, user_agent_enc, reason_enc, prev_hash,
+     key_id, references_enc, *_entry_hash) = values
+    if recorded_at.tzinfo is None:
+        recorded_at = recorded_at.replace(tzinfo=UTC)
+    return (
+        f"[{seq:d},{(recorded_at - _EPOCH) // _MICROSECOND:d},{_json_string(action)},{_json_string(subject_id)},"
+        f"{'true' if processing else 'false'},{'true' if marketing else 'false'},{_json_string(text_version)},"
+        f"{_json_string(source)},{_json_string(session_id)},{_json_string(conversation_id)},{_json_string(lead_id)},"
+        f"{'null' if request_id is None else _json_string(request_id)},{_json_hex(email_enc)},"
+        f"{_json_hex(client_ip_enc)},{_json_hex(user_agent_enc)},{_json_hex(reason_enc)},{_json_string(prev_hash)},"
+        f"{_json_string(key_id)},{_json_hex(references_enc)}]"
+    )
 
 
 @dataclass
