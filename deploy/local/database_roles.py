@@ -53,10 +53,13 @@ def create(conn: psycopg.Connection, roles: ServiceRoles) -> None:
         verb = sql.SQL("ALTER" if exists else "CREATE")
         conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD {}").format(
             verb, sql.Identifier(role), sql.Literal(password)))
-    database = conn.execute("SELECT current_database()").fetchone()
-    assert database is not None
-    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
-        sql.Identifier(database[0]), sql.Identifier(roles.migrator), sql.Identifier(roles.role)))
+    for role in (roles.migrator, roles.role):
+        # Only where PUBLIC lost CONNECT: a GRANT rewrites the database's catalogue row, and two sessions doing it
+        # at once (tests in parallel) fail with "tuple concurrently updated".
+        can_connect = conn.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT')", (role,))
+        if can_connect.fetchone() != (True,):
+            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(_current_database(conn)), sql.Identifier(role)))
     schema, migrator = sql.Identifier(roles.schema), sql.Identifier(roles.migrator)
     if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (roles.schema,)).fetchone() is None:
         conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(schema, migrator))
@@ -65,6 +68,12 @@ def create(conn: psycopg.Connection, roles: ServiceRoles) -> None:
         conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, migrator))
         for statement in _foreign_owned(conn, roles):
             conn.execute(statement)
+
+
+def _current_database(conn: psycopg.Connection) -> str:
+    row = conn.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def _foreign_owned(conn: psycopg.Connection, roles: ServiceRoles) -> list[sql.Composed]:
