@@ -50,10 +50,16 @@ def service_roles(name: str, services: tuple[str, ...] = ("chat", "consent", "no
                 database_roles.create(conn, svc_roles)
         yield roles
     finally:
+        failures = []
         with postgres_connect() as conn:
-            for svc_roles in roles.values():
-                database_roles.drop(conn, svc_roles)
-                conn.execute(f'DROP SCHEMA IF EXISTS "{svc_roles.schema}" CASCADE')
+            for svc_roles in roles.values():  # each service's roles go even when another's drop failed
+                try:
+                    database_roles.drop(conn, svc_roles)
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{svc_roles.schema}" CASCADE')
+                except psycopg.Error as exc:
+                    failures.append(f"{svc_roles.role}: {exc}")
+        if failures:
+            raise AssertionError(f"test roles left behind: {failures}")
 
 
 def redis_client() -> redis.Redis:
