@@ -26,6 +26,9 @@ LANGUAGES = ("pl", "en")
 NOT_UNDERSTOOD = "out_of_scope"
 # Topics that are no question to offer a visitor as a button.
 NEVER_OFFERED = frozenset({NOT_UNDERSTOOD, "provide_details"})
+# BM25's term-frequency saturation and length normalisation; b below the usual 0.75 because a topic's document is
+# as long as its list of examples, which says nothing about the topic (chosen on the development corpus).
+BM25_K1, BM25_B = 1.2, 0.5
 # A topic must score at least this (BM25) to be taken as understood; chosen on the development corpus.
 MIN_SCORE = 2.0
 # Greetings and thanks give way to a question in the same message ("Dzień dobry, ile kosztuje remont?").
@@ -46,13 +49,20 @@ _AREA = re.compile(r"\d+(?:[.,]\d+)?\s*(?:m2|m²|m\^2|mkw|metr\w*|sq\.?\s?m|sqm|
 _MONEY = re.compile(r"\d[\d\s.,]*\s*(?:tys\.?|tysi\w*|k|mln|zł|zl|pln|euro|eur)(?!\w)", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
-_PLACEHOLDERS = (("zzemail", _EMAIL), ("zzphone", _PHONE), ("zzarea", _AREA), ("zzmoney", _MONEY),
-                 ("zznumber", _NUMBER))
+# A capitalised word after "I am" / "jestem" ...: a name (the introduction itself stays as words).
+_NAME = re.compile(
+    r"(?P<intro>\b(?:się|imię|jestem|name is|i am|i'm|im))\s+(?-i:[A-ZĄĆĘŁŃÓŚŹŻ][a-ząćęłńóśźż]+)", re.IGNORECASE
+)
+# (placeholder, what it stands for, what of the match stays as words)
+_PLACEHOLDERS = (("zzemail", _EMAIL, " "), ("zzphone", _PHONE, " "), ("zzarea", _AREA, " "),
+                 ("zzmoney", _MONEY, " "), ("zznumber", _NUMBER, " "), ("zzname", _NAME, r"\g<intro> "))
 # What says nothing about a message's language: amounts and their currency, numbers, emails, units.
 _LANGUAGE_NOISE = re.compile(
     r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\d[\d\s.,]*\s*(?:tys\.?|k|mln|zł|zl|pln|m2|m²|mkw|sqm)?(?!\w)|\b(?:zł|zl|pln)\b",
     re.IGNORECASE,
 )
+
+_SENTENCE_END = re.compile(r"[.!?;]+")
 
 _DETECTOR = LanguageDetectorBuilder.from_languages(Language.POLISH, Language.ENGLISH).build()
 _CODES = {Language.POLISH: "pl", Language.ENGLISH: "en"}
@@ -73,8 +83,8 @@ def _lemma(word: str) -> str:
 def words(text: str) -> list[str]:
     """The message as folded lemmas, with placeholders for emails, phones, areas, amounts and other numbers."""
     terms: list[str] = []
-    for placeholder, pattern in _PLACEHOLDERS:
-        text, count = pattern.subn(" ", text)
+    for placeholder, pattern, kept in _PLACEHOLDERS:
+        text, count = pattern.subn(kept, text)
         terms.extend([placeholder] * count)
     return [_lemma(w) for w in _WORD.findall(text.lower())] + terms
 
@@ -86,6 +96,8 @@ def detect_language(text: str, previous: str | None = None) -> str:
     rest = _LANGUAGE_NOISE.sub(" ", text)
     if not _WORD.search(rest):
         return previous or "pl"
+    # The question, not the greeting before it: "Dzień dobry! Do you renovate kitchens?" is English.
+    rest = max(_SENTENCE_END.split(rest), key=lambda sentence: len(_WORD.findall(sentence)))
     best = _DETECTOR.compute_language_confidence_values(rest)[0]
     if previous in LANGUAGES and best.value < MIN_LANGUAGE_CONFIDENCE:
         return previous
@@ -110,7 +122,7 @@ class TopicIndex:
         documents = [[w for phrase in examples[topic] for w in self.terms(phrase)] for topic in self.topics]
         self.vocabulary = sorted({w for doc in documents for w in doc})
         self._known = frozenset(self.vocabulary)
-        self.bm25 = BM25Okapi(documents)
+        self.bm25 = BM25Okapi(documents, k1=BM25_K1, b=BM25_B)
         self.min_score = min_score
         self._corrections: dict[str, str] = {}
 
