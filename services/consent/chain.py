@@ -231,7 +231,7 @@ class Walk:
 
 
 def _unfit(keys: ChainKeys, row: Sequence[Any], unkeyed_until: int) -> str:  # Any: column values
-    """Why a row's hash does not fit it ("" when it does)."""
+    """Why a row that failed the walk's hash check does not fit."""
     seq, key_id = row[0], row[_KEY_ID_INDEX]
     if key_id == UNKEYED and seq > unkeyed_until:
         return f"entry {seq} is not keyed (unkeyed entries end at {unkeyed_until}, as signed)"
