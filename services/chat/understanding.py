@@ -39,8 +39,10 @@ CITY = "zzcity"
 # How close (rapidfuzz ratio, 0-100) an unknown word must be to a known one to be read as it.
 TYPO_SIMILARITY = 80
 MIN_TYPO_LENGTH = 4
-# Below this lingua confidence a message says too little to change the conversation's language.
+# Below this lingua confidence, or with fewer letters ("ok", "tak"), a message says too little to change the
+# conversation's language.
 MIN_LANGUAGE_CONFIDENCE = 0.75
+MIN_LETTERS = 4
 
 _FOLD = str.maketrans("ąćęłńóśźżĄĆĘŁŃÓŚŹŻ²", "acelnoszzACELNOSZZ2")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -62,9 +64,13 @@ _LANGUAGE_NOISE = re.compile(
     re.IGNORECASE,
 )
 
+_LETTER = re.compile(r"[^\W\d_]")
 _SENTENCE_END = re.compile(r"[.!?;]+")
 
-_DETECTOR = LanguageDetectorBuilder.from_languages(Language.POLISH, Language.ENGLISH).build()
+# Models loaded now, when the service starts, not by the first visitor's message (about a second of CPU).
+_DETECTOR = (
+    LanguageDetectorBuilder.from_languages(Language.POLISH, Language.ENGLISH).with_preloaded_language_models().build()
+)
 _CODES = {Language.POLISH: "pl", Language.ENGLISH: "en"}
 
 
@@ -80,13 +86,14 @@ def _lemma(word: str) -> str:
     return fold(simplemma.lemmatize(word, lang=("pl", "en")))
 
 
-def words(text: str) -> list[str]:
-    """The message as folded lemmas, with placeholders for emails, phones, areas, amounts and other numbers."""
+def words(text: str, cities: frozenset[str] = frozenset()) -> list[str]:
+    """The message as folded lemmas, with placeholders for emails, phones, areas, amounts, other numbers, names after
+    an introduction and the (folded) city names given."""
     terms: list[str] = []
     for placeholder, pattern, kept in _PLACEHOLDERS:
         text, count = pattern.subn(kept, text)
         terms.extend([placeholder] * count)
-    return [_lemma(w) for w in _WORD.findall(text.lower())] + terms
+    return [CITY if fold(w) in cities else _lemma(w) for w in _WORD.findall(text.lower())] + terms
 
 
 def detect_language(text: str, previous: str | None = None) -> str:
@@ -99,7 +106,7 @@ def detect_language(text: str, previous: str | None = None) -> str:
     # The question, not the greeting before it: "Dzień dobry! Do you renovate kitchens?" is English.
     rest = max(_SENTENCE_END.split(rest), key=lambda sentence: len(_WORD.findall(sentence)))
     best = _DETECTOR.compute_language_confidence_values(rest)[0]
-    if previous in LANGUAGES and best.value < MIN_LANGUAGE_CONFIDENCE:
+    if previous in LANGUAGES and (best.value < MIN_LANGUAGE_CONFIDENCE or len(_LETTER.findall(rest)) < MIN_LETTERS):
         return previous
     return _CODES[best.language]
 
@@ -128,11 +135,9 @@ class TopicIndex:
 
     def terms(self, text: str) -> list[str]:
         """The message's words as the index knows them: a typo replaced by the closest known word."""
-        return [self._correct(w) for w in words(text)]
+        return [self._correct(w) for w in words(text, self._cities)]
 
     def _correct(self, word: str) -> str:
-        if word in self._cities:
-            return CITY
         if not hasattr(self, "_known"):
             return word  # the index is being built from the examples
         if word in self._known or len(word) < MIN_TYPO_LENGTH:
