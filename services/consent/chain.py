@@ -92,17 +92,32 @@ class ChainKeys:
         """Pickled as the keys themselves (a spawned verifying process rebuilds the pads)."""
         return ChainKeys, (self.current_id, self.keys)
 
-    def entry_hash(self, values: Sequence[Any]) -> str | None:  # Any: HASHED_COLUMNS values
+    def entry_hash(self, values: Sequence[Any]) -> str | None:  # Any: HASHED_COLUMNS values (entry_hash may follow)
         """entry_hash of a row given its HASHED_COLUMNS values, in that order (called a million times by a walk);
-        None when its key_id names no key held here (or an unkeyed row carries a column it could not have had)."""
-        key_id = values[_KEY_ID_INDEX]
-        if key_id == UNKEYED:
-            return None if values[_KEY_ID_INDEX + 1] is not None else hash_values(values)
+        None when its key_id names no key held here (or an unkeyed row carries a column it could not have had).
+
+        What is MACed is the compact JSON list of the unkeyed form's seventeen values (see _canonical), then key_id
+        and references_enc, written out in one go here: a second function call per row showed in verify's time.
+        """
+        (seq, recorded_at, action, subject_id, processing, marketing, text_version, source, session_id,
+         conversation_id, lead_id, request_id, email_enc, client_ip_enc, user_agent_enc, reason_enc, prev_hash,
+         key_id, references_enc, *_entry_hash) = values
         pads = self._pads.get(key_id)
         if pads is None:
+            if key_id == UNKEYED and references_enc is None:
+                return hash_values(values)
             return None
+        if recorded_at.tzinfo is None:
+            recorded_at = recorded_at.replace(tzinfo=UTC)
         inner, outer = pads[0].copy(), pads[1].copy()
-        inner.update(_keyed_canonical(values).encode())
+        inner.update((
+            f"[{seq:d},{(recorded_at - _EPOCH) // _MICROSECOND:d},{_json_string(action)},{_json_string(subject_id)},"
+            f"{'true' if processing else 'false'},{'true' if marketing else 'false'},{_json_string(text_version)},"
+            f"{_json_string(source)},{_json_string(session_id)},{_json_string(conversation_id)},"
+            f"{_json_string(lead_id)},{'null' if request_id is None else _json_string(request_id)},"
+            f"{_json_hex(email_enc)},{_json_hex(client_ip_enc)},{_json_hex(user_agent_enc)},{_json_hex(reason_enc)},"
+            f"{_json_string(prev_hash)},{_json_string(key_id)},{_json_hex(references_enc)}]"
+        ).encode())
         outer.update(inner.digest())
         return outer.hexdigest()
 
@@ -114,24 +129,6 @@ def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
     """SHA-256 states after HMAC's inner and outer padded key (keys of at most one block are used as they are)."""
     block = key.ljust(_SHA256_BLOCK, b"\0")
     return (_sha256(bytes(b ^ 0x36 for b in block)), _sha256(bytes(b ^ 0x5C for b in block)))
-
-
-def _keyed_canonical(values: Sequence[Any]) -> str:  # Any: HASHED_COLUMNS values (entry_hash may follow)
-    """The compact JSON list of a keyed row's HASHED_COLUMNS: the unkeyed form's seventeen, then key_id and
-    references_enc, written in one go (see _canonical)."""
-    (seq, recorded_at, action, subject_id, processing, marketing, text_version, source, session_id,
-     conversation_id, lead_id, request_id, email_enc, client_ip_enc, user_agent_enc, reason_enc, prev_hash,
-     key_id, references_enc, *_entry_hash) = values
-    if recorded_at.tzinfo is None:
-        recorded_at = recorded_at.replace(tzinfo=UTC)
-    return (
-        f"[{seq:d},{(recorded_at - _EPOCH) // _MICROSECOND:d},{_json_string(action)},{_json_string(subject_id)},"
-        f"{'true' if processing else 'false'},{'true' if marketing else 'false'},{_json_string(text_version)},"
-        f"{_json_string(source)},{_json_string(session_id)},{_json_string(conversation_id)},{_json_string(lead_id)},"
-        f"{'null' if request_id is None else _json_string(request_id)},{_json_hex(email_enc)},"
-        f"{_json_hex(client_ip_enc)},{_json_hex(user_agent_enc)},{_json_hex(reason_enc)},{_json_string(prev_hash)},"
-        f"{_json_string(key_id)},{_json_hex(references_enc)}]"
-    )
 
 
 @dataclass
