@@ -202,7 +202,7 @@ class ChatService:
         marketing: bool | None,
         caller: Caller,
     ) -> _Turn:
-        if text:
+        if text and conv.message_count:  # a new conversation's language was just detected from this text
             conv.language = self.kb.language(text, conv.language)
         if conv.followups_sent and not conv.followups_stopped:
             conv.followups_stopped = True  # the visitor answered: no more reminders

@@ -59,6 +59,7 @@ _NAME = re.compile(
 _PLACEHOLDERS = (("zzemail", _EMAIL, " "), ("zzphone", _PHONE, " "), ("zzarea", _AREA, " "),
                  ("zzmoney", _MONEY, " "), ("zznumber", _NUMBER, " "), ("zzname", _NAME, r"\g<intro> "))
 # What says nothing about a message's language: amounts and their currency, numbers, emails, units.
+PLACEHOLDER_TERMS = frozenset({CITY, *(placeholder for placeholder, _, _ in _PLACEHOLDERS)})
 _LANGUAGE_NOISE = re.compile(
     r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\d[\d\s.,]*\s*(?:tys\.?|k|mln|zł|zl|pln|m2|m²|mkw|sqm)?(?!\w)|\b(?:zł|zl|pln)\b",
     re.IGNORECASE,
@@ -126,7 +127,7 @@ class TopicIndex:
                  min_score: float = MIN_SCORE):
         self.topics = tuple(examples)
         self._cities = frozenset(fold(c) for c in cities)
-        documents = [[w for phrase in examples[topic] for w in self.terms(phrase)] for topic in self.topics]
+        documents = [[w for phrase in examples[topic] for w in words(phrase, self._cities)] for topic in self.topics]
         self.vocabulary = sorted({w for doc in documents for w in doc})
         self._known = frozenset(self.vocabulary)
         self.bm25 = BM25Okapi(documents, k1=BM25_K1, b=BM25_B)
@@ -138,9 +139,7 @@ class TopicIndex:
         return [self._correct(w) for w in words(text, self._cities)]
 
     def _correct(self, word: str) -> str:
-        if not hasattr(self, "_known"):
-            return word  # the index is being built from the examples
-        if word in self._known or len(word) < MIN_TYPO_LENGTH:
+        if word in self._known or word in PLACEHOLDER_TERMS or len(word) < MIN_TYPO_LENGTH:
             return word
         known = self._corrections.get(word)
         if known is None:
