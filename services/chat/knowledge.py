@@ -323,8 +323,8 @@ class KnowledgeBase:
             return Match(topic, faq.topics[topic].answers[language], faq.offered[:3], None, ranking.score)
         answer = faq.answer(topic, language, text)
         city = faq.city_in(text) if topic not in ("greeting", "goodbye", "thanks") else None
-        if city is not None:
-            answer = f"{answer} {city.answers[language]}"
+        if city is not None:  # asked where we work and named the city: that city's answer is the answer
+            answer = city.answers[language] if topic == "areas" else f"{answer} {city.answers[language]}"
         return Match(topic, answer, (), city.name if city else None, ranking.score if ranking else 0.0)
 
     def label(self, topic: str, language: str) -> str:
