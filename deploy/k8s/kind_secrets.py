@@ -3,7 +3,8 @@
     python -m deploy.k8s.kind_secrets --output deploy/k8s/overlays/kind/secrets.env
 
 The keys are those of deploy/k8s/secrets-template/secret.yaml. Fresh random values for the in-cluster database
-passwords (the administrative one and one per service role and migration role) and the consent keys;
+passwords (the administrative one and one per service role and migration role), the consent keys and the
+checkpoint bucket's credentials (on kind, also the in-cluster MinIO's root user: overlays/kind/minio.yaml);
 SLACK_WEBHOOK_URL, MONDAY_API_KEY and SMTP_URL are taken from this shell's environment (empty disables the
 destination). An existing file is never overwritten: the consent HMAC key and key-encryption key must outlive a
 redeploy, or the ledger's subjects can no longer be found or decrypted.
@@ -20,8 +21,7 @@ from pathlib import Path
 import yaml
 
 TEMPLATE = Path(__file__).resolve().parent / "secrets-template" / "secret.yaml"
-FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "MONDAY_API_KEY", "SMTP_URL", "CONSENT_CHECKPOINT_AWS_ACCESS_KEY_ID",
-                    "CONSENT_CHECKPOINT_AWS_SECRET_ACCESS_KEY")
+FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "MONDAY_API_KEY", "SMTP_URL")
 DATABASE_SERVICES = ("chat", "consent", "notifier")
 
 
@@ -49,6 +49,9 @@ def generated_values() -> dict[str, str]:
         "CONSENT_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "CONSENT_CHAIN_KEYS": f"k{secrets.token_hex(3)}:{base64.b64encode(secrets.token_bytes(32)).decode()}",
         "CONSENT_CHECKPOINT_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        # hex: nothing to escape in the bucket Job's MC_HOST_local URL; MinIO wants a user of 3+ and a password of 8+
+        "CONSENT_CHECKPOINT_AWS_ACCESS_KEY_ID": f"consent{secrets.token_hex(8)}",
+        "CONSENT_CHECKPOINT_AWS_SECRET_ACCESS_KEY": secrets.token_hex(24),
     }
     values.update({name: os.environ.get(name, "") for name in FROM_ENVIRONMENT})
     missing = set(template_keys()) - set(values)

@@ -30,7 +30,9 @@ CLUSTER_ONLY = {"GRPC_HOST", "GRPC_PORT", "METRICS_HOST", "METRICS_PORT", "DATA_
                 "RATELIMIT_POLICY",
                 "CHAT_ADDR", "CONSENT_ADDR", "NOTIFIER_ADDR", "RATELIMIT_ADDR",
                 # The checkpoint bucket exists only in the cluster; here the checkpoints go to DATA_DIR.
-                "CONSENT_CHECKPOINT_S3_BUCKET", "CONSENT_CHECKPOINT_S3_ENDPOINT"}
+                "CONSENT_CHECKPOINT_S3_BUCKET", "CONSENT_CHECKPOINT_S3_ENDPOINT",
+                # The kind overlay's journal volume; here the journal goes to DATA_DIR/erasure-journal.
+                "CONSENT_ERASURE_JOURNAL_DIR"}
 CRON_OUTPUT = {
     "chat-purge-cache": r"expired cache entries removed: \d+",
     "chat-run-followups": r"follow-ups due: \d+, sent: \d+",
