@@ -354,6 +354,11 @@ class Config:
         return files, problems
 
 
+def _provided(path: str, files: dict[str, str]) -> bool:
+    """A mounted file, or a directory a mounted ConfigMap fills."""
+    return path in files or any(name.startswith(path.rstrip("/") + "/") for name in files)
+
+
 def check_env(root: Path, work: Workload, config: Config) -> list[Problem]:
     problems = []
     for container in work.containers():
@@ -370,7 +375,7 @@ def check_env(root: Path, work: Workload, config: Config) -> list[Problem]:
             if not reads(text, name):
                 problems.append(Problem("env", here, f"sets {name}, which {module}'s code never reads"))
         for name, value in env.items():
-            if value and value.startswith("/etc/") and value not in files:
+            if value and value.startswith("/etc/") and not _provided(value, files):
                 problems.append(Problem("config", here, f"{name}={value} but no mounted ConfigMap provides that file"))
         if SECRET_LOOKING.search(" ".join(n for n, v in env.items() if v)):
             problems += [Problem("secrets", here, f"{name} has a literal value; secrets come from a Secret")
@@ -517,16 +522,24 @@ def check_security(work: Workload) -> list[Problem]:
 
 # ------------------------------------------------------------------------------------------ files in the repo
 
-def check_policy_copy(root: Path) -> list[Problem]:
-    original = root / "gateway" / "ratelimit" / "policy.yaml"
-    copy = root / "deploy" / "k8s" / "base" / "config" / "ratelimit-policy.yaml"
-    if not original.exists():
-        return [Problem("config", str(original.relative_to(root)), "the rate-limit policy file does not exist")]
-    if not copy.exists() or copy.read_bytes() != original.read_bytes():
-        return [Problem("config", str(copy.relative_to(root)),
-                        "differs from gateway/ratelimit/policy.yaml: cp gateway/ratelimit/policy.yaml "
-                        "deploy/k8s/base/config/ratelimit-policy.yaml")]
-    return []
+# Kustomize reads no file outside deploy/k8s, so these ConfigMaps are built from copies that must stay identical.
+CONFIG_COPIES = {
+    "gateway/ratelimit/policy.yaml": "deploy/k8s/base/config/ratelimit-policy.yaml",
+    "services/chat/knowledge/faq.yaml": "deploy/k8s/base/config/knowledge-faq.yaml",
+    "services/chat/knowledge/dialogue.yaml": "deploy/k8s/base/config/knowledge-dialogue.yaml",
+}
+
+
+def check_config_copies(root: Path) -> list[Problem]:
+    problems = []
+    for original_name, copy_name in CONFIG_COPIES.items():
+        original, copy = root / original_name, root / copy_name
+        if not original.exists():
+            problems.append(Problem("config", original_name, "the file the ConfigMap copies does not exist"))
+        elif not copy.exists() or copy.read_bytes() != original.read_bytes():
+            fix = f"cp {original_name} {copy_name}"
+            problems.append(Problem("config", copy_name, f"differs from {original_name}: {fix}"))
+    return problems
 
 
 DOCKERFILE = "Dockerfile"
@@ -676,7 +689,7 @@ def run_checks(root: Path, entrypoints: bool = True, schema: bool = True) -> tup
             problems += check_migration_role(work)
             problems += check_env(root, work, config)
             all_workloads.append(work)
-    problems += check_policy_copy(root)
+    problems += check_config_copies(root)
     problems += check_dockerfiles(root, all_workloads)
     if entrypoints:
         problems += check_entrypoints(root, all_workloads)

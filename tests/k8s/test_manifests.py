@@ -171,6 +171,24 @@ def test_a_rate_limit_policy_copy_out_of_sync_fails_the_check(tree):
     assert any("differs from gateway/ratelimit/policy.yaml" in p for p in problems(tree, "config"))
 
 
+def test_the_chat_replicas_read_the_knowledge_base_from_a_configmap_that_matches_the_source(tree):
+    assert problems(tree, "config") == []
+    rendered = check.render(tree / BASE)
+    chat = next(o for o in rendered if o["kind"] == "Deployment" and o["metadata"]["name"] == "chat")
+    pod = chat["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "knowledge")
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["KNOWLEDGE_DIR"] == mount["mountPath"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "knowledge")
+    config_map = next(o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "chat-knowledge")
+    assert volume["configMap"]["name"] == "chat-knowledge"  # no hash suffix: an edit reaches running replicas
+    assert set(config_map["data"]) == {"faq.yaml", "dialogue.yaml"}
+
+    with open(tree / "services/chat/knowledge/faq.yaml", "a") as faq:
+        faq.write("# edited in the source only\n")
+    assert any("differs from services/chat/knowledge/faq.yaml" in p for p in problems(tree, "config"))
+
+
 def test_a_command_that_is_no_entrypoint_fails_the_check():
     assert check.run_help(REPO, ("python", "-m", "services.chat.manage", "purge-cache")) is None
     assert "exited 2" in (check.run_help(REPO, ("python", "-m", "services.chat.manage", "purge-everything")) or "")

@@ -32,7 +32,9 @@ CLUSTER_ONLY = {"GRPC_HOST", "GRPC_PORT", "METRICS_HOST", "METRICS_PORT", "DATA_
                 # The checkpoint bucket exists only in the cluster; here the checkpoints go to DATA_DIR.
                 "CONSENT_CHECKPOINT_S3_BUCKET", "CONSENT_CHECKPOINT_S3_ENDPOINT",
                 # The kind overlay's journal volume; here the journal goes to DATA_DIR/erasure-journal.
-                "CONSENT_ERASURE_JOURNAL_DIR"}
+                "CONSENT_ERASURE_JOURNAL_DIR",
+                # The chat-knowledge ConfigMap's mount; here chat reads the same files from services/chat/knowledge.
+                "KNOWLEDGE_DIR"}
 CRON_OUTPUT = {
     "chat-purge-cache": r"expired cache entries removed: \d+",
     "chat-run-followups": r"follow-ups due: \d+, sent: \d+",
