@@ -15,11 +15,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from services.chat import understanding
 from services.chat.understanding import LANGUAGES, NOT_UNDERSTOOD, Ranking, TopicIndex, detect_language, fold
 
 __all__ = ["LANGUAGES", "KNOWLEDGE_DIR", "KnowledgeBase", "KnowledgeError", "Match", "detect_language", "normalise"]
@@ -136,8 +138,12 @@ class Faq:
                 raise self._error(top, f"out_of_scope_topics names unknown topic {name!r}")
         self.cities = tuple(self._city(entry) for entry in self._list(top, "cities"))
         self._city_forms = {form: city for city in self.cities for form in city.forms}
-        self.index = TopicIndex({name: topic.examples for name, topic in self.topics.items()},
-                                cities=self._city_forms)
+
+    @cached_property
+    def index(self) -> TopicIndex:
+        """The retrieval index (seconds of CPU: every example lemmatised), built on first use, so a manage command
+        that answers no visitor never pays for it; the server builds it before serving (KnowledgeBase.warm_up)."""
+        return TopicIndex({name: topic.examples for name, topic in self.topics.items()}, cities=self._city_forms)
 
     # --- checks, each naming the file and line ---------------------------------------------------------------
 
@@ -258,6 +264,11 @@ class KnowledgeBase:
                 raise KnowledgeError(f"{path}:{getattr(doc, 'line', 1)}: needs consent.{kind} in every language")
         return doc
 
+    def warm_up(self) -> None:
+        """Build the retrieval index and load the language models before the first visitor's message."""
+        self._faq.index  # noqa: B018 - the property builds it
+        understanding.warm_up()
+
     # --- reloading -------------------------------------------------------------------------------------------
 
     @property
@@ -281,6 +292,7 @@ class KnowledgeBase:
         self._stamp = stamp
         try:
             faq = Faq(_read_yaml(path), path)
+            faq.index  # noqa: B018 - built here, before the swap, so no visitor waits for it
         except KnowledgeError as exc:
             log.error("knowledge base not reloaded, the previous version stays: %s", exc)
             return False

@@ -47,7 +47,9 @@ def grpc_service(app: ChatApp) -> GrpcService:
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     logs.configure("chat")
-    grpc_service(build(Settings.from_env())).run()
+    app = build(Settings.from_env())
+    app.kb.warm_up()
+    grpc_service(app).run()
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import simplemma
-from lingua import Language, LanguageDetectorBuilder
+from lingua import Language, LanguageDetector, LanguageDetectorBuilder
 from rank_bm25 import BM25Okapi  # type: ignore[import-untyped]  # the package ships no type information
 from rapidfuzz import fuzz, process
 
@@ -68,10 +68,19 @@ _LANGUAGE_NOISE = re.compile(
 _LETTER = re.compile(r"[^\W\d_]")
 _SENTENCE_END = re.compile(r"[.!?;]+")
 
-# Models loaded now, when the service starts, not by the first visitor's message (about a second of CPU).
-_DETECTOR = (
-    LanguageDetectorBuilder.from_languages(Language.POLISH, Language.ENGLISH).with_preloaded_language_models().build()
-)
+
+@cache
+def _detector() -> LanguageDetector:
+    """lingua restricted to Polish and English, its models loaded in one go (about a second of CPU): built by
+    warm_up() when the server starts, never by a manage command that answers no visitor."""
+    builder = LanguageDetectorBuilder.from_languages(Language.POLISH, Language.ENGLISH)
+    return builder.with_preloaded_language_models().build()
+
+
+def warm_up() -> None:
+    """Load the language models now rather than on the first visitor's message."""
+    _detector()
+
 _CODES = {Language.POLISH: "pl", Language.ENGLISH: "en"}
 
 
@@ -106,7 +115,7 @@ def detect_language(text: str, previous: str | None = None) -> str:
         return previous or "pl"
     # The question, not the greeting before it: "Dzień dobry! Do you renovate kitchens?" is English.
     rest = max(_SENTENCE_END.split(rest), key=lambda sentence: len(_WORD.findall(sentence)))
-    best = _DETECTOR.compute_language_confidence_values(rest)[0]
+    best = _detector().compute_language_confidence_values(rest)[0]
     if previous in LANGUAGES and (best.value < MIN_LANGUAGE_CONFIDENCE or len(_LETTER.findall(rest)) < MIN_LETTERS):
         return previous
     return _CODES[best.language]
