@@ -6,7 +6,6 @@ naming the call and its status code, which is all that is stored or logged about
 """
 from __future__ import annotations
 
-import json
 from datetime import UTC
 
 import grpc
@@ -14,6 +13,7 @@ import grpc
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from services.consent.erasure_steps import ChatCounts, ErasureFailed, NotifierErasure, PersonToErase, ProcessorAction
+from services.consent.export_clients import holdings
 from services.consent.person_export import ChatHoldings
 from services.runtime.errors import ValidationError
 
@@ -41,11 +41,7 @@ class ChatEraser:
             )
         except grpc.RpcError as exc:
             raise _failed("chat ExportSubject", exc) from None
-        return ChatHoldings(
-            document=json.loads(found.document_json or "{}"), lead_ids=list(found.lead_ids),
-            session_ids=list(found.session_ids), conversation_ids=list(found.conversation_ids),
-            phones=list(found.phones), emails=list(found.emails),
-        )
+        return holdings(found)
 
     def __call__(self, email: str, phone: str, request_id: str) -> ChatCounts:
         request = chat_pb2.EraseSubjectRequest(email=email, phone=phone, request_id=request_id)

@@ -18,6 +18,18 @@ def _unavailable(peer: str, exc: grpc.RpcError) -> UnavailableError:
     return UnavailableError(f"{peer} did not answer ({exc.code().name}); no export was produced, retry shortly")
 
 
+def holdings(found: chat_pb2.SubjectExport) -> ChatHoldings:
+    """Chat's answer to ExportSubject as the consent service uses it (access requests and erasures alike)."""
+    return ChatHoldings(
+        document=json.loads(found.document_json or "{}"),
+        lead_ids=list(found.lead_ids),
+        session_ids=list(found.session_ids),
+        conversation_ids=list(found.conversation_ids),
+        phones=list(found.phones),
+        emails=list(found.emails),
+    )
+
+
 class ChatExport:
     """Callable chat_export(email, phone) -> ChatHoldings: exactly one of the two; chat validates and normalises
     them (a malformed one raises ValidationError)."""
@@ -35,14 +47,7 @@ class ChatExport:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise ValidationError(exc.details() or "invalid request") from None
             raise _unavailable("chat", exc) from None
-        return ChatHoldings(
-            document=json.loads(found.document_json),
-            lead_ids=list(found.lead_ids),
-            session_ids=list(found.session_ids),
-            conversation_ids=list(found.conversation_ids),
-            phones=list(found.phones),
-            emails=list(found.emails),
-        )
+        return holdings(found)
 
 
 class DeliveriesExport:
