@@ -144,6 +144,20 @@ class Platform:
     schemas: dict[str, str]  # each service's own schema, dropped afterwards
     roles: dict[str, ServiceRoles]  # each service's service and migration roles, dropped afterwards
 
+    def chat(self, messages: list[str], consent: bool) -> str:
+        """A visitor's conversation through the public REST route; with consent, both consents given at the end
+        and the lead stored. Returns the session id."""
+        session = ""
+        for text in messages:
+            response = self.gw.rest("POST", "/api/chatbot/chat", json={"session_id": session, "message": text})
+            assert response.status_code == 200, response.text
+            session = response.json()["session_id"]
+        if consent:
+            answer = {"session_id": session, "message": "", "processing_consent": True, "marketing_consent": True}
+            response = self.gw.rest("POST", "/api/chatbot/chat", json=answer)
+            assert response.status_code == 200 and response.json()["intent"] == "lead_stored", response.text
+        return session
+
 
 # Limits high enough that a test's own traffic is never refused (the limiter has its own tests).
 UNLIMITED = {

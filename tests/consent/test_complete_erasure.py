@@ -103,26 +103,13 @@ class Person:
         return found + (["phone"] if self.phone in SEPARATORS.sub("", text) else [])
 
 
-def chat(platform, messages: list[str], consent: bool) -> str:
-    session = ""
-    for text in messages:
-        response = platform.gw.rest("POST", "/api/chatbot/chat", json={"session_id": session, "message": text})
-        assert response.status_code == 200, response.text
-        session = response.json()["session_id"]
-    if consent:
-        answer = {"session_id": session, "message": "", "processing_consent": True, "marketing_consent": True}
-        response = platform.gw.rest("POST", "/api/chatbot/chat", json=answer)
-        assert response.status_code == 200 and response.json()["intent"] == "lead_stored", response.text
-    return session
-
-
 def visit(platform, person: Person) -> None:
     """A lead with the phone typed one way, a second chat typing it another way, and a follow-up email."""
-    person.sessions.append(chat(platform, [
+    person.sessions.append(platform.chat([
         "Hello, how long does a renovation take?", f"My name is {person.name}", person.email,
         person.typed_phones[0], "The flat is 85 sqm in Warszawa", "budget 250k PLN", "we could start in 2 months",
     ], consent=True))
-    person.sessions.append(chat(platform, [
+    person.sessions.append(platform.chat([
         "Hi again, do you also do kitchens?", f"My name is {person.name}", f"call me on {person.typed_phones[1]}",
     ], consent=False))
 
@@ -136,7 +123,7 @@ def visit(platform, person: Person) -> None:
 
 def someone_else(platform) -> Person:
     other = Person()
-    chat(platform, ["Hello", f"My name is {other.name}", other.email, other.typed_phones[0],
+    platform.chat(["Hello", f"My name is {other.name}", other.email, other.typed_phones[0],
                     "The flat is 40 sqm in Gdansk", "budget 60k PLN", "in 8 months"], consent=True)
     return other
 

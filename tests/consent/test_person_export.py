@@ -49,19 +49,6 @@ def new_phone() -> str:
     return str(random.randint(5, 8)) + "".join(random.choices(string.digits, k=8))
 
 
-def chat(platform, messages: list[str], consent: bool) -> str:
-    session = ""
-    for text in messages:
-        response = platform.gw.rest("POST", "/api/chatbot/chat", json={"session_id": session, "message": text})
-        assert response.status_code == 200, response.text
-        session = response.json()["session_id"]
-    if consent:
-        answer = {"session_id": session, "message": "", "processing_consent": True, "marketing_consent": True}
-        response = platform.gw.rest("POST", "/api/chatbot/chat", json=answer)
-        assert response.status_code == 200 and response.json()["intent"] == "lead_stored", response.text
-    return session
-
-
 def export(platform, email: str):
     return platform.gw.rest("POST", EXPORT_PATH, admin=True, json={"email": email})
 
@@ -88,14 +75,14 @@ def person(platform):
     second visitor (someone else) whose data must not appear in the first one's export."""
     name, email, phone = unique_name(), new_email(), new_phone()
     typed_phones = [f"+48 {phone[:3]} {phone[3:6]} {phone[6:]}", f"{phone[:3]}-{phone[3:6]}-{phone[6:]}"]
-    first = chat(platform, [
+    first = platform.chat([
         "Hello, how long does a renovation take?", f"My name is {name}", email, typed_phones[0],
         "The flat is 85 sqm in Warszawa", "budget 250k PLN", "we could start in 2 months",
     ], consent=True)
-    second = chat(platform, ["Hi again, do you also do kitchens?", f"My name is {name}", typed_phones[1]],
+    second = platform.chat(["Hi again, do you also do kitchens?", f"My name is {name}", typed_phones[1]],
                   consent=False)
     other_email = new_email()
-    chat(platform, ["Hello", "My name is Jan Kowalski", other_email, f"+48 {new_phone()}",
+    platform.chat(["Hello", "My name is Jan Kowalski", other_email, f"+48 {new_phone()}",
                     "The flat is 40 sqm in Gdansk", "budget 60k PLN", "in 8 months"], consent=True)
 
     def sent_to_slack_and_monday():
