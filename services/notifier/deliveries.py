@@ -106,7 +106,8 @@ def validate(key: str, destination: str, payload: Payload, purpose: str = "") ->
 
 
 def _monday(item: Payload) -> None:
-    """CREATE needs a name (and may name a lookup key); UPDATE an item id and something to change; DELETE an item id."""
+    """CREATE needs a name (and may name a lookup key); UPDATE its item (by id or lookup key) and something to change;
+    DELETE its item."""
     operation = item.get("operation") or CREATE
     if operation not in (CREATE, UPDATE, DELETE):
         raise ValidationError("monday.operation must be create, update or delete")
@@ -121,10 +122,10 @@ def _monday(item: Payload) -> None:
         if item_id:
             raise ValidationError("monday.item_id must be empty for a create: the new item's id is the external id")
         return
-    if not _ITEM_ID.match(item_id):
-        raise ValidationError(f"monday.item_id is required for {operation}: the item's numeric id")
-    if item.get("lookup_key"):
-        raise ValidationError("monday.lookup_key is for a create only")
+    if item.get("lookup_key") and item_id:
+        raise ValidationError(f"a monday {operation} names its item by item_id or by lookup_key, not both")
+    if not item.get("lookup_key") and not _ITEM_ID.match(item_id):
+        raise ValidationError(f"monday.item_id (the item's numeric id) or monday.lookup_key is required for {operation}")
     if operation == UPDATE and not (item.get("column_values") or item.get("item_name")):
         raise ValidationError("a monday update needs column_values or an item_name")
 

@@ -281,13 +281,17 @@ class MondaySender:
         return str(items[0]["id"]) if items else ""
 
     def _update(self, item: Payload) -> str:
+        """By id, or the item holding the lookup key; one that is not on the board yet (its create is still queued)
+        is retried later."""
+        item_id: str = item.get("item_id") or self.find(item.get("lookup_key", ""))
+        if not item_id:
+            raise DeliveryError("Monday.com has no item with this lookup key yet; the update waits for its create")
         columns = monday_column_values(item.get("column_values", {}))
         if item.get("item_name"):
             columns["name"] = item["item_name"]
-        variables = {"board": self.board_id, "item": item["item_id"],
-                     "columns": json.dumps(columns, ensure_ascii=False)}
+        variables = {"board": self.board_id, "item": item_id, "columns": json.dumps(columns, ensure_ascii=False)}
         self._call(MONDAY_UPDATE_ITEM, variables)
-        return str(item["item_id"])
+        return str(item_id)
 
     def _delete(self, item: Payload) -> str:
         """Delete by id, or (an erasure's delete of a create that may have landed unrecorded) the item holding the

@@ -61,6 +61,18 @@ def test_a_create_with_a_lookup_key_writes_it_and_a_retry_after_a_crash_adopts_t
     assert finds[-1].json()["variables"]["columns"] == [{"column_id": LOOKUP_COLUMN, "column_values": ["lead-bbb222"]}]
 
 
+def test_an_update_by_lookup_key_waits_for_its_item_and_then_changes_it(notifier, monday):
+    """A correction to a lead whose create has not landed yet (Monday.com failing) is applied once it has."""
+    board: MondayBoard = monday.responder
+    monday.fail(500, times=2)
+    notifier.monday("late-create", "Lead Ola", {"phone": "+48600700800"}, lookup_key="lead-late")
+    notifier.monday("late-update", "", {"phone": "+48601602699"}, operation=pb.MONDAY_UPDATE, lookup_key="lead-late")
+    created = notifier.wait_status("late-create", pb.DELIVERED)
+    updated = notifier.wait_status("late-update", pb.DELIVERED)
+    assert updated.external_id == created.external_id
+    assert board.items[created.external_id]["column_values"]["phone"] == "+48601602699"
+
+
 def test_deleting_an_item_that_is_already_gone_is_done_not_an_error(notifier, monday):
     notifier.monday("gone-delete", "", operation=pb.MONDAY_DELETE, item_id="987654")
     done = notifier.wait_status("gone-delete", pb.DELIVERED)
@@ -77,10 +89,10 @@ def test_a_delete_is_retried_through_a_monday_outage(notifier, monday):
 
 
 @pytest.mark.parametrize("operation, item_id, lookup_key, problem", [
-    (pb.MONDAY_UPDATE, "", "", "item_id is required"),
-    (pb.MONDAY_DELETE, "not-a-number", "", "item_id is required"),
+    (pb.MONDAY_UPDATE, "", "", "or monday.lookup_key is required"),
+    (pb.MONDAY_DELETE, "not-a-number", "", "or monday.lookup_key is required"),
     (pb.MONDAY_CREATE, "123", "", "must be empty for a create"),
-    (pb.MONDAY_UPDATE, "123", "lead-x", "lookup_key is for a create only"),
+    (pb.MONDAY_UPDATE, "123", "lead-x", "by item_id or by lookup_key, not both"),
 ])
 def test_an_operation_without_what_it_needs_is_refused(notifier, operation, item_id, lookup_key, problem):
     with pytest.raises(grpc.RpcError) as refused:
