@@ -1,10 +1,12 @@
-"""`make eval`: how well chat understands visitors, on the labelled corpus in tests/chat/eval (issue 12, part 6).
+"""`make eval`: how well chat understands visitors, on the labelled corpus in tests/chat/eval (issue 12, part 6),
+and how well it captures leads, on the scripted dialogues there (issue 13, part 7; bench/eval_dialogues.py).
 
 For the development part and the test part: topic accuracy, language accuracy (each message alone, as the first of a
-conversation) and the most frequent confusions between topics. Printed, not asserted. Tune on dev.tsv only; test.tsv
-is the judge (see its README).
+conversation) and the most frequent confusions between topics. Then the dialogues: slot precision, recall and F1, the
+share of dialogues whose lead reaches sales right, areas read as budgets. Printed, not asserted. Tune on dev.tsv only;
+test.tsv and dialogues.yaml are the judges (see the README there).
 
-    python -m bench.eval [--errors dev] [--knowledge-dir DIR]
+    python -m bench.eval [--errors dev] [--knowledge-dir DIR] [--dialogue ID ...] [--transcripts] [--no-dialogues]
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import eval_dialogues
 from services.chat.knowledge import KNOWLEDGE_DIR, KnowledgeBase
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "chat" / "eval"
@@ -82,6 +85,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--errors", choices=PARTS, action="append", default=[], help="list the part's mistakes")
     parser.add_argument("--knowledge-dir", type=Path, default=KNOWLEDGE_DIR)
+    parser.add_argument("--dialogue", action="append", default=[], help="lead capture: only this dialogue id")
+    parser.add_argument("--transcripts", action="store_true", help="lead capture: failing dialogues' transcripts")
+    parser.add_argument("--no-dialogues", action="store_true", help="topic and language figures only")
     args = parser.parse_args(argv)
     kb = KnowledgeBase.load(args.knowledge_dir, reload_s=3600.0)
     for part in PARTS:
@@ -94,6 +100,13 @@ def main(argv: list[str]) -> int:
         if part == "dev":
             print(f"  understanding CPU per message: {cpu_ms_per_message(kb, examples):.3f} ms")
     print(f"targets on test: topic >= {TARGETS['topic']:.0%}, language >= {TARGETS['language']:.0%}")
+    if not args.no_dialogues:
+        print(flush=True)
+        try:
+            eval_dialogues.evaluate(args.dialogue, args.transcripts)
+        except Exception as exc:  # noqa: BLE001 - the topic figures above stay; say why the dialogues have none
+            print(f"lead capture dialogues could not run: {type(exc).__name__}: {exc}")
+            return 1
     return 0
 
 
