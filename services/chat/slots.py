@@ -26,7 +26,7 @@ from services.chat.knowledge import normalise
 from services.chat.names import as_name
 from services.chat.names import looks_like_name as _looks_like_name
 from services.chat.understanding import fold
-from services.chat.when import When, has_time_words, parse_when, warsaw_today
+from services.chat.when import When, has_time_words, parse_request, parse_when, warsaw_today
 
 __all__ = ["warsaw_today"]  # re-exported: the conversation reads "today" from here
 
@@ -205,8 +205,8 @@ def extract(
     rest = _phones(found, rest, text, awaiting, free_text_ok)
     if city := find_city(rest):
         found.values["city"] = city
-    if start := parse_start(rest, today):
-        found.values["start"], found.values["start_months"] = start.value, start.months
+    if (start := parse_start(rest, today)) and (awaiting == "start" or parse_request(text, today) is None):
+        found.values["start"], found.values["start_months"] = start.value, start.months  # not a callback's day
     if name := _name(rest):
         found.values["name"] = name
     _bare_answer(found, text, awaiting, free_text_ok)

@@ -234,3 +234,8 @@ def test_area_outside_10_to_1000_is_refused_and_limits_are_inclusive():
 )
 def test_identifies_tells_which_messages_may_carry_contact_details(text, awaiting, expected):
     assert identifies(text, awaiting) is expected
+
+
+def test_the_day_of_a_callback_is_not_the_renovation_start():
+    assert "start" not in extract("Zadzwońcie we wtorek po 17", today=TODAY).values
+    assert extract("we wtorek", awaiting="start", free_text_ok=True, today=TODAY).values["start"] == "2026-12-01"
