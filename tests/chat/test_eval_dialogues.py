@@ -77,7 +77,7 @@ def test_the_issue_s_anna_lead_scores_wrong_values_extra_values_and_the_area_rea
     assert summary.total.precision == pytest.approx(3 / 7)
     assert summary.total.recall == pytest.approx(3 / 10)
     assert summary.total.f1 == pytest.approx(2 * (3 / 7) * (3 / 10) / (3 / 7 + 3 / 10))
-    assert (summary.correct, summary.dialogues, summary.areas_as_budgets) == (0, 2, 1)
+    assert (summary.correct, summary.leads_right, summary.dialogues, summary.areas_as_budgets) == (0, 0, 2, 1)
     assert summary.failing[1].difference == "0 Monday.com items, expected 1"
 
 
@@ -89,6 +89,7 @@ def test_item_count_consent_turn_and_slack_are_part_of_a_dialogue_being_right():
     assert sum(c.tp for c in second.counts.values()) == 5  # the slots are read from the first item
     late = judge(ANNA, Observed(items=[item], processing_prompt_turn=3))
     assert late.difference == "processing consent prompt at turn 3, expected at turn 1"
+    assert late.lead_right and not second.lead_right  # the lead itself is right; the notice came too late
     flagged = judge(ANNA, Observed(items=[item], processing_prompt_turn=1,
                                    slack=['{"text": "Lead: 60/100", "fields": {"city_served": "no"}}']))
     assert flagged.difference == "Slack flags an unserved city: True, expected False"
