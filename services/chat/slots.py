@@ -222,7 +222,7 @@ def identifies(text: str, awaiting: str | None) -> bool:
     if _is_answer_only(text):
         return False
     if awaiting in ("email", "phone"):
-        return True
+        return not (_has_other_slot(text) or has_time_words(text) or "?" in text)  # else a wrong email or phone
     if awaiting == "name" and looks_like_name(_strip_punctuation(text)):
         return True
     return _name(text) is not None
