@@ -9,6 +9,7 @@ and runs envoy_argv().
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import string
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from gateway import site
 from gateway.ratelimit.policy import load_policy
 from services.runtime.config import DEFAULT_ADDRS
 
@@ -112,13 +114,17 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         if not values[name].isdigit():
             raise ValueError(f"{name}={values[name]!r} must be a whole number")
     values["RATELIMIT_TIMEOUT"] = f"{int(values['RATELIMIT_TIMEOUT_MS']) / 1000:.3f}s"
+    # By default only the demo page's own origin, as a person opens it after `make up`.
+    port = values["PUBLIC_PORT"]
+    origins = site.allowed_origins(get("ALLOWED_ORIGINS", f"http://localhost:{port},http://127.0.0.1:{port}"))
+    values["CORS_ORIGINS"] = json.dumps([{"exact": origin} for origin in origins])
     return values
 
 
 def render(env: dict[str, str]) -> str:
     """The Envoy YAML; LOCAL_RATE_LIMIT_DISABLED / GLOBAL_RATE_LIMIT_DISABLED drop a limiter (benchmarks compare);
     the metrics listener is there only with an ENVOY_METRICS_PORT; the public and admin listeners log each request
-    (ACCESS_LOG_FORMAT)."""
+    (ACCESS_LOG_FORMAT); the public listener serves the site's files (gateway/site.py)."""
     values = settings(env)
     config = yaml.safe_load(string.Template(TEMPLATE.read_text()).substitute(values))
     if values["ENVOY_METRICS_PORT"] == "0":
@@ -130,6 +136,9 @@ def render(env: dict[str, str]) -> str:
     if _flag(env, "GLOBAL_RATE_LIMIT_DISABLED"):
         dropped.add("envoy.filters.http.ratelimit")
     for listener in config["static_resources"]["listeners"]:
+        if listener["name"] == "public":
+            hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            hcm["route_config"]["virtual_hosts"][0]["routes"][:0] = site.routes()
         for chain in listener["filter_chains"]:
             for network_filter in chain["filters"]:
                 hcm = network_filter["typed_config"]
