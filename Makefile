@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: all venv protos up test lint bench eval k8s-check kind-up images deploy kind-down clean
+.PHONY: all venv protos up test lint browser bench eval k8s-check kind-up images deploy kind-down clean
 
 all: protos
 
@@ -35,8 +35,19 @@ lint: protos
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest
+
+# The widget's browser tests (tests/gateway/test_widget_*.py): Debian's chromium, driven by Playwright (which never
+# downloads a browser of its own), and axe-core from its lock file. Installs chromium where it is missing (as root).
+browser: /usr/bin/chromium tests/gateway/node_modules/.installed
+
+/usr/bin/chromium:
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+
+tests/gateway/node_modules/.installed: tests/gateway/package.json tests/gateway/package-lock.json
+	cd tests/gateway && npm ci --no-audit --no-fund
+	touch $@
 
 bench: protos
 	$(BIN)/python -m bench
