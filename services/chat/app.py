@@ -13,6 +13,7 @@ from services.chat.knowledge import KNOWLEDGE_DIR, KnowledgeBase
 from services.chat.leads import LeadDelivery
 from services.chat.platform_health import PlatformHealth
 from services.chat.remote import ConsentClient, NotifierClient
+from services.chat.sales import SalesView, parse_monday_columns
 from services.chat.settings import Settings
 from services.runtime.clients import channel_to
 from services.runtime.config import ConfigError
@@ -62,9 +63,11 @@ def build(settings: Settings) -> ChatApp:
     )
     consent = ConsentClient(channel_to(settings.consent_addr), settings.peer_timeout_s)
     notifier = NotifierClient(channel_to(settings.notifier_addr), settings.peer_timeout_s)
-    leads = LeadDelivery(db, consent, notifier, settings.lead_alert_score, kb.consent_wording)
+    sales = SalesView(lambda: kb.served_cities, parse_monday_columns(settings.monday_columns), settings.eur_pln_rate)
+    leads = LeadDelivery(db, consent, notifier, sales, settings.lead_alert_score, kb.consent_wording)
     followups = FollowupSender(db, kb, consent, notifier, settings.followup_delays_s, settings.followup_batch)
-    jobs = Jobs(followups, leads, cache, settings, db)
+    chat = ChatService(db, kb, cache, settings, leads)
+    jobs = Jobs(followups, leads, chat.hand_over_idle, cache, settings, db)
     diagnostics = _diagnostics(db, cache, leads, jobs)
     health = PlatformHealth(
         diagnostics.report,
@@ -73,7 +76,6 @@ def build(settings: Settings) -> ChatApp:
         channel_to(settings.ratelimit_addr),
         timeout_s=min(settings.peer_timeout_s, 1.0),
     )
-    chat = ChatService(db, kb, cache, settings, leads)
     return ChatApp(settings, db, kb, cache, leads, chat, followups, jobs, diagnostics, health)
 
 

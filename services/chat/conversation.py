@@ -1,5 +1,13 @@
-"""A conversation turn: validate the message, answer from the knowledge base, fill lead slots, ask for consent,
-store and score the lead.
+"""A conversation turn: validate the message, answer from the knowledge base, take lead details, ask for consent,
+hand the lead to sales.
+
+The flow: questions are answered; once the visitor shows intent (a quote, a consultation, a request) or gives a
+personal detail, the processing consent notice comes first, then one question at a time: a name, an email or a
+phone (either is enough), then city, area, budget and start, each asked once and each skippable. The lead is handed
+over after the marketing question, at once for a request ("call me on Tuesday"), or, for a visitor who leaves
+mid-questions with their contact given, after LEAD_IDLE_MINUTES (hand_over_idle): no lead is lost. Afterwards a
+correction updates the lead and its Monday.com item, and a returning visitor (the same email or phone) is linked to
+their lead, whose values stay: sales is told what is new and decides.
 
 A transcript is read with the conversation's secret, not its session id: the first reply carries a fresh secret
 (256 bits) for the visitor's client, the conversation keeps only its SHA-256, and a missing or wrong secret reads as
@@ -18,19 +26,23 @@ import hmac
 import re
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.chat import storage
+from services.chat import leads, storage
 from services.chat.cache import Cache, intent_key
 from services.chat.knowledge import KnowledgeBase, Match, normalise
 from services.chat.leads import LeadDelivery
+from services.chat.sales import OPTIONAL
 from services.chat.scoring import score_lead
 from services.chat.settings import Settings
-from services.chat.slots import SLOTS, extract, identifies, slot_number, slot_text
+from services.chat.slots import SLOTS, SlotValue, extract, identifies, slot_number, slot_text
 from services.chat.storage import Conversation, Lead
 from services.chat.understanding import NOT_UNDERSTOOD
+from services.chat.when import parse_request, warsaw_today
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.errors import NotFoundError, ValidationError
@@ -42,6 +54,8 @@ _YES = frozenset(
     {"tak", "yes", "y", "t", "ok", "okay", "zgoda", "zgadzam", "sure", "agree", "oczywiscie", "jasne", "yep", "yeah"}
 )
 _NO = frozenset({"nie", "no", "n", "nope", "not"})
+PERSONAL = ("name", "email", "phone")
+CONTACT = "contact"  # the awaited answer when the bot asks for an email or a phone, either being enough
 # Topics that show the visitor wants something done: the bot then asks for their details.
 _INTENT_TOPICS = frozenset({"quote", "consultation", "site_visit"})
 # Topics of a message that is (or may be) a detail rather than a question: a bare answer is taken as the detail.
@@ -127,12 +141,22 @@ def yes_or_no(text: str) -> bool | None:
 
 
 class ChatService:
-    def __init__(self, db: Database, kb: KnowledgeBase, cache: Cache, settings: Settings, leads: LeadDelivery):
+    def __init__(
+        self,
+        db: Database,
+        kb: KnowledgeBase,
+        cache: Cache,
+        settings: Settings,
+        delivery: LeadDelivery,
+        today: Callable[[], dt.date] = warsaw_today,
+    ):
+        """`today`: the visitor's date (Europe/Warsaw), which relative dates ("next Tuesday") resolve against."""
         self.db = db
         self.kb = kb
         self.cache = cache
         self.settings = settings
-        self.leads = leads
+        self.delivery = delivery
+        self.today = today
 
     # --- validation -------------------------------------------------------------------------------------------
 
@@ -190,7 +214,7 @@ class ChatService:
                 self._suggestions(turn.suggestions, lang), self._suggestions(turn.quick_replies, lang),
             )
         if turn.new_lead_id:
-            self.leads.deliver(turn.new_lead_id)
+            self.delivery.deliver(turn.new_lead_id)
         return reply
 
     def _turn(
@@ -213,18 +237,12 @@ class ChatService:
         if processing is not None or marketing is not None:
             raise ValidationError("no consent question is pending in this conversation")
         match = self._match(text, conv.language, conv.awaiting_slot)
-        if conv.stage == "done":
-            if match.intent == "consultation" and not conv.converted:
-                conv.converted = True
-                return _Turn(self.kb.say("converted", conv.language), "consultation")
-            return _Turn(match.answer, match.intent, suggestions=match.suggestions,
-                         quick_replies=self.kb.related(match.intent))
-        return self._collect(conv, text, match)
+        return self._converse(s, conv, text, match, caller)
 
     def _match(self, text: str, language: str, awaiting: str | None) -> Match:
         """The knowledge-base answer, its intent cached by a hash of the message's normalised text; a message that
         may carry contact details or a name is never cached (cache.py)."""
-        if identifies(text, awaiting):
+        if identifies(text, "email" if awaiting == CONTACT else awaiting):
             return self.kb.match(text, language)
         key = intent_key(normalise(text), language)
         intent = self.cache.get(key)
@@ -234,39 +252,104 @@ class ChatService:
         self.cache.set(key, match.intent, self.settings.cache_ttl_s)
         return match
 
-    def _collect(self, conv: Conversation, text: str, match: Match) -> _Turn:
-        """Answer first, ask later: the answer to what was asked, then a question for the next missing detail only
-        once the visitor shows intent (a quote, a consultation, a site visit), gives a detail, or is already giving
-        them."""
+    def _converse(self, s: Session, conv: Conversation, text: str, match: Match, caller: Caller) -> _Turn:
+        """Answer first, ask later: the answer to what was asked; details given are taken (and, once the lead
+        exists, passed on to sales); questions for details come only once the visitor shows intent (a quote, a
+        consultation, a site visit, a request) or gives a detail, and the processing consent notice comes before the
+        first of them."""
         lang = conv.language
         about_details = match.intent in _DETAIL_TOPICS
-        found = extract(text, conv.awaiting_slot, about_details and "?" not in text)
-        slots = dict(conv.slots or {})
-        slots.update(found.values)
-        conv.slots = slots
+        today = self.today()
+        awaiting = conv.awaiting_slot
+        found = extract(text, None if awaiting == CONTACT else awaiting, about_details and "?" not in text, today)
+        request = parse_request(text, today)
+        before = dict(conv.slots or {})
+        conv.slots = {**before, **found.values}
+        conv.asked = sorted({*conv.asked, *found.declined})
+        if request is not None:
+            conv.request = asdict(request)
+            conv.converted = True  # a booked call or consultation: no more reminders
+        gave = bool(found.values or found.invalid or found.declined)
+        answering = awaiting is not None and gave and "?" not in text  # an answer that the matcher took for a topic
         parts = []
-        if not about_details or (not found.values and not found.invalid):
+        if not (about_details or answering) or not gave:
             parts.append(match.answer)
-        noted = [s for s in SLOTS if s in found.values]
-        if noted:
-            names = ", ".join(self.kb.say(f"slot_names.{s}", lang) for s in noted)
-            parts.append(self.kb.say("noted", lang, fields=names))
-        parts.extend(self.kb.say(f"invalid.{s}", lang) for s in found.invalid if s not in found.values)
-        missing = [s for s in SLOTS if s not in slots]
-        intent = "lead_capture" if about_details and noted else match.intent
-        asking = match.intent in _INTENT_TOPICS or noted or found.invalid or conv.awaiting_slot is not None
-        if not asking:
+        parts.extend(self._noted(conv, found.values, before))
+        parts.extend(self.kb.say(f"invalid.{name}", lang) for name in found.invalid if name not in found.values)
+        if awaiting == CONTACT and about_details and not _has_contact(conv.slots) and not found.invalid:
+            parts.append(self.kb.say("invalid.contact", lang))
+        intent = "lead_capture" if (about_details or answering) and found.values else match.intent
+        if conv.stage == "done":
+            return self._after_lead(s, conv, parts, intent, match, request)
+        personal = any(name in found.values or name in found.invalid for name in PERSONAL)
+        wants = match.intent in _INTENT_TOPICS or request is not None or personal or awaiting is not None
+        wants = wants or (about_details and bool(found.values.keys() - {"city"}))
+        if not wants:
             return _Turn(" ".join(parts), intent, suggestions=match.suggestions,
                          quick_replies=self.kb.related(match.intent))
-        if missing:
-            retry = [s for s in found.invalid if s in missing]
-            conv.awaiting_slot = retry[0] if retry else missing[0]
-            parts.append(self.kb.say(f"questions.{conv.awaiting_slot}", lang))
-            return _Turn(" ".join(parts), intent)
+        if conv.stage == "collecting":
+            conv.stage = "consent_processing"
+            conv.awaiting_slot = None
+            parts += [self.kb.say("consent.lead_in", lang), self.kb.say("consent.processing", lang)]
+            return _Turn(" ".join(parts), intent, prompt="processing")
+        return self._next_step(s, conv, parts, intent, caller, retry=found.invalid)
+
+    def _noted(self, conv: Conversation, values: dict[str, SlotValue], before: dict[str, SlotValue]) -> list[str]:
+        """What the bot tells the visitor it took: "Noted: ..." (or "Updated: ..." for changed values), and that a
+        city is not served, plainly."""
+        lang = conv.language
+        noted = [name for name in SLOTS if name in values]
+        if not noted:
+            return []
+        changed = [name for name in noted if before.get(name) not in (None, values[name])]
+        said = []
+        fresh = [name for name in noted if name not in changed]
+        for names, message in ((fresh, "noted"), (changed, "updated")):
+            if names:
+                fields = ", ".join(self.kb.say(f"slot_names.{name}", lang) for name in names)
+                said.append(self.kb.say(message, lang, fields=fields))
+        city = slot_text(values, "city")
+        if city and city not in self.kb.served_cities:
+            said.append(self.kb.say("unserved_city", lang, city=city))
+        return said
+
+    def _next_step(
+        self,
+        s: Session,
+        conv: Conversation,
+        parts: list[str],
+        intent: str,
+        caller: Caller,
+        retry: list[str],
+        marketing: bool | None = None,
+    ) -> _Turn:
+        """With processing consent given: the next question (name, then email or phone, then each optional detail
+        once), or the lead handed over: at once for a request, else after the marketing question (unless a client
+        answered it already, with both consents at once: `marketing`)."""
+        lang = conv.language
+        slots = conv.slots
+        if "name" not in slots:
+            return self._ask(conv, parts, "name", intent)
+        if not _has_contact(slots):
+            return self._ask(conv, parts, CONTACT, intent)
+        if conv.request is not None:
+            return self._store_lead(s, conv, parts, marketing=False, caller=caller)
+        again = [name for name in retry if name in OPTIONAL and name not in slots]
+        remaining = again or [name for name in OPTIONAL if name not in slots and name not in conv.asked]
+        if remaining:
+            conv.asked = sorted({*conv.asked, remaining[0]})
+            return self._ask(conv, parts, remaining[0], intent)
+        if marketing is not None:
+            return self._store_lead(s, conv, parts, marketing, caller)
         conv.awaiting_slot = None
-        conv.stage = "consent_processing"
-        parts.append(self.kb.say("consent.processing", lang))
-        return _Turn(" ".join(parts), "consent", prompt="processing")
+        conv.stage = "consent_marketing"
+        parts.append(self.kb.say("consent.marketing", lang))
+        return _Turn(" ".join(parts), "consent", prompt="marketing")
+
+    def _ask(self, conv: Conversation, parts: list[str], slot: str, intent: str) -> _Turn:
+        conv.awaiting_slot = slot
+        parts.append(self.kb.say(f"questions.{slot}", conv.language))
+        return _Turn(" ".join(parts), intent)
 
     def _processing_answer(
         self,
@@ -277,17 +360,15 @@ class ChatService:
         marketing: bool | None,
         caller: Caller,
     ) -> _Turn:
-        lang = conv.language
         if processing is None:
             processing = yes_or_no(text)
         if processing is None:
             return self._ask_consent_again(conv, text, "processing")
         if not processing:
             return self._declined(s, conv)
-        if marketing is None:
-            conv.stage = "consent_marketing"
-            return _Turn(self.kb.say("consent.marketing", lang), "consent", prompt="marketing")
-        return self._store_lead(s, conv, marketing, caller)
+        conv.stage = "details"
+        thanks = [self.kb.say("consent.thanks", conv.language)]
+        return self._next_step(s, conv, thanks, "consent", caller, [], marketing)
 
     def _marketing_answer(
         self,
@@ -304,16 +385,16 @@ class ChatService:
             marketing = yes_or_no(text)
         if marketing is None:
             return self._ask_consent_again(conv, text, "marketing")
-        return self._store_lead(s, conv, marketing, caller)
+        return self._store_lead(s, conv, [], marketing, caller)
 
     def _ask_consent_again(self, conv: Conversation, text: str, kind: str) -> _Turn:
-        """Neither yes nor no: take it as a correction of a slot if it is one, then ask the same question."""
+        """Neither yes nor no: take it as a detail or a correction if it is one, then ask the same question."""
         lang = conv.language
-        found = extract(text)
+        found = extract(text, today=self.today())
         if found.values:
-            conv.slots = {**conv.slots, **found.values}
-            names = ", ".join(self.kb.say(f"slot_names.{s}", lang) for s in SLOTS if s in found.values)
-            lead_in = self.kb.say("noted", lang, fields=names)
+            before = dict(conv.slots or {})
+            conv.slots = {**before, **found.values}
+            lead_in = " ".join(self._noted(conv, found.values, before))
         else:
             lead_in = self.kb.say("consent.ask_again", lang)
         return _Turn(lead_in + " " + self.kb.say(f"consent.{kind}", lang), "consent", prompt=kind)
@@ -323,6 +404,8 @@ class ChatService:
         every visitor message stored in this conversation (the details were typed there). The refusal itself is
         stored as a consent note, whatever else its message said."""
         conv.slots = {}
+        conv.asked = []
+        conv.request = None
         conv.stage = "collecting"
         conv.awaiting_slot = None
         storage.redact_visitor_messages(s, conv.id, self.kb.say("consent.redacted", conv.language))
@@ -330,34 +413,90 @@ class ChatService:
             self.kb.say("consent.declined", conv.language), "consent_declined", stored_text=_consent_note(False, None)
         )
 
-    def _store_lead(self, s: Session, conv: Conversation, marketing: bool, caller: Caller) -> _Turn:
-        slots = conv.slots
-        lead = Lead(
-            id=uuid.uuid4().hex,
-            conversation_id=conv.id,
-            language=conv.language,
-            name=slot_text(slots, "name"),
-            email=slot_text(slots, "email"),
-            phone=slot_text(slots, "phone"),
-            city=slot_text(slots, "city"),
-            area_m2=slot_number(slots, "area_m2"),
-            budget_pln=slot_number(slots, "budget"),
-            start=slot_text(slots, "start"),
-            start_months=slot_number(slots, "start_months"),
-            score=score_lead(slots, self.kb.served_cities),
-            processing_consent=True,
-            marketing_consent=bool(marketing),
-            consent_text_version=self.kb.consent_version(conv.language),
-            client_ip=caller.client_ip or None,
-            user_agent=caller.user_agent or None,
-        )
-        storage.add_lead(s, lead)
-        conv.lead_id = lead.id
-        conv.contact_email = lead.email
-        conv.marketing_consent = bool(marketing)
+    def _store_lead(
+        self, s: Session, conv: Conversation, parts: list[str], marketing: bool, caller: Caller | None
+    ) -> _Turn:
+        """Hand the lead over: a new one, or (a returning visitor: the same email or phone) the existing one, which
+        keeps its values while sales is told what this conversation brought."""
+        lang = conv.language
+        values = lead_values(conv.slots, self.settings.eur_pln_rate, self.kb.served_cities)
+        conv.awaiting_slot = None
         conv.stage = "done"
-        reply = self.kb.say("lead_stored", conv.language, name=(lead.name or "").split(" ")[0])
-        return _Turn(reply, "lead_stored", new_lead_id=lead.id)
+        conv.contact_email = slot_text(conv.slots, "email")
+        conv.marketing_consent = marketing
+        now = utcnow()
+        existing = storage.lead_by_contact(s, values["email"], values["phone"])
+        if existing is not None:
+            lead = existing
+            conv.lead_id = lead.id
+            leads.queue_consent(s, lead, f"return-{conv.session_id}", {
+                "marketing": marketing, "session_id": conv.session_id, "conversation_id": str(conv.id),
+                "stated_at": now.isoformat()})
+            leads.queue_returning(s, lead, conv.session_id, _news(lead, values))
+        else:
+            lead = Lead(
+                id=uuid.uuid4().hex, conversation_id=conv.id, language=lang, created_at=now, updated_at=now,
+                processing_consent=True, marketing_consent=marketing,
+                consent_text_version=self.kb.consent_version(lang),
+                client_ip=(caller.client_ip or None) if caller else None,
+                user_agent=(caller.user_agent or None) if caller else None,
+                **values,
+            )
+            storage.add_lead(s, lead)
+            s.flush()
+            conv.lead_id = lead.id
+            leads.queue_new_lead(s, lead)
+        if conv.request is not None:
+            self._pass_on_request(s, conv, lead, parts)
+        elif existing is None and self.delivery.alert_due(lead):
+            leads.queue_alert(s, lead)
+        if conv.request is None:
+            first_name = (slot_text(conv.slots, "name") or "").split(" ")[0]
+            city = slot_text(conv.slots, "city")
+            if city and city not in self.kb.served_cities:
+                parts.append(self.kb.say("lead_stored_unserved", lang, name=first_name, city=city))
+            else:
+                parts.append(self.kb.say("lead_stored", lang, name=first_name))
+        return _Turn(" ".join(parts), "lead_stored", new_lead_id=lead.id)
+
+    def _pass_on_request(self, s: Session, conv: Conversation, lead: Lead, parts: list[str]) -> None:
+        """The request goes to sales at once; the visitor hears what was passed on."""
+        request = conv.request or {}
+        conv.request = None
+        lead.request_kind, lead.request_day = request.get("kind"), request.get("day") or None
+        lead.request_time, lead.request_channel = request.get("time") or None, request.get("channel") or None
+        lead.requested_at = utcnow()
+        leads.queue_request(s, lead, request)
+        leads.queue_item_update(s, lead)
+        when = request.get("day") or self.kb.say("request.soon", conv.language)
+        parts.append(self.kb.say(f"request.{request.get('kind', 'callback')}", conv.language, when=when))
+
+    def _after_lead(
+        self, s: Session, conv: Conversation, parts: list[str], intent: str, match: Match, request: Any
+    ) -> _Turn:
+        """The lead is with sales: a correction updates it (or, a returning visitor's, goes to sales to decide), a
+        request is passed on at once; anything else is answered."""
+        lead = storage.lead_for_update(s, conv.lead_id) if conv.lead_id else None
+        if lead is None:
+            return _Turn(" ".join(parts), intent)
+        values = lead_values(conv.slots, self.settings.eur_pln_rate, self.kb.served_cities)
+        news = _news(lead, values)
+        if news and lead.conversation_id == conv.id:
+            for name in (*news, *_DERIVED):
+                setattr(lead, name, values[name])
+            if "email" in news:  # the ledger is kept by email: the statement goes under the right one too
+                leads.queue_email(s, lead, utcnow())
+            lead.updated_at = utcnow()
+            leads.queue_item_update(s, lead)
+        elif news:
+            leads.queue_returning(s, lead, conv.session_id, news)
+        if request is not None:
+            self._pass_on_request(s, conv, lead, parts)
+        if news or request is not None:
+            return _Turn(" ".join(parts), "lead_updated", new_lead_id=lead.id)
+        return _Turn(
+            " ".join(parts), intent, suggestions=match.suggestions, quick_replies=self.kb.related(match.intent)
+        )
 
     def _prompt(self, turn: _Turn, conv: Conversation) -> ConsentPrompt | None:
         if turn.prompt is None:
@@ -375,14 +514,32 @@ class ChatService:
         return [Suggestion(t, self.kb.label(t, language)) for t in topics if t in self.kb.topics]
 
     def _progress(self, s: Session, conv: Conversation) -> LeadProgress:
+        """What the conversation captured (with its lead's values once handed over) and what is still missing."""
         slots = conv.slots or {}
-        captured = [name for name in SLOTS if name in slots]
-        progress = LeadProgress(captured, [n for n in SLOTS if n not in slots], len(captured) == len(SLOTS))
         lead = storage.lead_by_id(s, conv.lead_id) if conv.lead_id else None
+        held = {name for name in SLOTS if name in slots}
+        if lead is not None:
+            held |= {name for name, value in (
+                ("name", lead.name), ("email", lead.email), ("phone", lead.phone), ("city", lead.city),
+                ("area_m2", lead.area_m2), ("budget", lead.budget_amount), ("start", lead.start)) if value is not None}
+        missing = [n for n in SLOTS if n not in held]
+        progress = LeadProgress([n for n in SLOTS if n in held], missing, complete=not missing)
         if lead is not None:
             progress.lead_id, progress.score = lead.id, lead.score
-            progress.captured, progress.missing, progress.complete = list(SLOTS), [], True
         return progress
+
+    def hand_over_idle(self, idle_for: dt.timedelta, limit: int = 200) -> int:
+        """Leads of visitors who gave their contact and processing consent and then left before the questions ended:
+        handed over as they are (partial, no marketing consent) once idle for `idle_for`; returns how many."""
+        handed = []
+        with self.db.session() as s:
+            for conv in storage.idle_unhanded_conversations(s, utcnow() - idle_for, limit):
+                if "name" in conv.slots and _has_contact(conv.slots):
+                    handed.append(self._store_lead(s, conv, [], marketing=False, caller=None).new_lead_id)
+        for lead_id in handed:
+            if lead_id:
+                self.delivery.deliver(lead_id)
+        return len(handed)
 
     # --- reading ----------------------------------------------------------------------------------------------
 
@@ -396,6 +553,47 @@ class ChatService:
                 raise NotFoundError("no conversation with this session_id")
             messages = [TranscriptEntry(m.role, m.text, m.created_at) for m in storage.messages_of(s, conv.id)]
             return Transcript(conv.session_id, conv.created_at, messages, self._progress(s, conv))
+
+
+def _has_contact(slots: dict[str, SlotValue]) -> bool:
+    return bool(slots.get("email") or slots.get("phone"))
+
+
+def lead_values(slots: dict[str, SlotValue], eur_pln_rate: float | None, served: tuple[str, ...]) -> dict[str, Any]:
+    """The lead's columns from the conversation's slots: the budget also in PLN (a EUR budget converted at
+    EUR_PLN_RATE, or left unscored), and the score."""
+    amount, currency = slot_number(slots, "budget"), slot_text(slots, "budget_currency") or "PLN"
+    if amount is None:
+        budget_pln = None
+    elif currency == "PLN":
+        budget_pln = amount
+    else:
+        budget_pln = round(amount * eur_pln_rate) if currency == "EUR" and eur_pln_rate else None
+    values: dict[str, Any] = {
+        "name": slot_text(slots, "name"),
+        "email": slot_text(slots, "email"),
+        "phone": slot_text(slots, "phone"),
+        "city": slot_text(slots, "city"),
+        "area_m2": slot_number(slots, "area_m2"),
+        "budget_amount": amount,
+        "budget_currency": currency if amount is not None else None,
+        "budget_pln": budget_pln,
+        "start": slot_text(slots, "start"),
+        "start_months": slot_number(slots, "start_months"),
+    }
+    values["score"] = score_lead({**slots, "budget": budget_pln}, served)
+    return values
+
+
+_DERIVED = frozenset({"budget_pln", "start_months", "score"})
+
+
+def _news(lead: Lead, values: dict[str, Any]) -> dict[str, str]:
+    """The values a conversation holds that its lead does not (new, or different): what a correction changes."""
+    return {
+        name: str(value) for name, value in values.items()
+        if name not in _DERIVED and value is not None and getattr(lead, name) != value
+    }
 
 
 def _secret_hash(secret: str) -> str:

@@ -66,7 +66,7 @@ def _conversation(s: Session, conversation: Conversation, found_by: set[str]) ->
     }
 
 
-def _lead(lead: Lead) -> dict[str, Any]:
+def _lead(s: Session, lead: Lead) -> dict[str, Any]:
     return {
         "lead_id": lead.id,
         "conversation_id": lead.conversation_id,
@@ -81,22 +81,19 @@ def _lead(lead: Lead) -> dict[str, Any]:
         "start": lead.start,
         "start_months": lead.start_months,
         "score": lead.score,
-        "status": _lead_status(lead),
+        "status": "handed-over" if storage.lead_handed_over(s, lead.id) else "pending-hand-over",
         "processing_consent": lead.processing_consent,
         "marketing_consent": lead.marketing_consent,
         "consent_text_version": lead.consent_text_version,
         "client_ip": lead.client_ip,
         "user_agent": lead.user_agent,
-        "consent_recorded_at": _time(lead.consent_recorded_at),
-        "notified_at": _time(lead.notified_at),
+        "budget_amount": lead.budget_amount,
+        "budget_currency": lead.budget_currency,
+        "request": {"kind": lead.request_kind, "day": lead.request_day, "time": lead.request_time,
+                    "channel": lead.request_channel, "requested_at": _time(lead.requested_at)},
+        "updated_at": _time(lead.updated_at),
         "customer_at": _time(lead.customer_at),
     }
-
-
-def _lead_status(lead: Lead) -> str:
-    if lead.notified_at is not None and lead.consent_recorded_at is not None:
-        return "handed-over"
-    return "pending-hand-over"
 
 
 def export_subject(db: Database, email: str, phone: str = "") -> SubjectExport:
@@ -105,7 +102,7 @@ def export_subject(db: Database, email: str, phone: str = "") -> SubjectExport:
         found = find_subject(s, email, phone)
         document = {
             "conversations": [_conversation(s, c, found.found_by[c.id]) for c in found.conversations],
-            "leads": [_lead(lead) for lead in found.leads],
+            "leads": [_lead(s, lead) for lead in found.leads],
             "names": sorted(found.names),
         }
         conversations, leads = found.conversations, found.leads

@@ -7,9 +7,11 @@ the calls it makes carry one minted request id); its last outcome is kept for Ch
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -26,11 +28,19 @@ log = logging.getLogger(__name__)
 
 class Jobs:
     def __init__(
-        self, followups: FollowupSender, leads: LeadDelivery, cache: Cache, settings: Settings, db: Database
+        self,
+        followups: FollowupSender,
+        leads: LeadDelivery,
+        idle_handover: Callable[[dt.timedelta], int],
+        cache: Cache,
+        settings: Settings,
+        db: Database,
     ):
+        """`idle_handover(idle_for)`: hands over the leads of visitors gone quiet mid-questions (ChatService)."""
         self.db = db
         self.followups = followups
         self.leads = leads
+        self.idle_handover = idle_handover
         self.cache = cache
         self.settings = settings
         self._scheduler: BackgroundScheduler | None = None
@@ -79,8 +89,10 @@ class Jobs:
     def _lead_retry(self) -> None:
         with request_scope():
             try:
+                idle = self.idle_handover(dt.timedelta(minutes=self.settings.lead_idle_min))
                 result = self.leads.retry_pending()
-                self._record("lead-retry", f"delivered {result.delivered}, pending {result.pending}")
+                self._record("lead-retry", f"idle handed over {idle}, delivered {result.delivered}, "
+                                           f"pending {result.pending}")
             except Exception as exc:  # a failed run is retried at the next tick
                 log.exception("lead retry job failed")
                 self._record("lead-retry", f"error {type(exc).__name__}")

@@ -1,24 +1,35 @@
-"""Handing a stored lead over: its consents to the consent service, then its Monday.com item (and, for a high
-score, a Slack alert) to the notifier.
+"""Handing leads over: what the consent service and the notifier must hear about a lead, queued with the change and
+sent after it.
 
-Each step is marked done in the lead row only after the other service acknowledged it, so a lead whose hand-over
-failed (a service down) stays pending and is retried by retry_pending() from the periodic job and from
-`manage run-followups`. Idempotency keys derived from the lead (lead:<id>:consent, lead:<id>:monday,
-lead:<id>:slack) make every retry harmless: the other service answers a repeated key with the first result.
+Every change to a lead (created, corrected, a request, a returning visitor) queues its messages in the lead outbox
+in the same transaction (queue_* below). deliver() then sends a lead's queued messages in order and marks each sent
+only after the other service acknowledged it; a message that fails (a service down) stays queued, with the ones
+after it, and is retried by retry_pending() from the periodic job and from `manage run-followups`. A message's key
+is also its idempotency key at the other service, which answers a repeated key with the first result, so a retry is
+harmless. What a Monday.com item or a Slack alert says is read from the lead when it is sent: a retried update
+carries the latest values.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from services.chat import storage
 from services.chat.remote import ConsentClient, NotifierClient, PeerUnavailable
-from services.chat.storage import Lead
+from services.chat.sales import Alert, SalesView
+from services.chat.storage import Lead, LeadOutbox
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
 
 log = logging.getLogger(__name__)
+
+CONSENT, MONDAY_CREATE, MONDAY_UPDATE = "consent", "monday_create", "monday_update"
+SLACK_LEAD, SLACK_REQUEST, SLACK_RETURNING = "slack_lead", "slack_request", "slack_returning"
 
 
 @dataclass
@@ -27,41 +38,90 @@ class RetryResult:
     pending: int = 0
 
 
+# --- queueing (inside the caller's transaction) ----------------------------------------------------------------
+
+
+def queue_new_lead(s: Session, lead: Lead) -> None:
+    """The consent statement, then the Monday.com item (found again by the lead id if a create is retried)."""
+    storage.add_outbox(s, lead.id, CONSENT, f"lead:{lead.id}:consent")
+    storage.add_outbox(s, lead.id, MONDAY_CREATE, f"lead:{lead.id}:monday")
+
+
+def queue_item_update(s: Session, lead: Lead) -> None:
+    """The lead's Monday.com item takes the lead's current values."""
+    number = storage.count_outbox(s, lead.id, MONDAY_UPDATE) + 1
+    storage.add_outbox(s, lead.id, MONDAY_UPDATE, f"lead:{lead.id}:monday:{number}")
+
+
+def queue_consent(s: Session, lead: Lead, key: str, statement: Mapping[str, Any]) -> None:
+    """A later consent statement about the lead's person (marketing given at the end, a returning visitor's)."""
+    storage.add_outbox(s, lead.id, CONSENT, f"lead:{lead.id}:consent:{key}", dict(statement))
+
+
+def queue_email(s: Session, lead: Lead, stated_at: dt.datetime) -> None:
+    """A lead given an email later: its person's consent statement goes to the ledger now, under that email."""
+    number = storage.count_outbox(s, lead.id, CONSENT) + 1
+    queue_consent(s, lead, f"email-{number}", {"stated_at": stated_at.isoformat()})
+
+
+def queue_alert(s: Session, lead: Lead) -> None:
+    storage.add_outbox(s, lead.id, SLACK_LEAD, f"lead:{lead.id}:slack")
+
+
+def queue_request(s: Session, lead: Lead, request: Mapping[str, str]) -> None:
+    number = storage.count_outbox(s, lead.id, SLACK_REQUEST) + 1
+    storage.add_outbox(s, lead.id, SLACK_REQUEST, f"lead:{lead.id}:request:{number}", dict(request))
+
+
+def queue_returning(s: Session, lead: Lead, session_id: str, news: Mapping[str, str]) -> None:
+    """Sales hears that the lead's person came back (and what they gave that the lead does not hold)."""
+    number = storage.count_outbox(s, lead.id, SLACK_RETURNING) + 1
+    storage.add_outbox(s, lead.id, SLACK_RETURNING, f"lead:{lead.id}:returning:{number}", {
+        "session_id": session_id, "news": dict(news)})
+
+
+# --- sending -----------------------------------------------------------------------------------------------------
+
+
 class LeadDelivery:
     def __init__(
         self,
         db: Database,
         consent: ConsentClient,
         notifier: NotifierClient,
+        sales: SalesView,
         alert_score: int,
         consent_wording: Callable[[str], str],
     ):
         """`consent_wording(language)`: the exact consent text a visitor in that language was shown."""
         self.db = db
         self.consent = consent
-        self.consent_wording = consent_wording
         self.notifier = notifier
+        self.sales = sales
         self.alert_score = alert_score
+        self.consent_wording = consent_wording
+
+    def alert_due(self, lead: Lead) -> bool:
+        """Whether sales is alerted on Slack as well: a high score, or something to look at before calling."""
+        return lead.score >= self.alert_score or bool(self.sales.flags(lead))
 
     def deliver(self, lead_id: str) -> bool:
-        """True when the lead is fully handed over; False when something must be retried later."""
+        """True when everything queued about the lead is handed over; False when something must be retried later."""
         with self.db.session() as s:
             found = storage.lead_for_handover(s, lead_id)
+            queued = storage.pending_outbox(s, lead_id)
         if found is None:
             return True
         lead, session_id = found
-        try:
-            if lead.consent_recorded_at is None:
-                self._record_consent(lead, session_id)
-                with self.db.session() as s:
-                    storage.mark_consent_recorded(s, lead_id, utcnow())
-            if lead.notified_at is None:
-                self._notify(lead, session_id)
-                with self.db.session() as s:
-                    storage.mark_notified(s, lead_id, utcnow())
-        except PeerUnavailable as exc:
-            log.warning("lead hand-over postponed", extra={"lead_id": lead_id, "reason": str(exc)})
-            return False
+        for message in queued:
+            try:
+                self._send(message, lead, session_id)
+            except PeerUnavailable as exc:
+                log.warning("lead hand-over postponed",
+                            extra={"lead_id": lead_id, "outbox_kind": message.kind, "reason": str(exc)})
+                return False
+            with self.db.session() as s:
+                storage.mark_outbox_sent(s, message.id, utcnow())
         return True
 
     def retry_pending(self, limit: int = 200) -> RetryResult:
@@ -79,44 +139,42 @@ class LeadDelivery:
         with self.db.session() as s:
             return storage.count_pending_leads(s)
 
-    def _record_consent(self, lead: Lead, session_id: str) -> None:
+    def _send(self, message: LeadOutbox, lead: Lead, session_id: str) -> None:
+        details = message.details
+        if message.kind == CONSENT:
+            if lead.email:  # the ledger is kept by email: a phone-only lead's statement waits for one (queue_email)
+                self._record_consent(message.key, lead, session_id, details)
+        elif message.kind in (MONDAY_CREATE, MONDAY_UPDATE):
+            name, columns = self.sales.monday(lead, session_id)
+            operation = "create" if message.kind == MONDAY_CREATE else "update"
+            self.notifier.monday_item(message.key, name, columns, operation=operation, lookup_key=lead.id)
+        elif message.kind == SLACK_LEAD:
+            self._alert(message.key, self.sales.lead_alert(lead, session_id))
+        elif message.kind == SLACK_REQUEST:
+            self._alert(message.key, self.sales.request_alert(lead, session_id, details))
+        elif message.kind == SLACK_RETURNING:
+            self._alert(message.key, self.sales.returning_alert(lead, details["session_id"], details["news"]))
+        else:
+            raise ValueError(f"lead outbox kind {message.kind!r} is unknown")
+
+    def _alert(self, key: str, alert: Alert) -> None:
+        self.notifier.slack_alert(key, alert.title, alert.text, alert.fields)
+
+    def _record_consent(self, key: str, lead: Lead, session_id: str, statement: Mapping[str, Any]) -> None:
+        """The lead's own statement, or a later one (`statement` overrides: marketing, stated_at, its session)."""
+        stated_at = statement.get("stated_at")
         self.consent.record_consent(
             email=lead.email or "",
             processing=lead.processing_consent,
-            marketing=lead.marketing_consent,
+            marketing=bool(statement.get("marketing", lead.marketing_consent)),
             text_version=lead.consent_text_version,
             consent_text=self.consent_wording(lead.language),
             language=lead.language,
-            session_id=session_id,
-            conversation_id=str(lead.conversation_id),
+            session_id=statement.get("session_id", session_id),
+            conversation_id=str(statement.get("conversation_id", lead.conversation_id)),
             lead_id=lead.id,
             client_ip=lead.client_ip or "",
             user_agent=lead.user_agent or "",
-            request_id=f"lead:{lead.id}:consent",
-            stated_at=lead.created_at,  # stored in the turn that took the visitor's last consent answer
+            request_id=key,
+            stated_at=dt.datetime.fromisoformat(stated_at) if stated_at else lead.created_at,
         )
-
-    def _notify(self, lead: Lead, session_id: str) -> None:
-        columns = {
-            "email": lead.email or "",
-            "phone": lead.phone or "",
-            "city": lead.city or "",
-            "area_m2": str(lead.area_m2 or ""),
-            "budget_pln": str(lead.budget_pln or ""),
-            "start": lead.start or "",
-            "score": str(lead.score),
-            "language": lead.language,
-            "marketing_consent": "yes" if lead.marketing_consent else "no",
-            "lead_id": lead.id,
-            "session_id": session_id,
-        }
-        item_name = f"{lead.name or 'Lead'} – {lead.city or '?'}, {lead.area_m2 or '?'} m²"
-        self.notifier.monday_item(f"lead:{lead.id}:monday", item_name, columns)
-        if lead.score >= self.alert_score:
-            fields = {k: columns[k] for k in ("city", "area_m2", "budget_pln", "start", "score", "lead_id")}
-            self.notifier.slack_alert(
-                f"lead:{lead.id}:slack",
-                f"High-score lead: {lead.score}/100",
-                f"{lead.name or 'A visitor'} from {lead.city or '?'} wants a {lead.area_m2 or '?'} m² renovation.",
-                fields,
-            )

@@ -18,6 +18,9 @@ from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 Response = TypeVar("Response", bound=Message)
 
 
+_MONDAY_OPERATIONS = {"create": notifier_pb2.MONDAY_CREATE, "update": notifier_pb2.MONDAY_UPDATE}
+
+
 class PeerUnavailable(RuntimeError):
     """The other service did not accept the call; nothing was handed over."""
 
@@ -95,8 +98,15 @@ class NotifierClient:
     def _notify(self, request: notifier_pb2.NotifyRequest) -> None:
         _call("notifier", self._stub.Notify, request, self.timeout_s)
 
-    def monday_item(self, key: str, item_name: str, columns: dict[str, str]) -> None:
-        item = notifier_pb2.MondayItem(item_name=item_name, column_values=columns)
+    def monday_item(
+        self, key: str, item_name: str, columns: dict[str, str], *, operation: str = "create", lookup_key: str = ""
+    ) -> None:
+        """Create the item (adopting the one that holds `lookup_key`, so a retried create makes one item) or update
+        the item that holds `lookup_key`."""
+        item = notifier_pb2.MondayItem(
+            item_name=item_name, column_values=columns, lookup_key=lookup_key,
+            operation=_MONDAY_OPERATIONS[operation],
+        )
         self._notify(
             notifier_pb2.NotifyRequest(
                 idempotency_key=key, monday=item, purpose=notifier_pb2.PURPOSE_INTERNAL_ALERT

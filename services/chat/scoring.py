@@ -14,6 +14,7 @@ raises a Slack alert besides the Monday.com item every lead gets.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from services.chat.slots import SlotValue, slot_number
 
@@ -36,14 +37,33 @@ def _start_points(months: int | None) -> int:
     return 15 if months <= 3 else 8 if months <= 6 else 2
 
 
+@dataclass(frozen=True)
+class Reason:
+    """One rule's contribution, as sales reads it: "budget 250000 PLN: +25"."""
+
+    rule: str
+    points: int
+
+    def __str__(self) -> str:
+        return f"{self.rule}: +{self.points}"
+
+
+def breakdown(slots: Mapping[str, SlotValue], served_cities: Iterable[str]) -> list[Reason]:
+    """The rules that gave points, in the table's order. `budget` is in PLN (a EUR budget converted, or absent)."""
+    area, budget = slot_number(slots, "area_m2"), slot_number(slots, "budget")
+    months = slot_number(slots, "start_months")
+    city = slots.get("city")
+    reasons = [
+        Reason("email", 12 if slots.get("email") else 0),
+        Reason("phone", 12 if slots.get("phone") else 0),
+        Reason("name", 6 if slots.get("name") else 0),
+        Reason(f"area {area} m²", _area_points(area)),
+        Reason(f"budget {budget} PLN", _budget_points(budget)),
+        Reason(f"start in {months} months", _start_points(months)),
+        Reason(f"served city {city}", 10 if city in set(served_cities) else 0),
+    ]
+    return [reason for reason in reasons if reason.points]
+
+
 def score_lead(slots: Mapping[str, SlotValue], served_cities: Iterable[str]) -> int:
-    points = (
-        (12 if slots.get("email") else 0)
-        + (12 if slots.get("phone") else 0)
-        + (6 if slots.get("name") else 0)
-        + _area_points(slot_number(slots, "area_m2"))
-        + _budget_points(slot_number(slots, "budget"))
-        + _start_points(slot_number(slots, "start_months"))
-        + (10 if slots.get("city") in set(served_cities) else 0)
-    )
-    return max(0, min(100, points))
+    return max(0, min(100, sum(reason.points for reason in breakdown(slots, served_cities))))

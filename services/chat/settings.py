@@ -50,6 +50,7 @@ class Settings:
     followup_batch: int = 1000
     followup_interval_min: float = 15.0
     lead_retry_interval_s: float = 60.0
+    lead_idle_min: float = 30.0  # LEAD_IDLE_MINUTES: a visitor gone quiet mid-questions is handed over after this
     cache_ttl_s: int = 3600
     cache_max_entries: int = 10000
     cache_cleanup_min: float = 10.0
@@ -62,6 +63,8 @@ class Settings:
     peer_timeout_s: float = 2.0
     knowledge_dir: str = ""  # KNOWLEDGE_DIR: faq.yaml and dialogue.yaml (a mounted ConfigMap); empty: the packaged ones
     knowledge_reload_s: float = 5.0  # KNOWLEDGE_RELOAD_SECONDS: how often each replica looks for a changed faq.yaml
+    eur_pln_rate: float | None = None  # EUR_PLN_RATE: scores a EUR budget; unset, such a budget is flagged to sales
+    monday_columns: str = ""  # MONDAY_COLUMNS: lead field -> board column id ('email=email_mk1,...'); sales.py
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,6 +84,7 @@ class Settings:
             followup_batch=env_int("FOLLOWUP_BATCH", 1000, minimum=1),
             followup_interval_min=env_float("FOLLOWUP_INTERVAL_MINUTES", 15.0, minimum=0.01),
             lead_retry_interval_s=env_float("LEAD_RETRY_SECONDS", 60.0, minimum=0.1),
+            lead_idle_min=env_float("LEAD_IDLE_MINUTES", 30.0, minimum=0.01),
             cache_ttl_s=env_int("CACHE_TTL_SECONDS", 3600, minimum=1),
             cache_max_entries=env_int("CACHE_MAX_ENTRIES", 10000, minimum=1),
             cache_cleanup_min=env_float("CACHE_CLEANUP_MINUTES", 10.0, minimum=0.01),
@@ -93,4 +97,6 @@ class Settings:
             peer_timeout_s=env_float("PEER_TIMEOUT_S", 2.0, minimum=0.05),
             knowledge_dir=env_str("KNOWLEDGE_DIR", ""),
             knowledge_reload_s=env_float("KNOWLEDGE_RELOAD_SECONDS", 5.0, minimum=0.0),
+            eur_pln_rate=env_float("EUR_PLN_RATE", 0.0, minimum=0.0) or None,
+            monday_columns=env_str("MONDAY_COLUMNS", ""),
         )

@@ -24,7 +24,6 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Result,
-    Select,
     String,
     Text,
     TypeDecorator,
@@ -37,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
 from services.runtime.clock import naive_utc, utcnow
 
@@ -83,6 +82,10 @@ class Conversation(Base):
     message_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # SHA-256 (hex) of the secret that reads the transcript; NULL for conversations from before it: unreadable.
     session_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    # The optional details already asked for (each is asked once) and those the visitor declined to give.
+    asked: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    # A callback, consultation or site-visit request made before the visitor's contact was known (slots.Request).
+    request: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_conversation_followup_due", "marketing_consent", "followups_stopped", "followups_sent"),
@@ -114,20 +117,43 @@ class Lead(Base):
     phone: Mapped[str | None] = mapped_column(String(16))
     city: Mapped[str | None] = mapped_column(String(80))
     area_m2: Mapped[int | None] = mapped_column(Integer)
-    budget_pln: Mapped[int | None] = mapped_column(Integer)
-    start: Mapped[str | None] = mapped_column(String(80))
+    budget_pln: Mapped[int | None] = mapped_column(Integer)  # the budget in PLN (converted with EUR_PLN_RATE)
+    budget_amount: Mapped[int | None] = mapped_column(Integer)  # the budget as the visitor gave it ...
+    budget_currency: Mapped[str | None] = mapped_column(String(3))  # ... in this currency (PLN, EUR)
+    start: Mapped[str | None] = mapped_column(String(80))  # YYYY-MM-DD, YYYY-MM or asap (Europe/Warsaw)
     start_months: Mapped[int | None] = mapped_column(Integer)
     score: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The latest callback / consultation / site-visit request: kind, day (YYYY-MM-DD), time, channel.
+    request_kind: Mapped[str | None] = mapped_column(String(16))
+    request_day: Mapped[str | None] = mapped_column(String(10))
+    request_time: Mapped[str | None] = mapped_column(String(16))
+    request_channel: Mapped[str | None] = mapped_column(String(8))
+    requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     processing_consent: Mapped[bool] = mapped_column(Boolean, nullable=False)
     marketing_consent: Mapped[bool] = mapped_column(Boolean, nullable=False)
     consent_text_version: Mapped[str] = mapped_column(String(64), nullable=False)
     client_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
-    # Hand-over state: NULL until the consent service / the notifier acknowledged; retried until then.
-    consent_recorded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    notified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # Set by ChatAdmin.MarkCustomer: the lead became a customer and is kept past LEAD_RETENTION_DAYS.
     customer_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class LeadOutbox(Base):
+    """What the consent service and the notifier must be told about a lead, written in the transaction that changed
+    the lead and sent after it (in id order, each once: `key` is also the idempotency key the other service sees)."""
+
+    __tablename__ = "lead_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(24), nullable=False)  # leads.OUTBOX_KINDS
+    key: Mapped[str] = mapped_column(String(160), unique=True, nullable=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_lead_outbox_pending", "sent_at", "id"),)
 
 
 class FollowupEvent(Base):
@@ -176,6 +202,20 @@ def new_conversation(session: Session, session_id: str, language: str, secret_ha
     return conversation
 
 
+def idle_unhanded_conversations(session: Session, idle_since: dt.datetime, limit: int) -> list[Conversation]:
+    """Conversations that consented to processing and were still being asked for details (or the marketing question)
+    with no activity since `idle_since` and no lead yet, locked until commit; rows another replica holds are skipped."""
+    return list(session.scalars(
+        select(Conversation)
+        .where(Conversation.stage.in_(("details", "consent_marketing")))
+        .where(Conversation.lead_id.is_(None))
+        .where(Conversation.last_activity_at < idle_since)
+        .order_by(Conversation.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ))
+
+
 def add_message(session: Session, conversation_id: int, role: str, text: str, at: dt.datetime) -> None:
     session.add(Message(conversation_id=conversation_id, role=role, text=text, created_at=at))
 
@@ -208,8 +248,8 @@ def add_lead(session: Session, lead: Lead) -> None:
 
 
 def lead_for_handover(session: Session, lead_id: str) -> tuple[Lead, str] | None:
-    """The lead (detached: read after the transaction) and its conversation's session id; None once the lead is
-    gone (erased or purged), when there is nothing left to hand over."""
+    """The lead (detached: read after the transaction) and its first conversation's session id; None once the lead
+    is gone (erased or purged), when there is nothing left to hand over."""
     row = session.execute(
         select(Lead, Conversation.session_id)
         .join(Conversation, Conversation.id == Lead.conversation_id)
@@ -222,6 +262,25 @@ def lead_for_handover(session: Session, lead_id: str) -> tuple[Lead, str] | None
     return lead, session_id
 
 
+def lead_for_update(session: Session, lead_id: str) -> Lead | None:
+    """The lead, locked until commit (a correction and an agent's edit never interleave)."""
+    return session.get(Lead, lead_id, with_for_update=True)
+
+
+def lead_by_contact(session: Session, email: str | None, phone: str | None) -> Lead | None:
+    """The earliest lead with this email, or else with this phone: a returning visitor's."""
+    for column, value in ((Lead.email, email), (Lead.phone, phone)):
+        if value:
+            found = session.scalars(select(Lead).where(column == value).order_by(Lead.created_at).limit(1)).first()
+            if found is not None:
+                return found
+    return None
+
+
+def session_of_conversation(session: Session, conversation_id: int) -> str:
+    return session.scalar(select(Conversation.session_id).where(Conversation.id == conversation_id)) or ""
+
+
 def set_customer(session: Session, lead_id: str, at: dt.datetime | None) -> Lead | None:
     """Mark the lead a customer since `at` (kept if already marked), or clear the mark (None); None when there is no
     such lead."""
@@ -231,33 +290,53 @@ def set_customer(session: Session, lead_id: str, at: dt.datetime | None) -> Lead
     return lead
 
 
-def mark_consent_recorded(session: Session, lead_id: str, at: dt.datetime) -> None:
-    lead = session.get(Lead, lead_id)
-    if lead is not None:
-        lead.consent_recorded_at = at
+def add_outbox(session: Session, lead_id: str, kind: str, key: str, details: dict[str, Any] | None = None) -> None:
+    """Queue a message about the lead, once per key (a key already queued is left as it is)."""
+    exists = session.scalar(select(LeadOutbox.id).where(LeadOutbox.key == key))
+    if exists is None:
+        session.add(LeadOutbox(lead_id=lead_id, kind=kind, key=key, details=details or {}))
 
 
-def mark_notified(session: Session, lead_id: str, at: dt.datetime) -> None:
-    lead = session.get(Lead, lead_id)
-    if lead is not None:
-        lead.notified_at = at
+def count_outbox(session: Session, lead_id: str, kind: str) -> int:
+    query = select(func.count()).where(LeadOutbox.lead_id == lead_id, LeadOutbox.kind == kind)
+    return session.scalar(query) or 0
 
 
-def _pending_leads() -> Select[str]:
-    """Leads whose consent or notification has not been acknowledged yet."""
-    return (
-        select(Lead.id)
-        .where(or_(Lead.consent_recorded_at.is_(None), Lead.notified_at.is_(None)))
-    )
+def pending_outbox(session: Session, lead_id: str) -> list[LeadOutbox]:
+    """The lead's unsent messages in the order they were queued (detached: sent after the transaction)."""
+    rows = list(session.scalars(
+        select(LeadOutbox).where(LeadOutbox.lead_id == lead_id, LeadOutbox.sent_at.is_(None)).order_by(LeadOutbox.id)
+    ))
+    for row in rows:
+        session.expunge(row)
+    return rows
+
+
+def mark_outbox_sent(session: Session, outbox_id: int, at: dt.datetime) -> None:
+    session.execute(update(LeadOutbox).where(LeadOutbox.id == outbox_id).values(sent_at=at))
 
 
 def pending_lead_ids(session: Session, limit: int) -> list[str]:
-    """The oldest pending leads first."""
-    return list(session.scalars(_pending_leads().order_by(Lead.created_at).limit(limit)))
+    """Leads with unsent messages, the longest waiting first."""
+    query = (
+        select(LeadOutbox.lead_id)
+        .where(LeadOutbox.sent_at.is_(None))
+        .group_by(LeadOutbox.lead_id)
+        .order_by(func.min(LeadOutbox.id))
+        .limit(limit)
+    )
+    return list(session.scalars(query))
 
 
 def count_pending_leads(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(_pending_leads().subquery())) or 0
+    query = select(func.count(func.distinct(LeadOutbox.lead_id))).where(LeadOutbox.sent_at.is_(None))
+    return session.scalar(query) or 0
+
+
+def lead_handed_over(session: Session, lead_id: str) -> bool:
+    """Whether everything queued about the lead was acknowledged."""
+    query = select(LeadOutbox.id).where(LeadOutbox.lead_id == lead_id, LeadOutbox.sent_at.is_(None)).limit(1)
+    return session.scalar(query) is None
 
 
 # --- follow-ups ---------------------------------------------------------------------------------------------------
@@ -430,18 +509,22 @@ def idle_conversations_without_lead(session: Session, idle_since: dt.datetime, l
 
 
 def expired_lead_conversations(session: Session, idle_since: dt.datetime, limit: int) -> list[int]:
-    """Ids of up to `limit` conversations whose lead is not a customer and which have had no activity since
-    `idle_since`, oldest first, locked with their leads until commit; rows another purge or a MarkCustomer holds are
-    skipped (SKIP LOCKED on PostgreSQL)."""
+    """Ids of up to `limit` conversations linked to a lead that is not a customer (or is gone already) when none of
+    that lead's conversations has had activity since `idle_since`, oldest first, locked until commit; rows another
+    purge or a MarkCustomer holds are skipped (SKIP LOCKED on PostgreSQL)."""
+    other = aliased(Conversation)
+    recent = select(other.id).where(other.lead_id == Conversation.lead_id, other.last_activity_at >= idle_since)
     return list(
         session.scalars(
             select(Conversation.id)
-            .join(Lead, Lead.conversation_id == Conversation.id)
-            .where(Lead.customer_at.is_(None))
+            .outerjoin(Lead, Lead.id == Conversation.lead_id)
+            .where(Conversation.lead_id.is_not(None))
+            .where(or_(Lead.id.is_(None), Lead.customer_at.is_(None)))
             .where(Conversation.last_activity_at < idle_since)
+            .where(~recent.exists())
             .order_by(Conversation.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(of=Conversation, skip_locked=True)
         )
     )
 
@@ -454,10 +537,16 @@ class Deleted:
 
 
 def delete_conversations(session: Session, ids: Sequence[int]) -> Deleted:
-    """Delete these conversations with their messages, follow-up claims and leads; returns how many of each."""
+    """Delete these conversations with their messages, follow-up claims and leads (with what was queued about them);
+    returns how many of each."""
+    linked = select(Conversation.lead_id).where(Conversation.id.in_(ids), Conversation.lead_id.is_not(None))
+    lead_ids = set(session.scalars(select(Lead.id).where(or_(Lead.conversation_id.in_(ids), Lead.id.in_(linked)))))
     messages = session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
     session.execute(delete(FollowupEvent).where(FollowupEvent.conversation_id.in_(ids)))
-    leads = session.execute(delete(Lead).where(Lead.conversation_id.in_(ids)))
+    session.execute(delete(LeadOutbox).where(LeadOutbox.lead_id.in_(lead_ids)))
+    # A returning visitor's later conversation holds the lead of the first: it no longer points at it.
+    session.execute(update(Conversation).where(Conversation.lead_id.in_(lead_ids)).values(lead_id=None))
+    leads = session.execute(delete(Lead).where(Lead.id.in_(lead_ids)))
     conversations = session.execute(delete(Conversation).where(Conversation.id.in_(ids)))
     return Deleted(_rowcount(conversations), _rowcount(messages), _rowcount(leads))
 

@@ -27,7 +27,6 @@ from services.chat.slots import normalise_email, normalise_phone, slot_text
 from services.chat.storage import Conversation, Lead
 from services.runtime.errors import ValidationError
 
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # A number typed with separators: digits with spaces, dashes, dots, brackets or slashes between them.
 _DIGIT_RUN = re.compile(r"\d(?:[\s\u00a0\-.()/]*\d)*")
 
@@ -46,17 +45,17 @@ class Subject:
 
 def checked_email(email: str) -> str:
     """The email normalised as chat stores it; ValidationError when it is missing or malformed."""
-    email = normalise_email(email or "")
-    if not _EMAIL_SHAPE.match(email) or len(email) > 254:
+    normalised = normalise_email(email or "")
+    if normalised is None or len(normalised) > 254:
         raise ValidationError("email is missing or malformed")
-    return email
+    return normalised
 
 
 def checked_phone(phone: str) -> str:
-    """The phone as chat stores it (E.164), from any format; ValidationError unless it is a Polish number."""
+    """The phone as chat stores it (E.164), from any format; ValidationError unless it is a phone number."""
     normalised = normalise_phone(phone or "")
     if normalised is None:
-        raise ValidationError("phone is missing or malformed (a 9-digit Polish number, +48 optional)")
+        raise ValidationError("phone is missing or malformed (a Polish number, or any with its country code)")
     return normalised
 
 
@@ -67,12 +66,18 @@ def checked_subject(email: str, phone: str) -> tuple[str, str]:
     return (checked_email(email), "") if (email or "").strip() else ("", checked_phone(phone))
 
 
+def _national(phone: str) -> tuple[str, str]:
+    """(the national significant number, the country code) of an E.164 number: '+48601602699' -> ('601602699', '48')."""
+    number = phonenumbers.parse(phone)
+    return phonenumbers.national_significant_number(number), str(number.country_code)
+
+
 def mentions_phone(text: str, phone: str) -> bool:
     """Whether `text` holds the E.164 `phone` in any format a person may type it."""
-    national = phone.removeprefix("+48")
+    national, country = _national(phone)
+    typed_forms = {national, "0" + national, country + national, "00" + country + national}
     for run in _DIGIT_RUN.finditer(text):
-        digits = re.sub(r"\D", "", run.group(0))
-        if digits in (national, "48" + national, "0048" + national):
+        if re.sub(r"\D", "", run.group(0)) in typed_forms:
             return True
     matcher = phonenumbers.PhoneNumberMatcher(text, "PL", leniency=phonenumbers.Leniency.POSSIBLE)
     return any(phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164) == phone for m in matcher)
@@ -80,7 +85,7 @@ def mentions_phone(text: str, phone: str) -> bool:
 
 def conversations_mentioning_phone(s: Session, phone: str) -> set[int]:
     """Conversations that captured the phone or whose messages hold it in any format."""
-    candidates = storage.messages_with_digits(s, phone.removeprefix("+48"))
+    candidates = storage.messages_with_digits(s, _national(phone)[0])
     return {cid for cid, text in candidates if mentions_phone(text, phone)} | storage.conversation_ids_capturing(
         s, phone
     )

@@ -125,7 +125,9 @@ def _monday(item: Payload) -> None:
     if item.get("lookup_key") and item_id:
         raise ValidationError(f"a monday {operation} names its item by item_id or by lookup_key, not both")
     if not item.get("lookup_key") and not _ITEM_ID.match(item_id):
-        raise ValidationError(f"monday.item_id (the item's numeric id) or monday.lookup_key is required for {operation}")
+        raise ValidationError(
+            f"monday.item_id (the item's numeric id) or monday.lookup_key is required for {operation}"
+        )
     if operation == UPDATE and not (item.get("column_values") or item.get("item_name")):
         raise ValidationError("a monday update needs column_values or an item_name")
 

@@ -16,3 +16,8 @@ ENGLISH_LOW_SCORE = [
     "budget 60k PLN",
     "we could start in 8 months",
 ]
+
+
+def as_person(script: list[str], email: str, phone: str = "600 700 800") -> list[str]:
+    """The same visitor with another email and phone: a different person, not a returning one."""
+    return [line.replace("jan.kowalski@example.com", email).replace("600 700 800", phone) for line in script]

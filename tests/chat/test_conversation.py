@@ -11,7 +11,7 @@ from services.chat.conversation import Reply
 from services.chat.storage import Conversation, Lead, Message
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.request_context import Caller
-from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE
+from tests.chat.scripts import POLISH_HIGH_SCORE
 from testsupport.waiting import poll
 
 
@@ -53,24 +53,33 @@ def test_polish_visitor_becomes_a_scored_lead_with_both_consents_recorded(world)
     assert monday.column_values["phone"] == "+48600700800" and monday.column_values["score"] == "100"
 
 
-def test_english_visitor_is_asked_one_question_at_a_time_answers_yes_no_and_gets_no_alert(world):
-    replies = talk(world.chat, ENGLISH_LOW_SCORE)
+def test_english_visitor_is_asked_for_consent_first_then_one_question_at_a_time_and_can_skip(world):
+    replies = talk(world.chat, ["Hello, how long does a renovation take?", "I'd like a quote"])
     assert all(r.language == "en" for r in replies)
-    missing = [len(r.lead.missing) for r in replies]
-    assert missing == [7, 6, 5, 4, 2, 1, 0]
-    # Answer first, ask later: the opening question is answered and nothing is asked until the visitor gives a
-    # detail; from then on exactly one question a reply.
-    assert "?" not in replies[0].reply and replies[0].intent == "duration"
-    for reply in replies[1:-1]:
-        assert reply.reply.count("?") == 1, reply.reply
-    assert replies[-1].consent_prompt.kind == "processing"
+    # Answer first, ask later: the opening question is answered, nothing is asked; intent brings the consent notice.
+    assert "?" not in replies[0].reply and replies[0].intent == "duration" and replies[0].consent_prompt is None
+    assert replies[1].consent_prompt.kind == "processing" and "What is your name?" not in replies[1].reply
+    session = replies[1].session_id
+    answers = ["yes", "John Smith", "john.smith@example.org", "Gdansk", "35 sqm", "I'd rather not say", "in 8 months"]
+    asked = [world.chat.send_message(session, text) for text in answers]
+    for reply in asked[:-1]:
+        assert reply.reply.count("?") == 1, reply.reply  # exactly one question a reply
+    assert "What is your name?" in asked[0].reply and "email address or phone number" in asked[1].reply
+    assert "do not work in Gdańsk" in asked[3].reply  # said plainly, and the questions go on
+    assert "budget" in asked[4].reply and "start" in asked[5].reply  # the budget was skipped, not asked again
+    assert asked[-1].consent_prompt.kind == "marketing" and not asked[-1].consent_prompt.required
 
-    marketing = world.chat.send_message(replies[-1].session_id, "yes")
-    assert marketing.consent_prompt.kind == "marketing" and not marketing.consent_prompt.required
-    stored = world.chat.send_message(replies[-1].session_id, "no")
-    assert stored.lead.score == 50
+    stored = world.chat.send_message(session, "no")
+    assert stored.intent == "lead_stored" and "do not work in Gdańsk" in stored.reply
+    assert stored.lead.score == 12 + 6 + 8 + 2 and "budget" in stored.lead.missing
     assert world.consent.recorded[0].marketing_consent is False
-    assert world.notifier.keys("lead:") == [f"lead:{stored.lead.lead_id}:monday"]
+    lead_id = stored.lead.lead_id
+    assert world.notifier.keys("lead:") == [f"lead:{lead_id}:monday", f"lead:{lead_id}:slack"]
+    monday = world.notifier.requests[f"lead:{lead_id}:monday"].monday
+    assert (monday.column_values["partial"], monday.column_values["missing"]) == ("yes", "budget")
+    assert monday.column_values["city_served"] == "no" and monday.lookup_key == lead_id
+    alert = world.notifier.requests[f"lead:{lead_id}:slack"].slack  # an unserved city is flagged to sales
+    assert "city not served: Gdańsk" in alert.text and alert.fields["email"] == "john.smith@example.org"
 
 
 def test_visitor_can_correct_a_value_before_consenting(world):
@@ -86,8 +95,11 @@ def test_visitor_can_correct_a_value_before_consenting(world):
 
 def test_invalid_email_is_explained_and_asked_again(world):
     first = world.chat.send_message("", "Nazywam się Anna Nowak")
+    assert first.consent_prompt.kind == "processing"
+    world.chat.send_message(first.session_id, "tak")
     reply = world.chat.send_message(first.session_id, "anna@nowak")
-    assert "e-mail" in reply.reply and "email" in reply.lead.missing
+    assert "To nie wygląda na poprawny adres e-mail" in reply.reply and "e-mail lub numer telefonu" in reply.reply
+    assert "email" in reply.lead.missing
 
 
 def test_declining_processing_consent_stores_no_lead_and_drops_the_details(world):
@@ -210,10 +222,16 @@ def test_lead_is_kept_when_the_notifier_is_down_and_handed_over_by_the_retry(wor
     assert world.app.leads.retry_pending().delivered == 0  # nothing left: no second item
 
 
-def test_booking_after_the_lead_marks_the_conversation_converted(world):
+def test_booking_after_the_lead_goes_to_sales_at_once_and_stops_the_reminders(world):
     replies = talk(world.chat, POLISH_HIGH_SCORE)
-    world.chat.send_message(replies[-1].session_id, "", True, True)
-    booked = world.chat.send_message(replies[-1].session_id, "Chcę umówić konsultację")
-    assert booked.intent == "consultation"
+    stored = world.chat.send_message(replies[-1].session_id, "", True, True)
+    booked = world.chat.send_message(replies[-1].session_id, "Chcę umówić konsultację na przyszły wtorek")
+    assert booked.intent == "lead_updated" and "konsultację" in booked.reply
     with world.db.session() as s:
         assert s.scalars(select(Conversation.converted)).one() is True
+        lead = s.get(Lead, stored.lead.lead_id)
+        assert (lead.request_kind, len(lead.request_day or "")) == ("consultation", 10)
+    lead_id = stored.lead.lead_id
+    alert = world.notifier.requests[f"lead:{lead_id}:request:1"].slack
+    assert alert.title.startswith("Consultation request: " + lead.request_day)
+    assert world.notifier.requests[f"lead:{lead_id}:monday:1"].monday.column_values["request"].startswith("consult")

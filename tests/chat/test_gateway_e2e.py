@@ -14,14 +14,14 @@ import pytest
 from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE
-from testsupport.receivers import HttpReceiver, monday_graphql
+from testsupport.receivers import HttpReceiver, MondayBoard
 from testsupport.stack import running_stack
 from testsupport.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    with HttpReceiver() as slack, HttpReceiver(respond=monday_graphql) as monday:
+    with HttpReceiver() as slack, HttpReceiver(respond=MondayBoard) as monday:
         env = {
             "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
             "MONDAY_API_URL": f"{monday.url}/v2",
@@ -39,6 +39,9 @@ def platform(tmp_path_factory):
 
 
 def items_for(receiver: HttpReceiver, lead_id: str) -> int:
+    """Slack: the messages naming the lead; Monday.com: the board's items holding it in their lead_id column."""
+    if isinstance(receiver.responder, MondayBoard):
+        return sum(item["column_values"].get("lead_id") == lead_id for item in list(receiver.responder.items.values()))
     return sum(lead_id in r.body.decode(errors="replace") for r in receiver.requests)
 
 
@@ -100,7 +103,7 @@ def test_polish_visitor_over_rest_becomes_one_monday_item_and_one_slack_alert(pl
     assert logs and secret not in logs
 
 
-def test_english_visitor_over_grpc_becomes_one_monday_item_and_no_alert(platform):
+def test_english_visitor_over_grpc_becomes_one_monday_item_and_an_alert_flagging_the_unserved_city(platform):
     chat = chat_pb2_grpc.ChatStub(platform.gw.channel())
     session = ""
     for text in [*ENGLISH_LOW_SCORE, "yes", "yes"]:
@@ -110,7 +113,9 @@ def test_english_visitor_over_grpc_becomes_one_monday_item_and_no_alert(platform
     assert consent_on_record(platform.gw, "john.smith@example.org") == (True, True)
     wait_for(lambda: items_for(platform.monday, reply.lead.lead_id) >= 1, what="the lead's Monday.com item")
     assert items_for(platform.monday, reply.lead.lead_id) == 1
-    assert items_for(platform.slack, reply.lead.lead_id) == 0
+    wait_for(lambda: items_for(platform.slack, reply.lead.lead_id) == 1, what="the Slack alert")
+    [alert] = [r.body.decode() for r in platform.slack.requests if reply.lead.lead_id in r.body.decode()]
+    assert "city not served: Gda" in alert and "john.smith@example.org" in alert
 
 
 def test_bad_input_through_the_gateway_is_400_with_a_reason_and_404_for_unknown_transcripts(platform):

@@ -4,6 +4,7 @@ prints what it did. MarkCustomer refuses what it cannot mark."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import re
 import subprocess
@@ -17,15 +18,20 @@ from services.chat.storage import Conversation, Lead, Message
 from services.runtime.clock import utcnow
 from services.runtime.errors import NotFoundError, ValidationError
 from tests.chat.conftest import build_world
-from tests.chat.scripts import POLISH_HIGH_SCORE
+from tests.chat.scripts import POLISH_HIGH_SCORE, as_person
 from tests.chat.test_conversation import talk
 from testsupport.peers import PeerServer
 from testsupport.waiting import wait_for
 
 
 def new_lead(chat) -> str:
-    replies = talk(chat, POLISH_HIGH_SCORE)
+    """A lead of a new person (each its own email and phone)."""
+    n = next(_people)
+    replies = talk(chat, as_person(POLISH_HIGH_SCORE, f"person{n}@example.com", f"600 700 {n:03d}"))
     return chat.send_message(replies[-1].session_id, "", True, True).lead.lead_id
+
+
+_people = itertools.count(100)
 
 
 def age(db, days: int, lead_id: str | None = None, session_id: str | None = None) -> None:

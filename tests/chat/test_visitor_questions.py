@@ -67,10 +67,11 @@ def test_bathrooms_in_gdansk_get_the_bathroom_answer_and_whether_gdansk_is_serve
     assert "bathrooms are our speciality" in reply["reply"] and "do not work in Gdańsk" in reply["reply"]
 
 
-def test_take_a_look_is_a_site_visit_and_the_visitor_is_then_asked_for_details(gw):
+def test_take_a_look_is_a_site_visit_and_the_visitor_is_then_asked_for_consent_before_details(gw):
     reply = say(gw, "Could you come and take a look?")
     assert reply["intent"] == "site_visit" and "measurement and site visit are free" in reply["reply"]
-    assert "What is your name?" in reply["reply"]  # a site visit is intent: now the details are asked for
+    # A site visit is intent: details will be asked for, and the processing consent notice comes first.
+    assert reply["consent_prompt"]["kind"] == "processing" and "What is your name?" not in reply["reply"]
 
 
 def test_the_flat_area_is_recorded_as_the_area_not_answered_with_the_cities(gw):
@@ -104,7 +105,7 @@ def test_an_amount_in_zloty_keeps_an_english_conversation_english_down_to_the_co
         "250 000 zł",
         "we want to start in 2 months",
     ])
-    assert replies[0]["intent"] == "quote" and "What is your name?" in replies[0]["reply"]
+    assert replies[0]["intent"] == "quote" and replies[0]["consent_prompt"]["kind"] == "processing"
     assert [r["language"] for r in replies] == ["en"] * 7
     assert "Noted: budget." in replies[5]["reply"]
     prompt = replies[-1]["consent_prompt"]
