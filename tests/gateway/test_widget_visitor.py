@@ -15,9 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+import yaml
 from playwright.sync_api import Browser, BrowserContext, Page
 
 from deploy.local.processes import free_port
+from gateway.envoy import render
 from testsupport.browser import Console, HostPage, axe_violations, chromium, screenshot
 from testsupport.receivers import HttpReceiver, MondayBoard
 from testsupport.stack import UNLIMITED, Gateway, extra_gateway, running_stack
@@ -314,3 +316,14 @@ def test_an_outage_of_chat_is_a_friendly_message(gw, context):
         screenshot(page, "pl-outage")
     finally:
         gw.stack.start_service("chat")
+
+
+def test_allowed_origins_are_exact_origins_checked_when_the_config_is_rendered():
+    for wrong in ("*", "https://www.example.pl/shop", "www.example.pl", " , "):
+        with pytest.raises(ValueError, match="ALLOWED_ORIGINS"):
+            render({"ALLOWED_ORIGINS": wrong})
+    config = yaml.safe_load(render({"ALLOWED_ORIGINS": "https://www.example.pl, http://localhost:3000/"}))
+    public = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    policy = public["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert policy["allow_origin_string_match"] == [{"exact": "https://www.example.pl"},
+                                                   {"exact": "http://localhost:3000"}]
