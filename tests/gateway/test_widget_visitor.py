@@ -305,6 +305,18 @@ def test_a_rate_limited_visitor_is_told_when_to_try_again(gw, context, tmp_path)
         screenshot(page, "pl-rate-limited")
 
 
+def test_a_message_chat_refuses_is_a_friendly_message(gw, context):
+    page = context.new_page()
+    open_widget(page, gw.public_url + "/")
+    too_long = "Czy " + "bardzo " * 300 + "długa wiadomość przejdzie?"  # past CHAT_MAX_MESSAGE_CHARS (2000)
+    page.locator("input").evaluate("(input, text) => { input.value = text; }", too_long)  # past maxlength too
+
+    act_and_wait(page, lambda: page.keyboard.press("Enter"))
+    assert page.locator(".log > .note").last.inner_text() == \
+        "Nie udało się wysłać tej wiadomości. Sprawdź, czy nie jest za długa, i spróbuj ponownie."
+    assert page.locator("input").input_value() == too_long
+
+
 def test_an_outage_of_chat_is_a_friendly_message(gw, context):
     page = context.new_page()
     open_widget(page, gw.public_url + "/")
