@@ -29,7 +29,8 @@ NOT_NAME_WORDS = frozenset(
         "ja", "jestem", "mam", "moje", "moj", "moja", "nazywam", "imie", "nazwisko", "chce", "chcialbym", "chcialabym",
         "wycena", "wyceny", "cena", "koszt", "oferta", "konsultacja", "wizyta", "telefon", "numer", "mieszkanie", "dom",
         "remont", "budzet", "metraz", "miasto", "termin", "pytanie", "pomoc", "kontakt", "nie", "wiem", "pomin", "brak",
-        "nic", "zaraz", "asap", "teraz", "potem", "pozniej", "anonim", "anonymous", "test"
+        "nic", "zaraz", "asap", "teraz", "potem", "pozniej", "anonim", "anonymous", "test", "bye", "goodbye", "cheers",
+        "pa", "papa", "widzenia", "narazie", "welcome", "sorry", "przepraszam", "price", "here", "tutaj"
     ]
 )
 

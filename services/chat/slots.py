@@ -65,6 +65,8 @@ _NAME_INTRO = re.compile(
     r"([A-ZĄĆĘŁŃÓŚŹŻ][\w'’-]+(?:\s+[A-ZĄĆĘŁŃÓŚŹŻ][\w'’-]+){0,2}))"
 )
 _CAPITALISED_NAME = re.compile(r"^[A-ZĄĆĘŁŃÓŚŹŻ][a-ząćęłńóśźż'’-]+(?:\s+[A-ZĄĆĘŁŃÓŚŹŻ][a-ząćęłńóśźż'’-]+){1,2}$")
+_SEGMENTS = re.compile(r"[,;:\n]|[.!?](?:\s|$)")  # clauses and sentences ("tel. 501" splits too: no harm)
+_HERE = re.compile(r"\s+(?:here|speaking|tutaj|z tej strony)$", re.IGNORECASE)
 _LETTERS_ONLY = re.compile(r"^[^\W\d_][^\W\d_' -]{1,59}$")
 _ANSWER_WORDS = frozenset(
     [
@@ -310,8 +312,8 @@ def _name(text: str) -> str | None:
             words.pop()  # "Anna z" -> "Anna"
         if words:
             return as_name(" ".join(words))
-    for segment in re.split(r"[,;\n]", text):
-        segment = _strip_punctuation(segment)
+    for segment in _SEGMENTS.split(text):
+        segment = _HERE.sub("", segment.strip())  # "Emma Clarke here", "Anna Nowak z tej strony"
         if _CAPITALISED_NAME.match(segment) and looks_like_name(segment) and not has_time_words(segment):
             return segment
     return None

@@ -126,13 +126,17 @@ def test_invalid_values_are_reported_not_stored(text, awaiting, invalid):
         ("Nazywam się Anna Nowak", None, "name", "Anna Nowak"),
         ("my name is John Smith", None, "name", "John Smith"),
         ("Sorry, my phone number is actually 601 602 699", None, "phone", "+48601602699"),
+        ("Dzień dobry, proszę o wycenę. Grzegorz Pawlak, tel. 501 234 567", None, "name", "Grzegorz Pawlak"),
+        ("Hi! Emma Clarke here, emma.clarke@example.com", None, "name", "Emma Clarke"),
     ],
 )
 def test_bare_answers_and_phrasings_fill_the_slot(text, awaiting, slot, value):
     assert extract(text, awaiting=awaiting, free_text_ok=True, today=TODAY).values[slot] == value
 
 
-@pytest.mark.parametrize("text", ["I'd like a quote", "Polish", "ąęśćź", "tak", "Poznań", "Dzień dobry", "ok"])
+@pytest.mark.parametrize(
+    "text", ["I'd like a quote", "Polish", "ąęśćź", "tak", "Poznań", "Dzień dobry", "ok", "Bye", "Price?"]
+)
 def test_what_is_not_a_name(text):
     assert not looks_like_name(text)
     assert "name" not in extract(text, awaiting="name", free_text_ok=True, today=TODAY).values
