@@ -92,6 +92,12 @@ def _lead(s: Session, lead: Lead) -> dict[str, Any]:
         "request": {"kind": lead.request_kind, "day": lead.request_day, "time": lead.request_time,
                     "channel": lead.request_channel, "requested_at": _time(lead.requested_at)},
         "updated_at": _time(lead.updated_at),
+        # What was passed on about the lead, and when (its Monday.com item, Slack alerts, consent statements).
+        "handover": [
+            {"handover_id": m.id, "kind": m.kind, "details": m.details, "queued_at": _time(m.created_at),
+             "sent_at": _time(m.sent_at)}
+            for m in storage.outbox_of(s, lead.id)
+        ],
         "customer_at": _time(lead.customer_at),
     }
 

@@ -113,16 +113,19 @@ class LeadDelivery:
         if found is None:
             return True
         lead, session_id = found
-        for message in queued:
-            try:
+        sent: list[int] = []
+        try:
+            for message in queued:
                 self._send(message, lead, session_id)
-            except PeerUnavailable as exc:
-                log.warning("lead hand-over postponed",
-                            extra={"lead_id": lead_id, "outbox_kind": message.kind, "reason": str(exc)})
-                return False
-            with self.db.session() as s:
-                storage.mark_outbox_sent(s, message.id, utcnow())
-        return True
+                sent.append(message.id)
+        except PeerUnavailable as exc:
+            log.warning("lead hand-over postponed",
+                        extra={"lead_id": lead_id, "outbox_kind": message.kind, "reason": str(exc)})
+        finally:
+            if sent:  # one write for them all: a crash before it sends them again, under the same keys
+                with self.db.session() as s:
+                    storage.mark_outbox_sent(s, sent, utcnow())
+        return len(sent) == len(queued)
 
     def retry_pending(self, limit: int = 200) -> RetryResult:
         with self.db.session() as s:

@@ -312,8 +312,8 @@ def pending_outbox(session: Session, lead_id: str) -> list[LeadOutbox]:
     return rows
 
 
-def mark_outbox_sent(session: Session, outbox_id: int, at: dt.datetime) -> None:
-    session.execute(update(LeadOutbox).where(LeadOutbox.id == outbox_id).values(sent_at=at))
+def mark_outbox_sent(session: Session, outbox_ids: Sequence[int], at: dt.datetime) -> None:
+    session.execute(update(LeadOutbox).where(LeadOutbox.id.in_(outbox_ids)).values(sent_at=at))
 
 
 def pending_lead_ids(session: Session, limit: int) -> list[str]:
@@ -331,6 +331,11 @@ def pending_lead_ids(session: Session, limit: int) -> list[str]:
 def count_pending_leads(session: Session) -> int:
     query = select(func.count(func.distinct(LeadOutbox.lead_id))).where(LeadOutbox.sent_at.is_(None))
     return session.scalar(query) or 0
+
+
+def outbox_of(session: Session, lead_id: str) -> list[LeadOutbox]:
+    """Everything ever queued about the lead, oldest first."""
+    return list(session.scalars(select(LeadOutbox).where(LeadOutbox.lead_id == lead_id).order_by(LeadOutbox.id)))
 
 
 def lead_handed_over(session: Session, lead_id: str) -> bool:

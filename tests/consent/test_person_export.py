@@ -112,6 +112,7 @@ def test_the_export_holds_every_row_a_dump_of_all_schemas_finds_about_the_person
     messages = {m["message_id"] for c in conversations.values() for m in c["messages"]}
     followups = {f["followup_id"] for c in conversations.values() for f in c["followups"]}
     leads = {lead["lead_id"]: lead for lead in document["chat"]["leads"]}
+    handovers = {h["handover_id"] for lead in leads.values() for h in lead["handover"]}
     ledger = {e["seq"] for e in document["consent"]["ledger"]}
     deliveries = {d["delivery_id"]: d for d in document["deliveries"]}
 
@@ -136,6 +137,7 @@ def test_the_export_holds_every_row_a_dump_of_all_schemas_finds_about_the_person
         ("chat", "message"): lambda row: row["id"] in messages,
         ("chat", "lead"): lambda row: row["id"] in leads,
         ("chat", "followup_event"): lambda row: row["id"] in followups,
+        ("chat", "lead_outbox"): lambda row: row["id"] in handovers,
         ("consent", "ledger_entries"): lambda row: row["seq"] in ledger,
         ("notifier", "deliveries"): lambda row: row["id"] in deliveries,
     }
