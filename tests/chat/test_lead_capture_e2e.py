@@ -39,7 +39,7 @@ class Visitor:
         self.session = ""
         self.last: dict = {}
 
-    def say(self, message: str = "", **consent) -> dict:
+    def say(self, message: str = "", **consent: bool) -> dict:
         body = {"session_id": self.session, "message": message, **consent}
         response = self.sales.gw.rest("POST", "/api/chatbot/chat", json=body)
         assert response.status_code == 200, response.text
