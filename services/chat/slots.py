@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import phonenumbers
+import regex  # type: ignore[import-untyped]  # stubs not installed; one call (fullmatch, partial)
 from email_validator import EmailNotValidError, validate_email
 from price_parser import Price
 
@@ -147,17 +148,24 @@ def normalise_phone(raw: str) -> str | None:
 
     Poland is the default region. With a country code the number is taken when phonenumbers finds it valid, or of
     a mobile's length there: the visitor named the country, and phonenumbers' ranges of valid numbers lag what
-    operators hand out (it refuses the UK's 07700 900xxx). A national number that is not Polish is taken when it
-    is a valid mobile in exactly one fallback region; a valid landline is not enough, as Germany's open numbering
-    makes almost any number one."""
+    operators hand out (it refuses the UK's 07700 900xxx). A national number that is not Polish is taken from the one
+    fallback region where it is a valid mobile, or else the one where it has a mobile's prefix and length; a valid
+    landline is not enough, as Germany's open numbering makes almost any number one. Up to 9 digits without a
+    leading 0 is a mistyped Polish number, not a foreign one."""
     if not _PHONE_CHARACTERS.match(raw):
         return None
     if raw.strip().startswith(("+", "00")):
         return _parse_phone(raw, "PL", possible=True)
     if polish := _parse_phone(raw, "PL"):
         return polish
-    mobiles = {number for region in FALLBACK_REGIONS if (number := _parse_phone(raw, region)) and _is_mobile(number)}
-    return mobiles.pop() if len(mobiles) == 1 else None
+    digits = re.sub(r"\D", "", raw)
+    if len(digits) <= 9 and not digits.startswith("0"):
+        return None
+    valid = {number for region in FALLBACK_REGIONS if (number := _parse_phone(raw, region)) and _is_mobile(number)}
+    if len(valid) == 1:
+        return valid.pop()
+    shaped = {number for region in FALLBACK_REGIONS if (number := _mobile_shaped(raw, region))}
+    return shaped.pop() if len(valid) == 0 and len(shaped) == 1 else None
 
 
 def _parse_phone(raw: str, region: str, possible: bool = False) -> str | None:
@@ -167,6 +175,23 @@ def _parse_phone(raw: str, region: str, possible: bool = False) -> str | None:
         return None
     mobile_length = possible and phonenumbers.is_possible_number_for_type(number, phonenumbers.PhoneNumberType.MOBILE)
     if not (phonenumbers.is_valid_number(number) or mobile_length):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _mobile_shaped(raw: str, region: str) -> str | None:
+    """The number in E.164 when, read in region, it has a mobile's length and its first digits begin one of the
+    region's mobile numbers (a partial match of phonenumbers' own pattern)."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    pattern = metadata.mobile.national_number_pattern if metadata and metadata.mobile else None
+    national = phonenumbers.national_significant_number(number)
+    if not pattern or not phonenumbers.is_possible_number_for_type(number, phonenumbers.PhoneNumberType.MOBILE):
+        return None
+    if not regex.fullmatch(pattern, national[:3], partial=True):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

@@ -21,6 +21,11 @@ def test_several_slots_in_one_message():
     assert found.declined == []
 
 
+def test_a_uk_number_from_a_visitor_without_a_polish_one():
+    found = extract("My phone is 07700 900123, I don't have a Polish number", today=TODAY)
+    assert found.values == {"phone": "+447700900123"}
+
+
 def test_an_area_in_metres_is_never_read_as_a_budget_in_millions():
     found = extract("Jestem Anna z Poznania, mieszkanie ma 55 m, chcemy zacząć w maju", today=TODAY)
     assert found.values == {"name": "Anna", "city": "Poznań", "area_m2": 55, "start": "2027-05", "start_months": 6}
@@ -80,6 +85,9 @@ def test_budgets_keep_their_currency(text, amount, currency):
         ("+44 7700 900123", "+447700900123"),
         ("0044 7700 900123", "+447700900123"),
         ("07911 123456", "+447911123456"),  # a UK mobile written the UK way
+        ("07700 900123", "+447700900123"),  # UK range for fiction: not valid, but shaped as a UK mobile
+        ("087 123 4567", "+353871234567"),
+        ("601 602 69", None),  # a Polish number a digit short, not a Lithuanian one
         ("+380 67 123 4567", "+380671234567"),
         ("12345", None),
         ("+48 600 700", None),
