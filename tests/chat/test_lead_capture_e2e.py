@@ -39,8 +39,8 @@ class Visitor:
         self.session = ""
         self.last: dict = {}
 
-    def say(self, message: str = "", **consent: bool) -> dict:
-        body = {"session_id": self.session, "message": message, **consent}
+    def say(self, message: str = "", consent: dict[str, bool] | None = None) -> dict:
+        body = {"session_id": self.session, "message": message, **(consent or {})}
         response = self.sales.gw.rest("POST", "/api/chatbot/chat", json=body)
         assert response.status_code == 200, response.text
         self.last = response.json()
@@ -69,11 +69,11 @@ def test_anna_s_55_m_is_an_area_the_notice_comes_first_and_sales_gets_no_budget(
     first = anna.say("Jestem Anna z Poznania, mieszkanie ma 55 m, chcemy zacząć w maju")
     assert first["consent_prompt"]["kind"] == "processing"  # before a single question for a detail
     assert "budżet" not in first["reply"] and "metraż" in first["reply"]
-    asked = anna.say(**AGREE)
+    asked = anna.say(consent=AGREE)
     assert "e-mail lub numer telefonu" in asked["reply"]
     anna.say("anna.wisniewska@example.com")
     anna.say("Nie chcę podawać budżetu.")
-    stored = anna.say(**DECLINE_MARKETING)
+    stored = anna.say(consent=DECLINE_MARKETING)
     lead_id = stored["lead"]["lead_id"]
     columns = item_of(sales, lead_id)["column_values"]
     today = warsaw_today()
@@ -86,20 +86,20 @@ def test_anna_s_55_m_is_an_area_the_notice_comes_first_and_sales_gets_no_budget(
 def test_a_yes_to_the_start_question_is_not_a_start_and_a_skipped_budget_is_not_asked_again(sales):
     visitor = Visitor(sales)
     visitor.say("Chcę wycenę")
-    visitor.say(**AGREE)
+    visitor.say(consent=AGREE)
     for text in ("Tomasz Lis", "tomasz.lis@example.com", "Kraków", "60 m2", "nie wiem"):
         reply = visitor.say(text)
     assert "Kiedy chcesz zacząć" in reply["reply"]
     after_yes = visitor.say("tak, zgadzam się")
     assert after_yes["consent_prompt"]["kind"] == "marketing" and "start" in after_yes["lead"]["missing"]
-    stored = visitor.say(**DECLINE_MARKETING)
+    stored = visitor.say(consent=DECLINE_MARKETING)
     assert item_of(sales, stored["lead"]["lead_id"])["column_values"]["start"] == ""
 
 
 def test_just_call_me_without_a_budget_reaches_sales_at_once_as_a_partial_lead(sales):
     visitor = Visitor(sales)
     visitor.say("Chcę wycenę remontu")
-    visitor.say(**AGREE)
+    visitor.say(consent=AGREE)
     visitor.say("Marek Zieliński, marek.z@example.com, 602 111 333")
     reply = visitor.say("Nie chcę podawać budżetu, proszę po prostu zadzwonić")
     assert reply["intent"] == "lead_stored" and "telefon" in reply["reply"] and reply.get("consent_prompt") is None
@@ -114,14 +114,14 @@ def test_just_call_me_without_a_budget_reaches_sales_at_once_as_a_partial_lead(s
 def test_a_foreign_number_and_a_eur_budget_are_kept_as_given_and_the_unscored_budget_is_flagged(sales):
     visitor = Visitor(sales)
     visitor.say("I'd like a quote")
-    visitor.say(**AGREE)
+    visitor.say(consent=AGREE)
     visitor.say("Oliver Brown")
     visitor.say("My phone is +44 7911 123456, I don't have a Polish number")
     visitor.say("Warsaw")
     visitor.say("70 m2")
     visitor.say("about 40 000 EUR")
     visitor.say("next spring")
-    stored = visitor.say(**AGREE_MARKETING)
+    stored = visitor.say(consent=AGREE_MARKETING)
     lead_id = stored["lead"]["lead_id"]
     columns = item_of(sales, lead_id)["column_values"]
     assert (columns["phone"], columns["budget"], columns["budget_currency"]) == ("+447911123456", "40000", "EUR")
@@ -134,7 +134,7 @@ def test_a_foreign_number_and_a_eur_budget_are_kept_as_given_and_the_unscored_bu
 def test_what_is_not_a_name_is_not_taken_as_one(sales, not_a_name):
     visitor = Visitor(sales)
     visitor.say("I want a quote")
-    visitor.say(**AGREE)
+    visitor.say(consent=AGREE)
     reply = visitor.say(not_a_name)
     assert "name" in reply["lead"]["missing"]
     assert "What is your name?" in reply["reply"] or "Jak się nazywasz?" in reply["reply"]  # asked again
@@ -143,10 +143,10 @@ def test_what_is_not_a_name_is_not_taken_as_one(sales, not_a_name):
 def test_a_correction_after_the_lead_is_saved_updates_its_one_item(sales):
     visitor = Visitor(sales)
     visitor.say("Proszę o wycenę")
-    visitor.say(**AGREE)
+    visitor.say(consent=AGREE)
     for text in ("Ewa Nowak", "ewa.nowak@example.com", "Warszawa", "48 m2", "120 tys. zł", "od marca"):
         visitor.say(text)
-    stored = visitor.say(**DECLINE_MARKETING)
+    stored = visitor.say(consent=DECLINE_MARKETING)
     lead_id = stored["lead"]["lead_id"]
     assert item_of(sales, lead_id)["column_values"]["phone"] == ""
     corrected = visitor.say("Przepraszam, mój numer telefonu to jednak 601 602 699")
@@ -161,19 +161,19 @@ def test_a_correction_after_the_lead_is_saved_updates_its_one_item(sales):
 def test_a_returning_visitor_makes_no_second_item_and_sales_is_told_what_is_new(sales):
     first = Visitor(sales)
     first.say("Chcę wycenę")
-    first.say(**AGREE)
+    first.say(consent=AGREE)
     for text in ("Piotr Wrona", "piotr.wrona@example.com", "Łódź", "65 m2", "150 tys. zł", "w kwietniu"):
         first.say(text)
-    lead_id = first.say(**DECLINE_MARKETING)["lead"]["lead_id"]
+    lead_id = first.say(consent=DECLINE_MARKETING)["lead"]["lead_id"]
     item_of(sales, lead_id)
 
     second = Visitor(sales)
     second.say("Dzień dobry, chcę wycenę")
-    second.say(**AGREE)
+    second.say(consent=AGREE)
     second.say("Piotr Wrona, piotr.wrona@example.com")
     for text in ("Łódź", "80 m2", "nie wiem", "nie wiem"):
         second.say(text)
-    linked = second.say(**DECLINE_MARKETING)
+    linked = second.say(consent=DECLINE_MARKETING)
     assert linked["lead"]["lead_id"] == lead_id
     wait_for(lambda: alerts_for(sales, lead_id), what="the note to sales")
     [note] = alerts_for(sales, lead_id)
@@ -185,7 +185,7 @@ def test_a_consultation_on_next_tuesday_reaches_sales_with_the_day(sales):
     visitor = Visitor(sales)
     asked = visitor.say("Chcę umówić konsultację na przyszły wtorek")
     assert asked["consent_prompt"]["kind"] == "processing"
-    visitor.say(**AGREE)
+    visitor.say(consent=AGREE)
     visitor.say("Karolina Maj")
     reply = visitor.say("karolina.maj@example.com")
     assert reply["intent"] == "lead_stored" and "konsultację" in reply["reply"]
@@ -201,13 +201,13 @@ def test_an_unserved_city_is_said_plainly_and_flagged_to_sales(sales):
     question = visitor.say("Czy robicie remonty w Gdańsku?")
     assert question.get("consent_prompt") is None and "Jak się nazywasz" not in question["reply"]
     visitor.say("Chcę wycenę")
-    visitor.say(**AGREE)
+    visitor.say(consent=AGREE)
     visitor.say("Adam Kos, adam.kos@example.com")
     told = visitor.say("Gdańsk")
     assert "nie prowadzimy jeszcze remontów w mieście Gdańsk" in told["reply"]
     for text in ("70 m2", "200 tys. zł", "w styczniu"):
         visitor.say(text)
-    stored = visitor.say(**DECLINE_MARKETING)
+    stored = visitor.say(consent=DECLINE_MARKETING)
     assert "Nie działamy jeszcze w mieście Gdańsk" in stored["reply"] and "Projektant" not in stored["reply"]
     lead_id = stored["lead"]["lead_id"]
     assert item_of(sales, lead_id)["column_values"]["city_served"] == "no"
