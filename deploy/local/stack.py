@@ -126,6 +126,7 @@ class LocalStack:
     def urls(self) -> dict[str, str]:
         cfg = self.config
         return {
+            "demo page with the chat widget": f"http://localhost:{cfg.public_port}",
             "public REST and gRPC": f"http://127.0.0.1:{cfg.public_port}",
             "admin REST and gRPC (localhost only)": f"http://127.0.0.1:{cfg.admin_port}",
             "Envoy admin": f"http://127.0.0.1:{cfg.envoy_admin_port}",
