@@ -75,7 +75,6 @@
     ".chip{border:1px solid #0b5394;background:#fff;color:#0b5394;border-radius:16px;padding:6px 12px;font-size:14px;",
     "cursor:pointer;text-align:left}",
     ".chip:hover{background:#e6eef7}",
-    ".chip.yes{background:#0b5394;color:#fff}",
     ".chip:disabled{border-color:#9aa5b1;background:#f4f5f7;color:#3d4652;cursor:default}",
     "form{display:flex;gap:6px;padding:10px;border-top:1px solid #d5dbe1}",
     "input{flex:1;min-width:0;padding:9px 10px;border:1px solid #6b7785;border-radius:8px;font-size:15px;color:#1b1f24;background:#fff}",
@@ -204,11 +203,15 @@
     card.appendChild(link);
     var row = el("div", { class: "row" });
     (prompt.choices || []).forEach(function (choice) {
-      var button = el("button", { type: "button", class: "chip" + (choice.value ? " yes" : "") }, choice.label);
+      // Both answers look the same: neither is nudged, nor chosen until the visitor chooses.
+      var button = el("button", { type: "button", class: "chip" + (choice.value ? " yes" : " no") }, choice.label);
       button.addEventListener("click", function () {
+        if (busy) return;
+        row.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+        button.setAttribute("aria-pressed", "true");
         var body = { message: "" };
         body[prompt.kind === "marketing" ? "marketing_consent" : "processing_consent"] = !!choice.value;
-        if (send(body, choice.label)) row.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+        send(body, choice.label);
       });
       row.appendChild(button);
     });
@@ -257,6 +260,8 @@
     if (shown) say("user", shown);
     offer([]);
     typing(true);
+    // The button that sent it is gone or disabled: the keyboard goes on from the message field.
+    if (!root.activeElement || root.activeElement.disabled) input.focus();
     fetch(API + "/api/chatbot/chat", {
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
       credentials: "omit", mode: "cors"
