@@ -130,6 +130,18 @@ def test_a_foreign_number_and_a_eur_budget_are_kept_as_given_and_the_unscored_bu
     assert "no EUR_PLN_RATE" in alerts_for(sales, lead_id)[0]
 
 
+def test_a_uk_number_in_its_national_form_is_not_lost(sales):
+    visitor = Visitor(sales)
+    visitor.say("I'd like a quote")
+    visitor.say(consent=AGREE)
+    visitor.say("Oliver Smith")
+    taken = visitor.say("My phone is 07700 900123, I don't have a Polish number")
+    assert "Polish number" not in taken["reply"] and "phone" in taken["lead"]["captured"]
+    reply = visitor.say("please just call me")
+    columns = item_of(sales, reply["lead"]["lead_id"])["column_values"]
+    assert columns["phone"] == "+447700900123" and columns["request"].startswith("callback")
+
+
 @pytest.mark.parametrize("not_a_name", ["I'd like a quote", "Polish", "ąęśćź"])
 def test_what_is_not_a_name_is_not_taken_as_one(sales, not_a_name):
     visitor = Visitor(sales)
