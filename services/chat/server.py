@@ -16,6 +16,7 @@ import argparse
 
 from novahouse.chat.v1 import chat_pb2_grpc
 from novahouse.health.v1 import health_pb2_grpc
+from services.chat import when
 from services.chat.app import ChatApp, build
 from services.chat.servicer import ChatAdminServicer, ChatInternalServicer, ChatServicer, PlatformHealthServicer
 from services.chat.settings import Settings
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure("chat")
     app = build(Settings.from_env())
     app.kb.warm_up()
+    when.warm_up()
     grpc_service(app).run()
 
 

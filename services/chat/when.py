@@ -110,6 +110,12 @@ class ContactRequest:
     channel: str  # phone | email | video | ""
 
 
+def warm_up() -> None:
+    """Load dateparser's language data before the first visitor's message (it costs up to half a second)."""
+    parse_when("w maju")
+    parse_when("next Tuesday")
+
+
 def has_time_words(text: str) -> bool:
     """Cheap check whether a message may name a time at all (so dateparser is not called for the rest)."""
     folded = _folded(text)
