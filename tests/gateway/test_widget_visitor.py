@@ -293,12 +293,15 @@ def test_the_files_are_compressed_cached_by_content_hash_small_and_under_a_csp(g
 
 
 def test_a_rate_limited_visitor_is_told_when_to_try_again(gw, context, tmp_path):
-    with extra_gateway(gw, tmp_path, env={"CHAT_RATE_LIMIT": "2 per minute"}) as limited:
+    # A limiter slower than its 50 ms budget on a busy machine would let the third message through (fail-open).
+    env = {"CHAT_RATE_LIMIT": "2 per minute", "RATELIMIT_TIMEOUT_MS": "5000"}
+    with extra_gateway(gw, tmp_path, env=env) as limited:
         page = context.new_page()
         open_widget(page, limited.public_url + "/")
         type_message(page, "Dzień dobry")
         type_message(page, "Ile kosztuje łazienka?")
         type_message(page, "A kuchnia?")
+        assert page.locator(".log > .note").count() == 1, page.locator(".log > .msg").all_inner_texts()
         notice = page.locator(".log > .note").last.inner_text()
         assert re.fullmatch(r"Za dużo wiadomości w krótkim czasie\. Spróbuj ponownie za [1-9][0-9]* s\.", notice)
         assert page.locator("input").input_value() == "A kuchnia?"  # kept, to send again later
