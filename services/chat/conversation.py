@@ -42,7 +42,7 @@ from services.chat.settings import Settings
 from services.chat.slots import SLOTS, SlotValue, extract, identifies, slot_number, slot_text
 from services.chat.storage import Conversation, Lead
 from services.chat.understanding import NOT_UNDERSTOOD
-from services.chat.when import parse_request, warsaw_today
+from services.chat.when import ContactRequest, parse_request, preferred_time, warsaw_today
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
 from services.runtime.errors import NotFoundError, ValidationError
@@ -56,6 +56,8 @@ _YES = frozenset(
 _NO = frozenset({"nie", "no", "n", "nope", "not"})
 PERSONAL = ("name", "email", "phone")
 CONTACT = "contact"  # the awaited answer when the bot asks for an email or a phone, either being enough
+CALLBACK_TIME = "callback_time"  # the awaited answer to "when shall we call?"
+HUMAN = "human"  # the topic of asking for a person
 # Topics that show the visitor wants something done: the bot then asks for their details.
 _INTENT_TOPICS = frozenset({"quote", "consultation", "site_visit"})
 # Topics of a message that is (or may be) a detail rather than a question: a bare answer is taken as the detail.
@@ -263,16 +265,33 @@ class ChatService:
         awaiting = conv.awaiting_slot
         found = extract(text, None if awaiting == CONTACT else awaiting, about_details and "?" not in text, today)
         request = parse_request(text, today)
+        gave = bool(found.values or found.invalid or found.declined) or awaiting == CALLBACK_TIME
+        lost = match.intent == NOT_UNDERSTOOD and not gave  # "nie wiem" to a question is an answer
+        conv.not_understood = conv.not_understood + 1 if lost else 0
+        handoff = match.intent == HUMAN or conv.not_understood >= 2
+        if handoff and request is None:
+            request = ContactRequest("callback", *preferred_time(text, today), "phone")
+        if awaiting == CALLBACK_TIME:
+            found.values.pop("start", None)  # a day to call on is not when the renovation starts
+            found.values.pop("start_months", None)
+            day, time = preferred_time(text, today)
+            if conv.request is not None and (day or time):
+                conv.request = {**conv.request, "day": day, "time": time}
         before = dict(conv.slots or {})
         conv.slots = {**before, **found.values}
         conv.asked = sorted({*conv.asked, *found.declined})
         if request is not None:
             conv.request = asdict(request)
             conv.converted = True  # a booked call or consultation: no more reminders
-        gave = bool(found.values or found.invalid or found.declined)
         answering = awaiting is not None and gave and "?" not in text  # an answer that the matcher took for a topic
         parts = []
-        if not (about_details or answering) or not gave:
+        if handoff:
+            # Nobody can join the chat yet (there is no agent inbox): the person calls back, said as it is.
+            conv.handoff_at = conv.handoff_at or utcnow()
+            conv.request = {**(conv.request or {}), "reason": "asked for a person" if match.intent == HUMAN
+                            else "the bot did not understand twice"}
+            parts.append(self.kb.say("handoff.callback", lang))
+        elif not (about_details or answering) or not gave:
             parts.append(match.answer)
         parts.extend(self._noted(conv, found.values, before))
         parts.extend(self.kb.say(f"invalid.{name}", lang) for name in found.invalid if name not in found.values)
@@ -332,7 +351,16 @@ class ChatService:
             return self._ask(conv, parts, "name", intent)
         if not _has_contact(slots):
             return self._ask(conv, parts, CONTACT, intent)
-        if conv.request is not None:
+        request = conv.request
+        if request is not None:
+            if request.get("channel") == "phone" and not slots.get("phone") and "phone" not in conv.asked:
+                conv.asked = sorted({*conv.asked, "phone"})
+                return self._ask(conv, parts, "phone", intent)
+            # A handoff asks when to call; a request the visitor worded ("please call me") goes at once.
+            unset = bool(request.get("reason")) and not (request.get("day") or request.get("time"))
+            if unset and CALLBACK_TIME not in conv.asked:
+                conv.asked = sorted({*conv.asked, CALLBACK_TIME})
+                return self._ask(conv, parts, CALLBACK_TIME, intent)
             return self._store_lead(s, conv, parts, marketing=False, caller=caller)
         again = [name for name in retry if name in OPTIONAL and name not in slots]
         remaining = again or [name for name in OPTIONAL if name not in slots and name not in conv.asked]
@@ -446,11 +474,12 @@ class ChatService:
             s.flush()
             conv.lead_id = lead.id
             leads.queue_new_lead(s, lead)
-        if conv.request is not None:
+        requested = conv.request is not None
+        if requested:
             self._pass_on_request(s, conv, lead, parts)
         elif existing is None and self.delivery.alert_due(lead):
             leads.queue_alert(s, lead)
-        if conv.request is None:
+        if not requested:
             first_name = (slot_text(conv.slots, "name") or "").split(" ")[0]
             city = slot_text(conv.slots, "city")
             if city and city not in self.kb.served_cities:
@@ -468,7 +497,8 @@ class ChatService:
         lead.requested_at = utcnow()
         leads.queue_request(s, lead, request)
         leads.queue_item_update(s, lead)
-        when = request.get("day") or self.kb.say("request.soon", conv.language)
+        when = ", ".join(x for x in (request.get("day"), request.get("time")) if x)
+        when = when or self.kb.say("request.soon", conv.language)
         parts.append(self.kb.say(f"request.{request.get('kind', 'callback')}", conv.language, when=when))
 
     def _after_lead(

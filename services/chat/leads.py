@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +50,7 @@ def queue_new_lead(s: Session, lead: Lead) -> None:
 
 def queue_item_update(s: Session, lead: Lead) -> None:
     """The lead's Monday.com item takes the lead's current values."""
-    number = storage.count_outbox(s, lead.id, MONDAY_UPDATE) + 1
-    storage.add_outbox(s, lead.id, MONDAY_UPDATE, f"lead:{lead.id}:monday:{number}")
+    storage.add_outbox(s, lead.id, MONDAY_UPDATE, f"lead:{lead.id}:monday:{_fresh()}")
 
 
 def queue_consent(s: Session, lead: Lead, key: str, statement: Mapping[str, Any]) -> None:
@@ -60,8 +60,7 @@ def queue_consent(s: Session, lead: Lead, key: str, statement: Mapping[str, Any]
 
 def queue_email(s: Session, lead: Lead, stated_at: dt.datetime) -> None:
     """A lead given an email later: its person's consent statement goes to the ledger now, under that email."""
-    number = storage.count_outbox(s, lead.id, CONSENT) + 1
-    queue_consent(s, lead, f"email-{number}", {"stated_at": stated_at.isoformat()})
+    queue_consent(s, lead, f"email-{_fresh()}", {"stated_at": stated_at.isoformat()})
 
 
 def queue_alert(s: Session, lead: Lead) -> None:
@@ -69,15 +68,19 @@ def queue_alert(s: Session, lead: Lead) -> None:
 
 
 def queue_request(s: Session, lead: Lead, request: Mapping[str, str]) -> None:
-    number = storage.count_outbox(s, lead.id, SLACK_REQUEST) + 1
-    storage.add_outbox(s, lead.id, SLACK_REQUEST, f"lead:{lead.id}:request:{number}", dict(request))
+    storage.add_outbox(s, lead.id, SLACK_REQUEST, f"lead:{lead.id}:request:{_fresh()}", dict(request))
 
 
 def queue_returning(s: Session, lead: Lead, session_id: str, news: Mapping[str, str]) -> None:
     """Sales hears that the lead's person came back (and what they gave that the lead does not hold)."""
-    number = storage.count_outbox(s, lead.id, SLACK_RETURNING) + 1
-    storage.add_outbox(s, lead.id, SLACK_RETURNING, f"lead:{lead.id}:returning:{number}", {
+    storage.add_outbox(s, lead.id, SLACK_RETURNING, f"lead:{lead.id}:returning:{_fresh()}", {
         "session_id": session_id, "news": dict(news)})
+
+
+def _fresh() -> str:
+    """A key part no other message about the lead has: two turns of the same person (two tabs, two replicas) may
+    queue at once, and a count read by both would give both the same key."""
+    return uuid.uuid4().hex[:16]
 
 
 # --- sending -----------------------------------------------------------------------------------------------------

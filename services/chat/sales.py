@@ -102,7 +102,10 @@ class SalesView:
 
     def request_alert(self, lead: Lead, session_id: str, request: Mapping[str, str]) -> Alert:
         title = f"{request.get('kind', 'callback').replace('_', ' ').capitalize()} request: {_request_when(request)}"
-        return Alert(title, self.summary(lead), self._alert_fields(lead, session_id))
+        fields = self._alert_fields(lead, session_id)
+        if request.get("reason"):  # the visitor asked for a person, or the bot failed them
+            fields["reason"] = request["reason"]
+        return Alert(title, self.summary(lead), fields)
 
     def returning_alert(self, lead: Lead, session_id: str, news: Mapping[str, str]) -> Alert:
         """A returning visitor gave other values than the lead holds: sales decides which are right."""

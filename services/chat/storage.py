@@ -86,6 +86,10 @@ class Conversation(Base):
     asked: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     # A callback, consultation or site-visit request made before the visitor's contact was known (slots.Request).
     request: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # Messages in a row the bot did not understand; the second one hands the visitor to a person.
+    not_understood: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # When the visitor asked for a person (or the bot failed them twice); NULL when they never did.
+    handoff_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_conversation_followup_due", "marketing_consent", "followups_stopped", "followups_sent"),
@@ -295,11 +299,6 @@ def add_outbox(session: Session, lead_id: str, kind: str, key: str, details: dic
     exists = session.scalar(select(LeadOutbox.id).where(LeadOutbox.key == key))
     if exists is None:
         session.add(LeadOutbox(lead_id=lead_id, kind=kind, key=key, details=details or {}))
-
-
-def count_outbox(session: Session, lead_id: str, kind: str) -> int:
-    query = select(func.count()).where(LeadOutbox.lead_id == lead_id, LeadOutbox.kind == kind)
-    return session.scalar(query) or 0
 
 
 def pending_outbox(session: Session, lead_id: str) -> list[LeadOutbox]:

@@ -265,6 +265,13 @@ def parse_request(text: str, today: dt.date | None = None) -> ContactRequest | N
     return ContactRequest(kind, day.isoformat() if day else "", _time(folded), _channel(folded, kind))
 
 
+def preferred_time(text: str, today: dt.date | None = None) -> tuple[str, str]:
+    """(day "YYYY-MM-DD" or "", time "HH:MM" / morning / afternoon / evening or "") named in an answer to "when shall
+    we call?" ("jutro po 17", "Tuesday morning")."""
+    day = parse_day(text, today)
+    return (day.isoformat() if day else ""), _time(_folded(text))
+
+
 def _time(folded: str) -> str:
     if match := _CLOCK.search(folded) or _CLOCK_BARE.search(folded):
         hour = int(match.group(1))
