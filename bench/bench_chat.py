@@ -45,7 +45,8 @@ FOLLOWUPS = 2000
 def turns(n: int) -> list[dict]:
     return [
         {"message": "Dzień dobry, ile kosztuje wykończenie mieszkania?"},
-        {"message": f"Jan Kowalski, bench{n}@example.com, 600 700 800, Warszawa, 85 m2"},
+        # Each visitor a different person (email and phone): the same phone would make them one returning visitor.
+        {"message": f"Jan Kowalski, bench{n}@example.com, 600 {n // 1000 % 1000:03d} {n % 1000:03d}, Warszawa, 85 m2"},
         {"message": "Budżet 250 tys. zł"},
         {"message": "Chcemy zacząć od zaraz"},
         {"message": "", "processing_consent": True, "marketing_consent": True},
