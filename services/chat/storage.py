@@ -118,7 +118,7 @@ class Lead(Base):
     language: Mapped[str] = mapped_column(String(2), nullable=False)
     name: Mapped[str | None] = mapped_column(String(120))
     email: Mapped[str | None] = mapped_column(String(254), index=True)
-    phone: Mapped[str | None] = mapped_column(String(16))
+    phone: Mapped[str | None] = mapped_column(String(16), index=True)  # a returning visitor is found by it
     city: Mapped[str | None] = mapped_column(String(80))
     area_m2: Mapped[int | None] = mapped_column(Integer)
     budget_pln: Mapped[int | None] = mapped_column(Integer)  # the budget in PLN (converted with EUR_PLN_RATE)
@@ -295,10 +295,8 @@ def set_customer(session: Session, lead_id: str, at: dt.datetime | None) -> Lead
 
 
 def add_outbox(session: Session, lead_id: str, kind: str, key: str, details: dict[str, Any] | None = None) -> None:
-    """Queue a message about the lead, once per key (a key already queued is left as it is)."""
-    exists = session.scalar(select(LeadOutbox.id).where(LeadOutbox.key == key))
-    if exists is None:
-        session.add(LeadOutbox(lead_id=lead_id, kind=kind, key=key, details=details or {}))
+    """Queue a message about the lead under a key no other message has (its UNIQUE constraint says so)."""
+    session.add(LeadOutbox(lead_id=lead_id, kind=kind, key=key, details=details or {}))
 
 
 def pending_outbox(session: Session, lead_id: str) -> list[LeadOutbox]:
