@@ -1,20 +1,23 @@
 """Domain errors and their mapping to gRPC status codes (which Envoy turns into REST codes with a JSON body).
 
 Domain code raises these; `ErrorInterceptor` maps them on every RPC of every server, so no servicer method maps
-errors itself.
+errors itself. `UndecodableRequestInterceptor` gives a request whose bytes do not decode the same INVALID_ARGUMENT.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from typing import NoReturn
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime.interceptors import ScopedInterceptor, status_code
+from services.runtime.interceptors import Behaviour, ScopedInterceptor, status_code
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +62,88 @@ class ErrorInterceptor(ScopedInterceptor):
                     abort(context, code, str(exc))
             log.exception("unhandled error in %s", method)
             abort(context, code_pb2.INTERNAL, "internal error")
+
+
+class Undecodable:
+    """Stands in for a request whose bytes did not decode (the deserializer must return something: grpcio answers
+    a raised error or None with INTERNAL and a traceback before any interceptor runs)."""
+
+    __slots__ = ("reason", "size")
+
+    def __init__(self, reason: str, size: int):
+        self.reason = reason
+        self.size = size
+
+
+class ThrottledWarning:
+    """One warning line per `interval_s` at most, counting the occurrences it left out: a client sending junk in a
+    loop cannot fill the log."""
+
+    def __init__(self, logger: logging.Logger, message: str, interval_s: float):
+        self._log = logger
+        self._message = message
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._next_at = 0.0
+        self._suppressed = 0
+
+    def __call__(self, **fields: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_at:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._next_at = self._suppressed, 0, now + self._interval_s
+        self._log.warning(self._message, extra={**fields, "suppressed_since_last": suppressed})
+
+
+# Seconds between two log lines about undecodable requests (the ones in between are counted in the next line).
+UNDECODABLE_LOG_INTERVAL_S = 10.0
+
+
+class UndecodableRequestInterceptor(grpc.ServerInterceptor):
+    """Malformed bytes (a broken protobuf, a string field that is not UTF-8, as the REST transcoder passes on from
+    `/api/unsubscribe/status/%ff`) answer INVALID_ARGUMENT, 400 over REST, like any other bad input. The handler's
+    own deserializer is wrapped, since grpcio rejects what it cannot decode before any interceptor's code runs;
+    the rejection is one throttled warning line without the bytes, which can hold personal data."""
+
+    def __init__(self) -> None:
+        self._warn = ThrottledWarning(log, "undecodable request", UNDECODABLE_LOG_INTERVAL_S)
+
+    @staticmethod
+    def _deserializer(inner: Callable[[bytes], Any]) -> Callable[[bytes], Any]:  # Any: every RPC's own type
+        def deserialize(data: bytes) -> Any:
+            try:
+                return inner(data)
+            except DecodeError as exc:
+                return Undecodable(str(exc).rpartition(": ")[2] or "corrupt message", len(data))
+
+        return deserialize
+
+    def _behaviour(self, method: str, inner: Behaviour) -> Behaviour:
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:  # Any: see Behaviour
+            if isinstance(request, Undecodable):
+                self._warn(method=method, reason=request.reason, bytes=request.size)
+                abort(context, code_pb2.INVALID_ARGUMENT, f"malformed request: {request.reason}")
+            return inner(request, context)
+
+        return behaviour
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:  # Any: one interceptor serves every RPC's types
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method: str = handler_call_details.method
+        codecs = {
+            "request_deserializer": self._deserializer(handler.request_deserializer),
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._behaviour(method, handler.unary_unary), **codecs)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(self._behaviour(method, handler.unary_stream), **codecs)
+        return handler  # a streaming request (no RPC of the platform takes one) keeps grpcio's own decoding

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import DEFAULT_PORTS, env_float, env_int, env_str
-from services.runtime.errors import ErrorInterceptor
+from services.runtime.errors import ErrorInterceptor, UndecodableRequestInterceptor
 from services.runtime.metrics import MetricsInterceptor, serve_metrics
 from services.runtime.request_context import RequestIdInterceptor
 
@@ -52,8 +52,9 @@ def database_readiness(check: ReadinessCheck, migrate: Callable[[], None] | None
 
 def server_interceptors() -> list[grpc.ServerInterceptor]:
     """Outermost first: the request id is set before metrics and errors, so their log lines carry it; errors are
-    mapped innermost, so metrics count the status the caller gets."""
-    return [RequestIdInterceptor(), MetricsInterceptor(), ErrorInterceptor()]
+    mapped innermost, so metrics count the status the caller gets; undecodable requests are refused innermost,
+    where the handler's own deserializer is wrapped."""
+    return [RequestIdInterceptor(), MetricsInterceptor(), ErrorInterceptor(), UndecodableRequestInterceptor()]
 
 
 class GrpcService:

@@ -195,3 +195,27 @@ def test_calls_made_while_handling_a_request_carry_its_id():
         assert seen == b"visitor-request-0042"
     finally:
         server.stop(0)
+
+
+@pytest.mark.parametrize("payload", [b"\x0a\x01\xff", b"\x0a\x03\xed\xa0\x80", b"\xff\xff\xff", b"\x0a\x05ab"])
+def test_undecodable_bytes_are_invalid_argument_logged_once_without_a_traceback(monkeypatch, payload, caplog):
+    """A string field that is not UTF-8 (what the transcoder passes on from `/api/unsubscribe/status/%ff`) or a
+    corrupt message is the caller's bad input: INVALID_ARGUMENT, and the log stays small and without the bytes."""
+    monkeypatch.setenv("GRPC_PORT", "0")
+    service = GrpcService("probe", 0)
+    port = service.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/grpc.health.v1.Health/Check")
+            codes = []
+            for _ in range(20):
+                with pytest.raises(grpc.RpcError) as err:
+                    check(payload, timeout=5)
+                codes.append((err.value.code(), (err.value.details() or "").startswith("malformed request: ")))
+            assert check(health_pb2.HealthCheckRequest(service="").SerializeToString(), timeout=5)
+    finally:
+        service.stop()
+    assert set(codes) == {(grpc.StatusCode.INVALID_ARGUMENT, True)}
+    lines = [r for r in caplog.records if r.getMessage() == "undecodable request"]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING and not lines[0].exc_info
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
