@@ -83,6 +83,17 @@ def access_log(listener: str) -> list[dict[str, object]]:
     }]
 
 
+# Bounds of the connection and size limits: Envoy accepts header blocks up to 8 MiB, but the services take at most
+# 32 KiB of gRPC metadata (services/runtime/server.py), which the URL and headers (the URL twice, as Envoy passes on
+# the original path) must fit in; an idle timeout of 0 would mean none.
+_LIMIT_RANGES = (
+    ("MAX_REQUEST_HEADERS_KB", 1, 12),
+    ("MAX_REQUEST_BODY_BYTES", 1024, 4 * 1024 * 1024),
+    ("DOWNSTREAM_IDLE_TIMEOUT_S", 1, 3600),
+    ("MAX_DOWNSTREAM_CONNECTIONS", 16, 1_000_000),
+)
+
+
 def settings(env: dict[str, str]) -> dict[str, str]:
     """Template values from the environment, with the local stack's defaults."""
     def get(name: str, default: str) -> str:
@@ -105,14 +116,24 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         "SHIELD_BURST": get("SHIELD_BURST", "40"),
         "SHIELD_PER_SECOND": get("SHIELD_PER_SECOND", "10"),
         "SHIELD_MAX_ADDRESSES": get("SHIELD_MAX_ADDRESSES", "100000"),
+        "MAX_REQUEST_HEADERS_KB": get("MAX_REQUEST_HEADERS_KB", "8"),
+        "MAX_REQUEST_BODY_BYTES": get("MAX_REQUEST_BODY_BYTES", "65536"),
+        "DOWNSTREAM_IDLE_TIMEOUT_S": get("DOWNSTREAM_IDLE_TIMEOUT_S", "60"),
+        "MAX_DOWNSTREAM_CONNECTIONS": get("MAX_DOWNSTREAM_CONNECTIONS", "4096"),
     }
     for service, default in DEFAULT_ADDRS.items():
         values[f"{service.upper()}_HOST"], values[f"{service.upper()}_PORT"] = _split(
             get(f"{service.upper()}_ADDR", default))
     for name in ("PUBLIC_PORT", "ADMIN_PORT", "ENVOY_ADMIN_PORT", "ENVOY_METRICS_PORT", "TRUSTED_PROXY_HOPS",
-                 "RATELIMIT_TIMEOUT_MS", "SHIELD_BURST", "SHIELD_PER_SECOND", "SHIELD_MAX_ADDRESSES"):
+                 "RATELIMIT_TIMEOUT_MS", "SHIELD_BURST", "SHIELD_PER_SECOND", "SHIELD_MAX_ADDRESSES",
+                 "MAX_REQUEST_HEADERS_KB", "MAX_REQUEST_BODY_BYTES", "DOWNSTREAM_IDLE_TIMEOUT_S",
+                 "MAX_DOWNSTREAM_CONNECTIONS"):
         if not values[name].isdigit():
             raise ValueError(f"{name}={values[name]!r} must be a whole number")
+    for name, low, high in _LIMIT_RANGES:
+        if not low <= int(values[name]) <= high:
+            raise ValueError(f"{name}={values[name]} must be between {low} and {high}")
+    values["DOWNSTREAM_IDLE_TIMEOUT"] = f"{values['DOWNSTREAM_IDLE_TIMEOUT_S']}s"
     values["RATELIMIT_TIMEOUT"] = f"{int(values['RATELIMIT_TIMEOUT_MS']) / 1000:.3f}s"
     # By default only the demo page's own origin, as a person opens it after `make up`.
     port = values["PUBLIC_PORT"]

@@ -35,6 +35,12 @@ ReadinessCheck = Callable[[], None]  # raises when the dependency is not usable
 LIVENESS_SERVICE = "novahouse.liveness"
 
 
+# gRPC metadata a server takes (one limit, no band in which grpcio refuses at random): room for whatever header block
+# Envoy lets through (MAX_REQUEST_HEADERS_KB, at most 12 KiB, the URL counted twice), so an over-long URL is refused
+# by Envoy (431), never by a service with a RESOURCE_EXHAUSTED naming Envoy's own headers.
+METADATA_LIMITS = [("grpc.max_metadata_size", 32 * 1024), ("grpc.absolute_max_metadata_size", 32 * 1024)]
+
+
 def database_readiness(check: ReadinessCheck, migrate: Callable[[], None] | None) -> ReadinessCheck:
     """Ready when check() passes. With `migrate` (MIGRATE_ON_START), the first time the database answers it is
     brought to head first (as the migration role when MIGRATION_DATABASE_URL is set: migrate.upgrade_to_head), so
@@ -72,7 +78,7 @@ class GrpcService:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=env_int("GRPC_WORKERS", default_workers, minimum=1)),
             interceptors=server_interceptors(),
-            options=[("grpc.so_reuseport", 0)],
+            options=[("grpc.so_reuseport", 0), *METADATA_LIMITS],
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -197,7 +197,7 @@ def test_admin_and_internal_rpcs_through_the_admin_listener(platform):
 def test_platform_health_through_the_gateway(platform):
     gw = platform.gw
     assert gw.rest("GET", "/api/health").json()["status"] == "ok"
-    deep = gw.rest("GET", "/api/health/deep").json()
+    deep = gw.rest("GET", "/api/health/deep", admin=True).json()
     services = {report["service"]: report for report in deep["services"]}
     assert set(services) == {"chat", "consent", "notifier", "ratelimit"}
     assert services["ratelimit"]["healthy"] and services["consent"]["healthy"]

@@ -54,7 +54,10 @@ def test_unknown_route_is_a_404_with_a_json_body(gw):
 def test_health_routes(gw):
     live = gw.rest("GET", "/api/health")
     assert live.status_code == 200 and live.json()["status"] == "ok"
-    deep = gw.rest("GET", "/api/health/deep")
+    # The deep report is the operators': on the admin listener only (issue 16).
+    public_deep = gw.rest("GET", "/api/health/deep")
+    assert public_deep.status_code == 404 and "services" not in public_deep.json()
+    deep = gw.rest("GET", "/api/health/deep", admin=True)
     assert deep.status_code == 200
     services = {s["service"]: s for s in deep.json()["services"]}
     assert {"chat", "consent", "notifier"} <= set(services)
