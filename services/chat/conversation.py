@@ -473,12 +473,10 @@ class ChatService:
             storage.add_lead(s, lead)
             s.flush()
             conv.lead_id = lead.id
-            leads.queue_new_lead(s, lead)
+            leads.queue_new_lead(s, lead, alert=conv.request is None and self.delivery.alert_due(lead))
         requested = conv.request is not None
         if requested:
             self._pass_on_request(s, conv, lead, parts)
-        elif existing is None and self.delivery.alert_due(lead):
-            leads.queue_alert(s, lead)
         if not requested:
             first_name = (slot_text(conv.slots, "name") or "").split(" ")[0]
             city = slot_text(conv.slots, "city")

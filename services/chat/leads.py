@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from services.chat import storage
 from services.chat.remote import ConsentClient, NotifierClient, PeerUnavailable
 from services.chat.sales import Alert, SalesView
-from services.chat.storage import Lead, LeadOutbox
+from services.chat.storage import Lead, Queued
 from services.runtime.clock import utcnow
 from services.runtime.db import Database
 
@@ -42,20 +42,25 @@ class RetryResult:
 # --- queueing (inside the caller's transaction) ----------------------------------------------------------------
 
 
-def queue_new_lead(s: Session, lead: Lead) -> None:
-    """The consent statement, then the Monday.com item (found again by the lead id if a create is retried)."""
-    storage.add_outbox(s, lead.id, CONSENT, f"lead:{lead.id}:consent")
-    storage.add_outbox(s, lead.id, MONDAY_CREATE, f"lead:{lead.id}:monday")
+def queue_new_lead(s: Session, lead: Lead, alert: bool) -> None:
+    """The consent statement, then the Monday.com item (found again by the lead id if a create is retried), and
+    the Slack alert when one is due."""
+    messages: list[tuple[str, str, dict[str, Any]]] = [
+        (CONSENT, f"lead:{lead.id}:consent", {}), (MONDAY_CREATE, f"lead:{lead.id}:monday", {})
+    ]
+    if alert:
+        messages.append((SLACK_LEAD, f"lead:{lead.id}:slack", {}))
+    storage.add_outbox(s, lead.id, messages)
 
 
 def queue_item_update(s: Session, lead: Lead) -> None:
     """The lead's Monday.com item takes the lead's current values."""
-    storage.add_outbox(s, lead.id, MONDAY_UPDATE, f"lead:{lead.id}:monday:{_fresh()}")
+    storage.add_outbox(s, lead.id, [(MONDAY_UPDATE, f"lead:{lead.id}:monday:{_fresh()}", {})])
 
 
 def queue_consent(s: Session, lead: Lead, key: str, statement: Mapping[str, Any]) -> None:
-    """A later consent statement about the lead's person (marketing given at the end, a returning visitor's)."""
-    storage.add_outbox(s, lead.id, CONSENT, f"lead:{lead.id}:consent:{key}", dict(statement))
+    """A later consent statement about the lead's person (a returning visitor's, one under a new email)."""
+    storage.add_outbox(s, lead.id, [(CONSENT, f"lead:{lead.id}:consent:{key}", dict(statement))])
 
 
 def queue_email(s: Session, lead: Lead, stated_at: dt.datetime) -> None:
@@ -63,18 +68,14 @@ def queue_email(s: Session, lead: Lead, stated_at: dt.datetime) -> None:
     queue_consent(s, lead, f"email-{_fresh()}", {"stated_at": stated_at.isoformat()})
 
 
-def queue_alert(s: Session, lead: Lead) -> None:
-    storage.add_outbox(s, lead.id, SLACK_LEAD, f"lead:{lead.id}:slack")
-
-
 def queue_request(s: Session, lead: Lead, request: Mapping[str, str]) -> None:
-    storage.add_outbox(s, lead.id, SLACK_REQUEST, f"lead:{lead.id}:request:{_fresh()}", dict(request))
+    storage.add_outbox(s, lead.id, [(SLACK_REQUEST, f"lead:{lead.id}:request:{_fresh()}", dict(request))])
 
 
 def queue_returning(s: Session, lead: Lead, session_id: str, news: Mapping[str, str]) -> None:
     """Sales hears that the lead's person came back (and what they gave that the lead does not hold)."""
-    storage.add_outbox(s, lead.id, SLACK_RETURNING, f"lead:{lead.id}:returning:{_fresh()}", {
-        "session_id": session_id, "news": dict(news)})
+    details = {"session_id": session_id, "news": dict(news)}
+    storage.add_outbox(s, lead.id, [(SLACK_RETURNING, f"lead:{lead.id}:returning:{_fresh()}", details)])
 
 
 def _fresh() -> str:
@@ -145,7 +146,7 @@ class LeadDelivery:
         with self.db.session() as s:
             return storage.count_pending_leads(s)
 
-    def _send(self, message: LeadOutbox, lead: Lead, session_id: str) -> None:
+    def _send(self, message: Queued, lead: Lead, session_id: str) -> None:
         details = message.details
         if message.kind == CONSENT:
             if lead.email:  # the ledger is kept by email: a phone-only lead's statement waits for one (queue_email)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    insert,
     or_,
     select,
     update,
@@ -272,17 +273,11 @@ def lead_for_update(session: Session, lead_id: str) -> Lead | None:
 
 
 def lead_by_contact(session: Session, email: str | None, phone: str | None) -> Lead | None:
-    """The earliest lead with this email, or else with this phone: a returning visitor's."""
-    for column, value in ((Lead.email, email), (Lead.phone, phone)):
-        if value:
-            found = session.scalars(select(Lead).where(column == value).order_by(Lead.created_at).limit(1)).first()
-            if found is not None:
-                return found
-    return None
-
-
-def session_of_conversation(session: Session, conversation_id: int) -> str:
-    return session.scalar(select(Conversation.session_id).where(Conversation.id == conversation_id)) or ""
+    """The earliest lead with this email or this phone: a returning visitor's (one indexed query)."""
+    matches = [column == value for column, value in ((Lead.email, email), (Lead.phone, phone)) if value]
+    if not matches:
+        return None
+    return session.scalars(select(Lead).where(or_(*matches)).order_by(Lead.created_at).limit(1)).first()
 
 
 def set_customer(session: Session, lead_id: str, at: dt.datetime | None) -> Lead | None:
@@ -294,19 +289,33 @@ def set_customer(session: Session, lead_id: str, at: dt.datetime | None) -> Lead
     return lead
 
 
-def add_outbox(session: Session, lead_id: str, kind: str, key: str, details: dict[str, Any] | None = None) -> None:
-    """Queue a message about the lead under a key no other message has (its UNIQUE constraint says so)."""
-    session.add(LeadOutbox(lead_id=lead_id, kind=kind, key=key, details=details or {}))
+@dataclass(frozen=True)
+class Queued:
+    """One message queued about a lead, as the sender reads it."""
+
+    id: int
+    kind: str
+    key: str
+    details: dict[str, Any]
 
 
-def pending_outbox(session: Session, lead_id: str) -> list[LeadOutbox]:
-    """The lead's unsent messages in the order they were queued (detached: sent after the transaction)."""
-    rows = list(session.scalars(
-        select(LeadOutbox).where(LeadOutbox.lead_id == lead_id, LeadOutbox.sent_at.is_(None)).order_by(LeadOutbox.id)
-    ))
-    for row in rows:
-        session.expunge(row)
-    return rows
+def add_outbox(session: Session, lead_id: str, messages: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+    """Queue (kind, key, details) messages about the lead in one statement; each key is unique by construction (the
+    UNIQUE constraint says so)."""
+    now = utcnow()
+    rows = [{"lead_id": lead_id, "kind": kind, "key": key, "details": details, "created_at": now}
+            for kind, key, details in messages]
+    session.execute(insert(LeadOutbox), rows)
+
+
+def pending_outbox(session: Session, lead_id: str) -> list[Queued]:
+    """The lead's unsent messages in the order they were queued."""
+    query = (
+        select(LeadOutbox.id, LeadOutbox.kind, LeadOutbox.key, LeadOutbox.details)
+        .where(LeadOutbox.lead_id == lead_id, LeadOutbox.sent_at.is_(None))
+        .order_by(LeadOutbox.id)
+    )
+    return [Queued(*row) for row in session.execute(query)]
 
 
 def mark_outbox_sent(session: Session, outbox_ids: Sequence[int], at: dt.datetime) -> None:

@@ -30,7 +30,7 @@ def unique_person() -> SimpleNamespace:
     phone = "6" + "".join(random.choices(string.digits, k=8))
     second = "5" + "".join(random.choices(string.digits, k=8))
     return SimpleNamespace(
-        surname=f"Kr{letters}", name=f"Zenobia Kr{letters}", email=f"z.{letters}@example.com", phone=phone,
+        surname=f"Kra{letters}", name=f"Zenobia Kra{letters}", email=f"z.{letters}@example.com", phone=phone,
         second=second,
         typed=[f"+48 {phone[:3]} {phone[3:6]} {phone[6:]}", f"0048{phone}", f"{second[:3]}-{second[3:6]}-{second[6:]}",
                f"(+48) {second}"],
