@@ -147,3 +147,26 @@ class UndecodableRequestInterceptor(grpc.ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(self._behaviour(method, handler.unary_stream), **codecs)
         return handler  # a streaming request (no RPC of the platform takes one) keeps grpcio's own decoding
+
+
+class _MetadataDecodingFilter(logging.Filter):
+    """grpcio logs a metadata value that is not UTF-8 (a header such as `x-session-secret: \\xff`, which the
+    transcoder passes on) at ERROR, with a traceback and the value itself, then carries on with the value read as
+    Latin-1. The record becomes one throttled warning without the value, which can hold a secret or personal data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._warn = ThrottledWarning(log, "undecodable request metadata", UNDECODABLE_LOG_INTERVAL_S)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Invalid encoding on %s":
+            self._warn()
+            return False
+        return True
+
+
+_METADATA_FILTER = _MetadataDecodingFilter()
+
+
+def quiet_metadata_decoding_errors() -> None:
+    logging.getLogger("grpc._cython.cygrpc").addFilter(_METADATA_FILTER)  # added once, however often called

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import DEFAULT_PORTS, env_float, env_int, env_str
-from services.runtime.errors import ErrorInterceptor, UndecodableRequestInterceptor
+from services.runtime.errors import ErrorInterceptor, UndecodableRequestInterceptor, quiet_metadata_decoding_errors
 from services.runtime.metrics import MetricsInterceptor, serve_metrics
 from services.runtime.request_context import RequestIdInterceptor
 
@@ -75,6 +75,7 @@ class GrpcService:
         self.grace_s = env_float("SHUTDOWN_GRACE_S", 10.0, minimum=0)
         self.check_interval_s = env_float("HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.05)
         self.readiness = dict(readiness or {})
+        quiet_metadata_decoding_errors()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=env_int("GRPC_WORKERS", default_workers, minimum=1)),
             interceptors=server_interceptors(),
