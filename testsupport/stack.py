@@ -159,6 +159,12 @@ class Platform:
         return session
 
 
+def sales_env(slack: HttpReceiver, monday: HttpReceiver) -> dict[str, str]:
+    """The notifier's Slack webhook and Monday.com board at these local receivers."""
+    return {"SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test", "MONDAY_API_URL": f"{monday.url}/v2",
+            "MONDAY_API_KEY": "test-key", "MONDAY_BOARD_ID": "4242"}
+
+
 # Limits high enough that a test's own traffic is never refused (the limiter has its own tests).
 UNLIMITED = {
     "CHAT_RATE_LIMIT": "100000 per minute",
@@ -178,14 +184,7 @@ def postgres_platform(data_dir: Path, name: str,
     backing.postgres_connect().close()  # fail here, clearly, when PostgreSQL is not there
     with backing.service_roles(name) as roles, HttpReceiver() as slack, \
             HttpReceiver(respond=monday_graphql) as monday, SmtpReceiver() as smtp:
-        env = {
-            "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
-            "MONDAY_API_URL": f"{monday.url}/v2",
-            "MONDAY_API_KEY": "test-key",
-            "MONDAY_BOARD_ID": "4242",
-            "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}",
-            **UNLIMITED,
-        }
+        env = {**sales_env(slack, monday), "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}", **UNLIMITED}
         per_service = {svc: {**svc_roles.env(backing.TEST_DATABASE_URL), **(service_env or {}).get(svc, {})}
                        for svc, svc_roles in roles.items()}
         with running_stack(data_dir, env=env, service_env=per_service) as gw:

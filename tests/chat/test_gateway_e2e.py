@@ -15,7 +15,7 @@ from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from tests.chat.scripts import ENGLISH_LOW_SCORE, POLISH_HIGH_SCORE
 from testsupport.receivers import HttpReceiver, MondayBoard
-from testsupport.stack import running_stack
+from testsupport.stack import running_stack, sales_env
 from testsupport.waiting import wait_for
 
 
@@ -23,10 +23,7 @@ from testsupport.waiting import wait_for
 def platform(tmp_path_factory):
     with HttpReceiver() as slack, HttpReceiver(respond=MondayBoard) as monday:
         env = {
-            "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
-            "MONDAY_API_URL": f"{monday.url}/v2",
-            "MONDAY_API_KEY": "test-key",
-            "MONDAY_BOARD_ID": "4242",
+            **sales_env(slack, monday),
             # More visitors from one address than the default limits let through; the limits are not tested here.
             "CHAT_RATE_LIMIT": "100000 per minute",
             "API_RATE_LIMIT_MINUTE": "100000 per minute",

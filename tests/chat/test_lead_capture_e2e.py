@@ -10,7 +10,7 @@ import zoneinfo
 import pytest
 
 from testsupport.receivers import HttpReceiver, MondayBoard
-from testsupport.stack import UNLIMITED, running_stack
+from testsupport.stack import UNLIMITED, running_stack, sales_env
 from testsupport.waiting import wait_for
 
 AGREE = {"processing_consent": True}
@@ -21,14 +21,8 @@ DECLINE_MARKETING = {"marketing_consent": False}
 @pytest.fixture(scope="module")
 def sales(tmp_path_factory):
     with HttpReceiver() as slack, HttpReceiver(respond=MondayBoard) as monday:
-        env = {
-            **UNLIMITED,
-            "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
-            "MONDAY_API_URL": f"{monday.url}/v2",
-            "MONDAY_API_KEY": "test-key",
-            "MONDAY_BOARD_ID": "4242",
-            "LEAD_ALERT_SCORE": "101",  # only requests and flags alert here, so each alert is the one a case makes
-        }
+        # Only requests and flags alert here, so each alert is the one a case makes.
+        env = {**UNLIMITED, **sales_env(slack, monday), "LEAD_ALERT_SCORE": "101"}
         with running_stack(tmp_path_factory.mktemp("lead-capture"), env=env) as gw:
             yield type("Sales", (), {"gw": gw, "slack": slack, "monday": monday, "board": monday.responder})
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 
 from testsupport.receivers import HttpReceiver, monday_graphql
-from testsupport.stack import UNLIMITED, running_stack
+from testsupport.stack import UNLIMITED, running_stack, sales_env
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
     with HttpReceiver() as slack, HttpReceiver(respond=monday_graphql) as monday:
-        env = {"SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test", "MONDAY_API_URL": f"{monday.url}/v2",
-               "MONDAY_API_KEY": "test-key", "MONDAY_BOARD_ID": "4242", **UNLIMITED}
+        env = {**sales_env(slack, monday), **UNLIMITED}
         with running_stack(tmp_path_factory.mktemp("visitor-questions"), env=env) as gw:
             yield gw
 

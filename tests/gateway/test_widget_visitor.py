@@ -22,7 +22,7 @@ from deploy.local.processes import free_port
 from gateway.envoy import render
 from testsupport.browser import Console, HostPage, axe_violations, chromium, screenshot
 from testsupport.receivers import HttpReceiver, MondayBoard
-from testsupport.stack import UNLIMITED, Gateway, extra_gateway, running_stack
+from testsupport.stack import UNLIMITED, Gateway, extra_gateway, running_stack, sales_env
 from testsupport.waiting import wait_for
 
 PHONE = {"viewport": {"width": 360, "height": 740}}
@@ -44,14 +44,7 @@ def monday() -> Iterator[HttpReceiver]:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, monday, partner_port) -> Iterator[Gateway]:
     with HttpReceiver() as slack:
-        env = {
-            "SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test",
-            "MONDAY_API_URL": f"{monday.url}/v2",
-            "MONDAY_API_KEY": "test-key",
-            "MONDAY_BOARD_ID": "4242",
-            "ALLOWED_ORIGINS": f"http://127.0.0.1:{partner_port}",
-            **UNLIMITED,
-        }
+        env = {**sales_env(slack, monday), "ALLOWED_ORIGINS": f"http://127.0.0.1:{partner_port}", **UNLIMITED}
         with running_stack(tmp_path_factory.mktemp("widget"), env=env) as gateway:
             yield gateway
 
