@@ -119,7 +119,7 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         "MAX_REQUEST_HEADERS_KB": get("MAX_REQUEST_HEADERS_KB", "8"),
         "MAX_REQUEST_BODY_BYTES": get("MAX_REQUEST_BODY_BYTES", "65536"),
         "DOWNSTREAM_IDLE_TIMEOUT_S": get("DOWNSTREAM_IDLE_TIMEOUT_S", "60"),
-        "MAX_DOWNSTREAM_CONNECTIONS": get("MAX_DOWNSTREAM_CONNECTIONS", "4096"),
+        "MAX_DOWNSTREAM_CONNECTIONS": get("MAX_DOWNSTREAM_CONNECTIONS", "2048"),
     }
     for service, default in DEFAULT_ADDRS.items():
         values[f"{service.upper()}_HOST"], values[f"{service.upper()}_PORT"] = _split(
