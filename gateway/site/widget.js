@@ -295,7 +295,15 @@
     }).then(function (conversation) {
       if (!conversation) { if (!log.children.length) greet(); return; }
       greet(true);
-      (conversation.messages || []).forEach(function (m) { say(m.role === "user" ? "user" : "bot", m.text); });
+      var prompt = conversation.consent_prompt;
+      var messages = conversation.messages || [];
+      messages.forEach(function (m, i) {
+        var text = m.text;
+        // A consent question still waiting: its notice goes on the card, with its buttons, as when it was asked.
+        if (prompt && prompt.text && i === messages.length - 1) text = text.replace(prompt.text, "").trim();
+        if (text) say(m.role === "user" ? "user" : "bot", text);
+      });
+      if (prompt && prompt.kind) consentCard(prompt, "");
       if (conversation.lead && conversation.lead.lead_id) panel.dataset.lead = "stored";
     }, function () { greet(); });
   }

@@ -58,6 +58,7 @@ PERSONAL = ("name", "email", "phone")
 CONTACT = "contact"  # the awaited answer when the bot asks for an email or a phone, either being enough
 CALLBACK_TIME = "callback_time"  # the awaited answer to "when shall we call?"
 HUMAN = "human"  # the topic of asking for a person
+_PENDING_PROMPTS = {"consent_processing": "processing", "consent_marketing": "marketing"}  # stage -> its question
 # Topics that show the visitor wants something done: the bot then asks for their details.
 _INTENT_TOPICS = frozenset({"quote", "consultation", "site_visit"})
 # Topics of a message that is (or may be) a detail rather than a question: a bare answer is taken as the detail.
@@ -122,6 +123,7 @@ class Transcript:
     created_at: dt.datetime
     messages: list[TranscriptEntry]
     lead: LeadProgress
+    consent_prompt: ConsentPrompt | None = None  # the consent question still waiting for an answer
 
 
 @dataclass
@@ -580,7 +582,9 @@ class ChatService:
             if conv is None or not _secret_matches(secret, conv.session_secret_hash):
                 raise NotFoundError("no conversation with this session_id")
             messages = [TranscriptEntry(m.role, m.text, m.created_at) for m in storage.messages_of(s, conv.id)]
-            return Transcript(conv.session_id, conv.created_at, messages, self._progress(s, conv))
+            pending = _PENDING_PROMPTS.get(conv.stage)
+            prompt = self._prompt(_Turn("", "", prompt=pending), conv) if pending else None
+            return Transcript(conv.session_id, conv.created_at, messages, self._progress(s, conv), prompt)
 
 
 def _has_contact(slots: dict[str, SlotValue]) -> bool:

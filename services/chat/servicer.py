@@ -10,7 +10,7 @@ from novahouse.common.v1 import diagnostics_pb2
 from novahouse.health.v1 import health_pb2, health_pb2_grpc
 from services.chat import export, privacy
 from services.chat.app import ChatApp
-from services.chat.conversation import LeadProgress
+from services.chat.conversation import ConsentPrompt, LeadProgress
 from services.chat.platform_health import PlatformHealth
 from services.runtime import request_context
 from services.runtime.timestamps import to_timestamp
@@ -36,6 +36,15 @@ def _lead(progress: LeadProgress) -> chat_pb2.LeadProgress:
     )
 
 
+def _consent_prompt(prompt: ConsentPrompt | None) -> chat_pb2.ConsentPrompt | None:
+    if prompt is None:
+        return None
+    return chat_pb2.ConsentPrompt(
+        kind=prompt.kind, text=prompt.text, text_version=prompt.text_version, required=prompt.required,
+        choices=[chat_pb2.ConsentChoice(label=c.label, value=c.value) for c in prompt.choices],
+    )
+
+
 class ChatServicer(chat_pb2_grpc.ChatServicer):
     def __init__(self, app: ChatApp):
         self.app = app
@@ -50,20 +59,13 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             request.marketing_consent if request.HasField("marketing_consent") else None,
             request_context.caller(context),
         )
-        prompt = None
-        if reply.consent_prompt:
-            p = reply.consent_prompt
-            prompt = chat_pb2.ConsentPrompt(
-                kind=p.kind, text=p.text, text_version=p.text_version, required=p.required,
-                choices=[chat_pb2.ConsentChoice(label=c.label, value=c.value) for c in p.choices],
-            )
         return chat_pb2.SendMessageResponse(
             session_id=reply.session_id,
             reply=reply.reply,
             language=reply.language,
             intent=reply.intent,
             lead=_lead(reply.lead),
-            consent_prompt=prompt,
+            consent_prompt=_consent_prompt(reply.consent_prompt),
             session_secret=reply.session_secret,
             suggestions=[chat_pb2.Suggestion(topic=s.topic, label=s.label) for s in reply.suggestions],
             quick_replies=[chat_pb2.Suggestion(topic=s.topic, label=s.label) for s in reply.quick_replies],
@@ -81,6 +83,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
                 for m in transcript.messages
             ],
             lead=_lead(transcript.lead),
+            consent_prompt=_consent_prompt(transcript.consent_prompt),
         )
 
 

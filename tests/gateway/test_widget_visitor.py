@@ -192,6 +192,25 @@ def test_a_reload_and_a_second_tab_keep_the_conversation_and_forget_ends_it(gw, 
     assert page.locator(".log > .msg.user").count() == 0
 
 
+def test_a_reload_while_consent_is_asked_brings_back_its_buttons(gw, browser):
+    context = browser.new_context(locale="pl-PL", **PHONE)
+    try:
+        page = context.new_page()
+        open_widget(page, gw.public_url + "/")
+        type_message(page, "Chcę wycenę remontu")
+        page.locator(".consent button.yes:enabled").wait_for()
+
+        page.reload()
+        page.get_by_role("button", name=re.compile("czat", re.I)).click()
+        agree = page.locator(".consent button.yes:enabled")
+        agree.wait_for()
+        assert page.locator(".consent").count() == 1  # the notice once, on its card, not also in the bubble
+        act_and_wait(page, agree.click)
+        assert "Jak się nazywasz?" in page.locator(BOT_TURN).last.inner_text()
+    finally:
+        context.close()
+
+
 def test_keyboard_only_screen_reader_and_accessibility_check(gw, context):
     page = context.new_page()
     page.goto(gw.public_url + "/")
