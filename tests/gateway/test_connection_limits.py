@@ -1,13 +1,16 @@
-"""Envoy's limits that fit the machine: idle connections are closed, active ones are capped, header blocks and REST
-bodies are bounded; each rendered from its environment variable and accepted by Envoy itself."""
+"""Only the public needs go public: no route from the public listener reaches a Diagnose, and Envoy's limits fit the
+machine (idle connections are closed, active ones are capped, header blocks and REST bodies are bounded), each
+rendered from its environment variable and accepted by Envoy itself."""
 from __future__ import annotations
 
 import socket
 import subprocess
 
+import grpc
 import pytest
 import requests
 import yaml
+from google.protobuf import empty_pb2
 
 from gateway.envoy import envoy_binary, render
 from testsupport.stack import running_stack
@@ -117,3 +120,24 @@ def test_connections_past_the_cap_are_refused_and_the_admin_listener_still_answe
     finally:
         for sock in opened:
             sock.close()
+
+
+DIAGNOSE_RPCS = ("/novahouse.health.v1.PlatformHealth/Deep", "/novahouse.chat.v1.ChatAdmin/Diagnose",
+                 "/novahouse.consent.v1.ConsentAdmin/Diagnose", "/novahouse.notifier.v1.NotifierAdmin/Diagnose")
+
+
+def test_nothing_on_the_public_listener_reaches_a_diagnose(gw):
+    """The deep report fans out to every Diagnose, consent's verifying the whole ledger: operators' work only."""
+    for path in ("/api/health/deep", "/api/admin/chat/diagnostics", "/api/admin/consent/diagnostics",
+                 "/api/admin/consent/ledger/verify"):
+        response = requests.get(gw.public_url + path, timeout=30)
+        assert response.status_code == 404 and response.json()["error"] == "not_found", path
+    with grpc.insecure_channel(f"127.0.0.1:{gw.stack.config.public_port}") as channel:
+        for rpc in DIAGNOSE_RPCS:
+            # An empty message is every one of these requests, whatever its type.
+            call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(rpc)
+            with pytest.raises(grpc.RpcError) as refused:
+                call(empty_pb2.Empty().SerializeToString(), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, rpc
+    live = requests.get(gw.public_url + "/api/health", timeout=30)
+    assert live.status_code == 200 and live.json()["status"] == "ok"
