@@ -207,8 +207,7 @@ class ChatService:
             turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller)
             now = utcnow()
             user_text = turn.stored_text or text or _consent_note(processing_consent, marketing_consent)
-            storage.add_message(s, conv.id, "user", user_text, now)
-            storage.add_message(s, conv.id, "bot", turn.reply, now)
+            storage.add_turn(s, conv.id, user_text, turn.reply, now)
             conv.message_count += 2
             conv.last_activity_at = now
             progress = self._progress(s, conv)

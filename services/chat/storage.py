@@ -221,8 +221,12 @@ def idle_unhanded_conversations(session: Session, idle_since: dt.datetime, limit
     ))
 
 
-def add_message(session: Session, conversation_id: int, role: str, text: str, at: dt.datetime) -> None:
-    session.add(Message(conversation_id=conversation_id, role=role, text=text, created_at=at))
+def add_turn(session: Session, conversation_id: int, visitor_text: str, bot_text: str, at: dt.datetime) -> None:
+    """The visitor's message and the bot's reply, in one statement (no ORM objects: nothing reads them back)."""
+    session.execute(insert(Message), [
+        {"conversation_id": conversation_id, "role": "user", "text": visitor_text, "created_at": at},
+        {"conversation_id": conversation_id, "role": "bot", "text": bot_text, "created_at": at},
+    ])
 
 
 def messages_of(session: Session, conversation_id: int) -> list[Message]:
