@@ -137,6 +137,7 @@ class Faq:
             if name not in self.topics:
                 raise self._error(top, f"out_of_scope_topics names unknown topic {name!r}")
         self.cities = tuple(self._city(entry) for entry in self._list(top, "cities"))
+        self.served_cities = tuple(c.name for c in self.cities if c.served)
         self._city_forms = {form: city for city in self.cities for form in city.forms}
 
     @cached_property
@@ -304,7 +305,7 @@ class KnowledgeBase:
 
     @property
     def served_cities(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.faq.cities if c.served)
+        return self.faq.served_cities
 
     @property
     def topics(self) -> dict[str, Topic]:
