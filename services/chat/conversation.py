@@ -458,9 +458,10 @@ class ChatService:
         if existing is not None:
             lead = existing
             conv.lead_id = lead.id
+            # The statement is this visitor's, under the email they gave here (the lead may hold another).
             leads.queue_consent(s, lead, f"return-{conv.session_id}", {
-                "marketing": marketing, "session_id": conv.session_id, "conversation_id": str(conv.id),
-                "stated_at": now.isoformat()})
+                "email": values["email"] or lead.email or "", "marketing": marketing,
+                "session_id": conv.session_id, "conversation_id": str(conv.id), "stated_at": now.isoformat()})
             leads.queue_returning(s, lead, conv.session_id, _news(lead, values))
         else:
             lead = Lead(

@@ -149,7 +149,7 @@ class LeadDelivery:
     def _send(self, message: Queued, lead: Lead, session_id: str) -> None:
         details = message.details
         if message.kind == CONSENT:
-            if lead.email:  # the ledger is kept by email: a phone-only lead's statement waits for one (queue_email)
+            if details.get("email") or lead.email:  # the ledger is kept by email: a phone-only lead's waits for one
                 self._record_consent(message.key, lead, session_id, details)
         elif message.kind in (MONDAY_CREATE, MONDAY_UPDATE):
             name, columns = self.sales.monday(lead, session_id)
@@ -168,10 +168,10 @@ class LeadDelivery:
         self.notifier.slack_alert(key, alert.title, alert.text, alert.fields)
 
     def _record_consent(self, key: str, lead: Lead, session_id: str, statement: Mapping[str, Any]) -> None:
-        """The lead's own statement, or a later one (`statement` overrides: marketing, stated_at, its session)."""
+        """The lead's own statement, or a later one (`statement` overrides: email, marketing, stated_at, session)."""
         stated_at = statement.get("stated_at")
         self.consent.record_consent(
-            email=lead.email or "",
+            email=statement.get("email") or lead.email or "",
             processing=lead.processing_consent,
             marketing=bool(statement.get("marketing", lead.marketing_consent)),
             text_version=lead.consent_text_version,

@@ -88,3 +88,16 @@ def test_leads_an_older_release_had_not_handed_over_are_handed_over_after_the_up
     assert peers.notifier.keys("lead:") == [f"lead:{'c' * 32}:monday"]  # its consent was recorded before
     columns = peers.notifier.requests[f"lead:{'c' * 32}:monday"].monday.column_values
     assert (columns["budget"], columns["budget_currency"], columns["budget_pln"]) == ("150000", "PLN", "150000")
+
+
+def test_a_returning_visitor_s_consent_is_recorded_under_the_email_given_this_time(world):
+    first = talk(world.chat, ["Chcę wycenę", "tak", "Ola Nowak", "ola@example.com", "601 602 699", "nie wiem",
+                              "nie wiem", "nie wiem"])
+    lead_id = world.chat.send_message(first[-1].session_id, "", marketing_consent=False).lead.lead_id
+    again = talk(world.chat, ["Chcę wycenę", "tak", "Ola Nowak", "ola.nowak@example.org, tel. 601 602 699",
+                              "nie wiem", "nie wiem", "nie wiem", "nie wiem"])
+    linked = world.chat.send_message(again[-1].session_id, "", marketing_consent=True)
+    assert linked.lead.lead_id == lead_id  # the same phone: the same person, one lead
+    assert [k for k in world.notifier.keys("lead:") if k.endswith(":monday")] == [f"lead:{lead_id}:monday"]
+    statements = {(r.email, r.marketing_consent) for r in world.consent.recorded}
+    assert statements == {("ola@example.com", False), ("ola.nowak@example.org", True)}

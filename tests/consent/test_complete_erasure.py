@@ -88,7 +88,8 @@ class Person:
         letters = "".join(random.choices(string.ascii_lowercase, k=8))
         self.name = f"Ksawery Zbrzeczyk{letters}"
         self.email = f"erase.me.{uuid.uuid4().hex[:10]}@example.org"
-        self.phone = str(random.randint(5, 8)) + "".join(random.choices(string.digits, k=8))
+        # A Polish mobile: numbers from 5 and 6 are all valid (7x and 8x not always, and an invalid one is no phone).
+        self.phone = random.choice("56") + "".join(random.choices(string.digits, k=8))
         p = self.phone
         self.typed_phones = [f"+48 {p[:3]} {p[3:6]} {p[6:]}", f"{p[:3]}-{p[3:6]}-{p[6:]}"]
         self.sessions: list[str] = []

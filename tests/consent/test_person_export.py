@@ -46,7 +46,7 @@ def new_email() -> str:
 
 
 def new_phone() -> str:
-    return str(random.randint(5, 8)) + "".join(random.choices(string.digits, k=8))
+    return random.choice("56") + "".join(random.choices(string.digits, k=8))  # a Polish mobile: 5x and 6x are all valid
 
 
 def export(platform, email: str):
