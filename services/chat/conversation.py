@@ -310,7 +310,8 @@ class ChatService:
         if conv.stage == "collecting":
             conv.stage = "consent_processing"
             conv.awaiting_slot = None
-            parts += [self.kb.say("consent.lead_in", lang), self.kb.say("consent.processing", lang)]
+            lead_in = "consent.lead_in_callback" if handoff else "consent.lead_in"
+            parts += [self.kb.say(lead_in, lang), self.kb.say("consent.processing", lang)]
             return _Turn(" ".join(parts), intent, prompt="processing")
         return self._next_step(s, conv, parts, intent, caller, retry=found.invalid)
 

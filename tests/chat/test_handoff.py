@@ -12,6 +12,7 @@ def test_asking_for_a_person_arranges_a_callback_with_the_phone_and_the_time(wor
     replies = talk(world.chat, ["Chcę rozmawiać z człowiekiem, nie z botem"])
     first = replies[0]
     assert "zorganizuję telefon od konsultanta" in first.reply and first.consent_prompt.kind == "processing"
+    assert "Żeby konsultant mógł zadzwonić" in first.reply and "ofertę" not in first.reply
     assert "Jak się nazywasz" not in first.reply
     session = first.session_id
     asked = [world.chat.send_message(session, text) for text in ("tak", "Barbara Lis", "barbara.lis@example.com")]
