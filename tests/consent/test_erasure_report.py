@@ -186,7 +186,8 @@ def test_an_erasure_by_phone_is_reported_by_its_request_id(tmp_path):
         assert consent.chat.looked_up == [("", "+48 601 702 803")]
         [asked] = notifier.erasures
         assert asked.erasure_id == "ph-1" and "+48 601 702 803" in asked.phones and asked.email == ""
-        assert "601" not in str(answer)
+        words = [line for line in str(answer).splitlines() if not line.strip().startswith(("seconds:", "nanos:"))]
+        assert not any(part in line for line in words for part in ("601", "702", "803"))
         channel.close()
 
 
