@@ -91,10 +91,17 @@ class Conversation(Base):
     not_understood: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # When the visitor asked for a person (or the bot failed them twice); NULL when they never did.
     handoff_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # NULL: the bot answers; "waiting", "agent" or "callback" (SendMessageResponse.handoff), and why.
+    handoff: Mapped[str | None] = mapped_column(String(16))
+    handoff_reason: Mapped[str | None] = mapped_column(String(16))
+    agent: Mapped[str | None] = mapped_column(String(64))  # the agent who took it over
+    taken_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    first_agent_reply_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_conversation_followup_due", "marketing_consent", "followups_stopped", "followups_sent"),
         Index("ix_conversation_retention", "lead_id", "last_activity_at"),
+        Index("ix_conversation_handoff", "handoff", "handoff_at"),
     )
 
 
@@ -105,8 +112,9 @@ class Message(Base):
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversation.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    role: Mapped[str] = mapped_column(String(8), nullable=False)
+    role: Mapped[str] = mapped_column(String(8), nullable=False)  # user, bot or agent
     text: Mapped[str] = mapped_column(Text, nullable=False)
+    author: Mapped[str | None] = mapped_column(String(64))  # the agent's display name
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
@@ -115,7 +123,7 @@ class Lead(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id"), unique=True, nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, index=True)
     language: Mapped[str] = mapped_column(String(2), nullable=False)
     name: Mapped[str | None] = mapped_column(String(120))
     email: Mapped[str | None] = mapped_column(String(254), index=True)
@@ -142,6 +150,7 @@ class Lead(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     # Set by ChatAdmin.MarkCustomer: the lead became a customer and is kept past LEAD_RETENTION_DAYS.
     customer_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="new")  # new, contacted, won, lost
 
 
 class LeadOutbox(Base):
@@ -159,6 +168,39 @@ class LeadOutbox(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_lead_outbox_pending", "sent_at", "id"),)
+
+
+class AgentAction(Base):
+    """The agent audit: who did what, when, to which conversation or lead; never the values an agent set. Erased
+    with the person's conversations and leads, purged with them by retention."""
+
+    __tablename__ = "agent_action"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, index=True)
+    agent: Mapped[str] = mapped_column(String(64), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    session_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    lead_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+
+
+class StaffRevokedToken(Base):
+    """A staff token signed out before it expired (Logout); kept until then."""
+
+    __tablename__ = "staff_revoked_token"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class AgentPresence(Base):
+    """When each agent's inbox stream was last alive: an agent seen within two heartbeats is present."""
+
+    __tablename__ = "agent_presence"
+
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class FollowupEvent(Base):
