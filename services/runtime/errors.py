@@ -34,10 +34,16 @@ class UnavailableError(RuntimeError):
     """A dependency is down and the request can be retried: UNAVAILABLE, 503."""
 
 
+class PreconditionError(RuntimeError):
+    """The request is valid but the thing is not in a state that allows it (e.g. another agent holds the
+    conversation): FAILED_PRECONDITION, 400. Nothing was changed."""
+
+
 _MAPPING = (
     (ValidationError, code_pb2.INVALID_ARGUMENT),
     (NotFoundError, code_pb2.NOT_FOUND),
     (UnavailableError, code_pb2.UNAVAILABLE),
+    (PreconditionError, code_pb2.FAILED_PRECONDITION),
 )
 
 
