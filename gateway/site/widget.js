@@ -23,7 +23,10 @@
       e429: "Za dużo wiadomości w krótkim czasie. Spróbuj ponownie za {s} s.",
       e503: "Czat jest chwilowo niedostępny. Spróbuj ponownie za chwilę.",
       e400: "Nie udało się wysłać tej wiadomości. Sprawdź, czy nie jest za długa, i spróbuj ponownie.",
-      offline: "Brak połączenia z czatem. Sprawdź internet i spróbuj ponownie."
+      offline: "Brak połączenia z czatem. Sprawdź internet i spróbuj ponownie.",
+      person: "Porozmawiaj z konsultantem", person_msg: "Chcę porozmawiać z konsultantem",
+      waiting: "Czekasz na konsultanta", agent: "Rozmawiasz z: {a}", consultant: "Konsultant",
+      back: "Konsultant zakończył rozmowę. Odpowiada znowu asystent NovaHouse."
     },
     en: {
       open: "Open the NovaHouse chat", launcher: "Chat", title: "NovaHouse", subtitle: "Renovation adviser",
@@ -36,7 +39,10 @@
       e429: "Too many messages in a short time. Please try again in {s} s.",
       e503: "The chat is unavailable at the moment. Please try again shortly.",
       e400: "This message could not be sent. Please check it is not too long and try again.",
-      offline: "No connection to the chat. Please check your internet connection and try again."
+      offline: "No connection to the chat. Please check your internet connection and try again.",
+      person: "Talk to a person", person_msg: "I would like to talk to a person",
+      waiting: "Waiting for a consultant", agent: "You are talking to {a}", consultant: "Consultant",
+      back: "The consultant has left. The NovaHouse assistant answers again."
     }
   };
 
@@ -64,6 +70,12 @@
     ".msg{max-width:85%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}",
     ".bot{align-self:flex-start;background:#eef1f5;color:#1b1f24;border-bottom-left-radius:4px}",
     ".user{align-self:flex-end;background:#0b5394;color:#fff;border-bottom-right-radius:4px}",
+    ".agent{align-self:flex-start;background:#e5f4ea;color:#1b1f24;border:1px solid #7fbf95;border-bottom-left-radius:4px}",
+    ".agent b{display:block;font-size:12px;color:#1d5e33}",
+    ".sys{align-self:center;max-width:none;font-size:13px;color:#3d4652;text-align:center}",
+    ".person{align-self:flex-start;margin:0 12px 6px;border:0;background:none;color:#0b5394;font-size:14px;",
+    "text-decoration:underline;cursor:pointer;padding:2px 0}",
+    ".person[hidden]{display:none}",
     ".note{align-self:stretch;max-width:none;background:#fdecea;color:#7a1a10;border:1px solid #e3a79f}",
     ".typing{align-self:flex-start;color:#3d4652;font-style:italic;font-size:14px}",
     ".consent{align-self:stretch;border:1px solid #9aa5b1;border-radius:10px;padding:10px;background:#fff}",
@@ -86,6 +98,12 @@
   var state = load();          // {session_id, secret} or null
   var busy = false;
   var restored = false;
+  var handoff = "";            // "", "waiting", "agent" or "callback": where the conversation stands with a person
+  var agentName = "";
+  var lastSeq = 0;             // the newest message seen, for the event stream to go on after
+  var seen = {};               // seq -> true: a message the stream sends again after a reconnect is shown once
+  var stream = null;           // the open event stream's AbortController
+  var retry = 0;               // consecutive failed connections, for the backoff
 
   function pickLanguage(wanted) {
     if (wanted === "pl" || wanted === "en") return wanted;
@@ -144,18 +162,22 @@
   header.append(who, forgetButton, closeButton);
   var log = el("div", { class: "log", role: "log", "aria-live": "polite", "aria-relevant": "additions", tabindex: "0" });
   var chips = el("div", { class: "chips", role: "group" });
+  var personButton = el("button", { type: "button", class: "person" });
   var form = el("form");
   var input = el("input", { type: "text", name: "message", autocomplete: "off", maxlength: "2000" });
   var sendButton = el("button", { type: "submit" });
   form.append(input, sendButton);
-  panel.append(header, log, chips, form);
+  panel.append(header, log, chips, personButton, form);
   root.append(launcher, panel);
 
   function label() {
     launcher.textContent = t("launcher");
     launcher.setAttribute("aria-label", t("open"));
     title.textContent = t("title");
-    subtitle.textContent = t("subtitle");
+    subtitle.textContent = handoff === "waiting" ? t("waiting")
+      : handoff === "agent" ? t("agent").replace("{a}", agentName || t("consultant")) : t("subtitle");
+    personButton.textContent = t("person");
+    personButton.hidden = !!handoff;
     forgetButton.textContent = t("forget");
     closeButton.setAttribute("aria-label", t("close"));
     log.setAttribute("aria-label", t("title"));
@@ -169,9 +191,10 @@
 
   function scroll() { log.scrollTop = log.scrollHeight; }
 
-  function say(role, text, intent) {
+  function say(role, text, intent, author) {
     var node = el("div", { class: "msg " + role });
-    node.append(el("span", { class: "sr" }, role === "user" ? t("you") : t("bot")), document.createTextNode(text));
+    if (role === "agent") node.append(el("b", {}, (author || t("consultant")) + ":"), document.createTextNode(text));
+    else node.append(el("span", { class: "sr" }, role === "user" ? t("you") : t("bot")), document.createTextNode(text));
     if (intent) node.dataset.intent = intent;
     log.appendChild(node);
     scroll();
@@ -243,6 +266,75 @@
     var topics = (answer.suggestions || []).concat(answer.quick_replies || []).map(function (s) { return s.label; });
     offer(topics.filter(function (s, i) { return s && topics.indexOf(s) === i; }));
     if (answer.lead && answer.lead.lead_id) panel.dataset.lead = "stored";
+    setHandoff(answer.handoff || "");
+  }
+
+  // The handoff's state: the header says it, and while a person is awaited or answering the widget listens.
+  function setHandoff(value, quiet) {
+    if (value === handoff) return follow();
+    if (!value && handoff === "agent" && !quiet) say("sys", t("back"));
+    handoff = value;
+    if (value) panel.dataset.handoff = value; else delete panel.dataset.handoff;
+    label();
+    follow();
+  }
+
+  function follow() {
+    var wanted = handoff === "waiting" || handoff === "agent";
+    if (!wanted || !state || !state.secret) { if (stream) stream.abort(); stream = null; return; }
+    if (stream) return;
+    var ctl = stream = new AbortController();
+    var buffer = "", watchdog, got = false;
+    if (!lastSeq) { // what was said before this moment is known: the stream goes on after it, missing nothing
+      transcript(ctl.signal).then(function (conversation) { got = !!conversation && lastSeq > 0; }, function () {}).then(ended);
+      return;
+    }
+    function alive() { clearTimeout(watchdog); watchdog = setTimeout(function () { ctl.abort(); }, 60000); }
+    function line(text) {
+      if (text.indexOf("data:") !== 0) return;
+      var event;
+      try { event = JSON.parse(text.slice(5)); } catch (e) { return; }
+      got = true;
+      var m = event.message;
+      if (m) {
+        var seq = +m.seq || 0;
+        if (seq > lastSeq) lastSeq = seq;
+        if (m.role === "agent" && !(seq && seen[seq])) {
+          seen[seq] = true;
+          if (m.author) agentName = m.author;
+          say("agent", m.text, "", m.author);
+        }
+      }
+      if (event.handoff !== undefined && event.handoff !== null) setHandoff(event.handoff);
+    }
+    alive();
+    fetch(API + "/api/chatbot/conversations/" + encodeURIComponent(state.session_id) + "/events?after_seq=" + lastSeq, {
+      headers: { "x-session-secret": state.secret }, credentials: "omit", mode: "cors", signal: ctl.signal
+    }).then(function (response) {
+      if (response.status === 404) { setHandoff("", true); return; }
+      if (!response.ok || !response.body) throw new Error(String(response.status));
+      var reader = response.body.getReader(), decoder = new TextDecoder();
+      return (function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) return;
+          alive();
+          buffer += decoder.decode(chunk.value, { stream: true });
+          var lines = buffer.split("\n");
+          buffer = lines.pop();
+          lines.forEach(line);
+          return pump();
+        });
+      })();
+    }).catch(function () {}).then(ended);
+    // The stream ended (its time limit, a draining server, a lost connection): go on after the last message seen,
+    // at once after a stream that worked, later and later after each one that did not.
+    function ended() {
+      clearTimeout(watchdog);
+      retry = got ? 0 : retry + 1;
+      if (stream !== ctl) return;
+      stream = null;
+      setTimeout(follow, retry ? Math.min(30000, 1000 * Math.pow(2, retry - 1)) : 0);
+    }
   }
 
   function failed(status, retryAfter) {
@@ -282,30 +374,42 @@
     return true;
   }
 
-  // The transcript of the stored conversation, read with its secret; a conversation the service no longer has
-  // (retention, erasure) is forgotten here too.
-  function restore() {
-    restored = true;
-    if (!state || !state.secret) { greet(); return; }
-    fetch(API + "/api/chatbot/conversations/" + encodeURIComponent(state.session_id), {
-      headers: { "x-session-secret": state.secret }, credentials: "omit", mode: "cors"
+  // The stored conversation, read with its secret; one the service no longer has (retention, erasure) is forgotten
+  // here too. The first read shows all of it; later ones (before a stream opens) add what an agent said meanwhile.
+  function transcript(signal) {
+    var initial = !log.children.length;
+    return fetch(API + "/api/chatbot/conversations/" + encodeURIComponent(state.session_id), {
+      headers: { "x-session-secret": state.secret }, credentials: "omit", mode: "cors", signal: signal
     }).then(function (response) {
-      if (response.status === 404) { save(null); greet(); return null; }
+      if (response.status === 404) { save(null); reset(); greet(); return null; }
       return response.ok ? response.json() : null;
     }).then(function (conversation) {
-      if (!conversation) { if (!log.children.length) greet(); return; }
-      greet(true);
+      if (!conversation) return null;
+      if (initial) greet(true);
       var prompt = conversation.consent_prompt;
       var messages = conversation.messages || [];
       messages.forEach(function (m, i) {
-        var text = m.text;
+        var text = m.text, seq = +m.seq || 0;
+        if (seq > lastSeq) lastSeq = seq;
+        if (m.role === "agent") agentName = m.author;
+        if ((seq && seen[seq]) || !(initial || m.role === "agent")) return;
+        seen[seq] = true;
         // A consent question still waiting: its notice goes on the card, with its buttons, as when it was asked.
         if (prompt && prompt.text && i === messages.length - 1) text = text.replace(prompt.text, "").trim();
-        if (text) say(m.role === "user" ? "user" : "bot", text);
+        if (text) say(m.role === "user" || m.role === "agent" ? m.role : "bot", text, "", m.author);
       });
-      if (prompt && prompt.kind) consentCard(prompt, "");
+      if (initial && prompt && prompt.kind) consentCard(prompt, "");
       if (conversation.lead && conversation.lead.lead_id) panel.dataset.lead = "stored";
-    }, function () { greet(); });
+      setHandoff(conversation.handoff || "", initial);
+      return conversation;
+    });
+  }
+
+  function restore() {
+    restored = true;
+    if (!state || !state.secret) { greet(); return; }
+    transcript().then(function (conversation) { if (!conversation && !log.children.length) greet(); },
+                      function () { if (!log.children.length) greet(); });
   }
 
   function greet(quiet) {
@@ -326,11 +430,17 @@
     launcher.focus();
   }
 
-  function forget() {
-    save(null);
+  function reset() {
+    lastSeq = 0; seen = {}; agentName = "";
+    setHandoff("", true);
     log.textContent = "";
     offer([]);
     delete panel.dataset.lead;
+  }
+
+  function forget() {
+    save(null);
+    reset();
     note(t("forgotten"));
     greet();
     input.focus();
@@ -339,6 +449,7 @@
   launcher.addEventListener("click", function () { if (panel.hidden) open(); else close(); });
   closeButton.addEventListener("click", close);
   forgetButton.addEventListener("click", forget);
+  personButton.addEventListener("click", function () { send({ message: t("person_msg"), request_person: true }, t("person_msg")); });
   panel.addEventListener("keydown", function (event) { if (event.key === "Escape") { event.preventDefault(); close(); } });
   form.addEventListener("submit", function (event) {
     event.preventDefault();
@@ -350,8 +461,8 @@
     if (event.key !== STORE) return;
     var previous = state;
     state = load();
-    if (!state && previous) { log.textContent = ""; offer([]); greet(); }
-    else if (state && (!previous || previous.session_id !== state.session_id) && restored) { log.textContent = ""; restore(); }
+    if (!state && previous) { reset(); greet(); }
+    else if (state && (!previous || previous.session_id !== state.session_id) && restored) { reset(); restore(); }
   });
 
   function mount() {
