@@ -15,6 +15,7 @@ from services.chat.platform_health import PlatformHealth
 from services.chat.remote import ConsentClient, NotifierClient
 from services.chat.sales import SalesView, parse_monday_columns
 from services.chat.settings import Settings
+from services.chat.staff_auth import StaffAuth, StaffAuthConfig
 from services.runtime.clients import channel_to
 from services.runtime.config import ConfigError
 from services.runtime.db import Database
@@ -37,6 +38,7 @@ class ChatApp:
     jobs: Jobs  # started by the server only, and only with SCHEDULER_ENABLED
     diagnostics: Diagnostics
     health: PlatformHealth
+    staff: StaffAuth
 
     def migrate(self) -> None:
         upgrade_to_head(self.db, MIGRATIONS)
@@ -76,7 +78,11 @@ def build(settings: Settings) -> ChatApp:
         channel_to(settings.ratelimit_addr),
         timeout_s=min(settings.peer_timeout_s, 1.0),
     )
-    return ChatApp(settings, db, kb, cache, leads, chat, followups, jobs, diagnostics, health)
+    staff = StaffAuth(StaffAuthConfig.parse(
+        settings.staff_token_key, settings.staff_token_key_file, settings.staff_users, settings.staff_users_file,
+        settings.staff_token_issuer, settings.staff_token_audience, settings.staff_token_ttl_min,
+        settings.staff_cookie_secure), db)
+    return ChatApp(settings, db, kb, cache, leads, chat, followups, jobs, diagnostics, health, staff)
 
 
 def _diagnostics(db: Database, cache: Cache, leads: LeadDelivery, jobs: Jobs) -> Diagnostics:

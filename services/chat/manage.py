@@ -5,10 +5,12 @@
   purge-cache      remove expired entries from every chat server's in-process cache (ChatAdmin.PurgeCache)
   purge-retention  delete conversations without a lead idle for more than RETENTION_DAYS, then leads (not customers)
                    idle for more than LEAD_RETENTION_DAYS with their transcripts, in batches
+  hash-password    read a password (prompted, or the first line of stdin) and print its argon2 hash for STAFF_USERS
 """
 from __future__ import annotations
 
 import argparse
+import getpass
 import socket
 import sys
 
@@ -18,6 +20,7 @@ from novahouse.chat.v1 import chat_pb2, chat_pb2_grpc
 from services.chat import privacy
 from services.chat.app import ChatApp, build
 from services.chat.settings import Settings
+from services.chat.staff_auth import hash_password as argon2_hash
 from services.runtime.clients import channel_to
 from services.runtime.commands import Command, CommandContext, run_command
 
@@ -94,6 +97,16 @@ def purge_retention(context: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def hash_password(_context: Context, _args: argparse.Namespace) -> int:
+    """Never from the command line, where other users of the machine and the shell history would see it."""
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("hash-password: an empty password", file=sys.stderr)
+        return 2
+    print(argon2_hash(password))
+    return 0
+
+
 COMMANDS: list[Command[Settings, ChatApp]] = [
     Command("migrate", "apply the Alembic migrations", migrate),
     Command("run-followups", "send due follow-ups and retry pending leads", run_followups,
@@ -105,6 +118,7 @@ COMMANDS: list[Command[Settings, ChatApp]] = [
         p.add_argument("--days", type=int, default=0, help="age in days (0: RETENTION_DAYS)"),
         p.add_argument("--lead-days", type=int, default=0, help="age of leads in days (0: LEAD_RETENTION_DAYS)"),
         p.add_argument("--batch-size", type=int, default=0, help="rows per transaction (0: RETENTION_BATCH)"))),
+    Command("hash-password", "print the argon2 hash of a password, for STAFF_USERS", hash_password),
 ]
 
 

@@ -20,6 +20,7 @@ from services.chat import when
 from services.chat.app import ChatApp, build
 from services.chat.servicer import ChatAdminServicer, ChatInternalServicer, ChatServicer, PlatformHealthServicer
 from services.chat.settings import Settings
+from services.chat.staff_auth import StaffAuthServicer, StaffTokenInterceptor
 from services.runtime import logs
 from services.runtime.server import GrpcService, database_readiness
 
@@ -28,12 +29,15 @@ def grpc_service(app: ChatApp) -> GrpcService:
     """The chat service's gRPC services over app; its periodic jobs run while it is ready (SCHEDULER_ENABLED)."""
     service = GrpcService("chat", readiness={
         "database": database_readiness(app.db.ping, app.migrate if app.settings.migrate_on_start else None),
-    })
+    }, interceptors=[StaffTokenInterceptor(app.db)])
     service.add(chat_pb2_grpc.add_ChatServicer_to_server, ChatServicer(app), "novahouse.chat.v1.Chat")
     service.add(
         chat_pb2_grpc.add_ChatInternalServicer_to_server, ChatInternalServicer(app), "novahouse.chat.v1.ChatInternal"
     )
     service.add(chat_pb2_grpc.add_ChatAdminServicer_to_server, ChatAdminServicer(app), "novahouse.chat.v1.ChatAdmin")
+    service.add(
+        chat_pb2_grpc.add_StaffAuthServicer_to_server, StaffAuthServicer(app.staff), "novahouse.chat.v1.StaffAuth"
+    )
     service.add(
         health_pb2_grpc.add_PlatformHealthServicer_to_server,
         PlatformHealthServicer(app.health),

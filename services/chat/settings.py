@@ -65,6 +65,15 @@ class Settings:
     knowledge_reload_s: float = 5.0  # KNOWLEDGE_RELOAD_SECONDS: how often each replica looks for a changed faq.yaml
     eur_pln_rate: float | None = None  # EUR_PLN_RATE: scores a EUR budget; unset, such a budget is flagged to sales
     monday_columns: str = ""  # MONDAY_COLUMNS: lead field -> board column id ('email=email_mk1,...'); sales.py
+    # The inbox's own sign-in (staff_auth.py); without a key and users, StaffAuth.Login answers FAILED_PRECONDITION.
+    staff_token_key: str = ""  # STAFF_TOKEN_KEY: PEM private key (EC P-256 or RSA) that signs staff tokens
+    staff_token_key_file: str = ""  # STAFF_TOKEN_KEY_FILE: the same, from a file (a mounted Secret)
+    staff_users: str = ""  # STAFF_USERS: 'user:Display Name:argon2-hash;...'
+    staff_users_file: str = ""  # STAFF_USERS_FILE: the same lines, from a file
+    staff_token_issuer: str = "novahouse-staff"  # STAFF_TOKEN_ISSUER: the gateway's JWT provider checks it
+    staff_token_audience: str = "novahouse-inbox"  # STAFF_TOKEN_AUDIENCE
+    staff_token_ttl_min: int = 480  # STAFF_TOKEN_TTL_MINUTES: a working day
+    staff_cookie_secure: bool = True  # STAFF_COOKIE_SECURE: the cookie only over HTTPS (off for http://127.0.0.1)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -99,4 +108,12 @@ class Settings:
             knowledge_reload_s=env_float("KNOWLEDGE_RELOAD_SECONDS", 5.0, minimum=0.0),
             eur_pln_rate=env_float("EUR_PLN_RATE", 0.0, minimum=0.0) or None,
             monday_columns=env_str("MONDAY_COLUMNS", ""),
+            staff_token_key=env_str("STAFF_TOKEN_KEY", ""),
+            staff_token_key_file=env_str("STAFF_TOKEN_KEY_FILE", ""),
+            staff_users=env_str("STAFF_USERS", ""),
+            staff_users_file=env_str("STAFF_USERS_FILE", ""),
+            staff_token_issuer=env_str("STAFF_TOKEN_ISSUER", "novahouse-staff"),
+            staff_token_audience=env_str("STAFF_TOKEN_AUDIENCE", "novahouse-inbox"),
+            staff_token_ttl_min=env_int("STAFF_TOKEN_TTL_MINUTES", 480, minimum=1),
+            staff_cookie_secure=env_bool("STAFF_COOKIE_SECURE", True),
         )

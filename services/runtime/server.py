@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from types import FrameType
 from typing import TypeVar
@@ -67,7 +67,9 @@ class GrpcService:
     """One server process: register servicers, then run() until SIGTERM or SIGINT."""
 
     def __init__(self, name: str, default_port: int | None = None,
-                 readiness: dict[str, ReadinessCheck] | None = None, default_workers: int = 16):
+                 readiness: dict[str, ReadinessCheck] | None = None, default_workers: int = 16,
+                 interceptors: Sequence[grpc.ServerInterceptor] = ()):
+        """`interceptors`: the service's own, run inside the common ones (so their aborts are logged and counted)."""
         self.name = name
         self.port = env_int("GRPC_PORT", DEFAULT_PORTS[name] if default_port is None else default_port, minimum=0)
         self.host = env_str("GRPC_HOST", "127.0.0.1")
@@ -78,7 +80,7 @@ class GrpcService:
         quiet_metadata_decoding_errors()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=env_int("GRPC_WORKERS", default_workers, minimum=1)),
-            interceptors=server_interceptors(),
+            interceptors=[*server_interceptors(), *interceptors],
             options=[("grpc.so_reuseport", 0), *METADATA_LIMITS],
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
