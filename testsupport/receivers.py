@@ -32,11 +32,27 @@ class Behaviour:
 Responder = Callable[[Received, int], tuple[int, dict]]
 
 
+class Hold:
+    """One request held open on command (see HttpReceiver.hold): `held` is set once it arrived and waits;
+    `release()` lets the receiver answer it as usual, whether or not its sender is still there."""
+
+    def __init__(self, matching: Callable[[Received], bool], after: int):
+        self.matching = matching
+        self.remaining = after  # matching requests let through before the one held
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self.request: Received | None = None
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class HttpReceiver(ServedInBackground):
     """Records every request; answers 200 (or what `respond` builds) unless told to fail.
 
     fail(500, times=5) answers five 500s, then goes back to normal; hang(30) delays every answer 30 s;
-    rate_limit(2, times=1) answers one 429 with Retry-After: 2.
+    rate_limit(2, times=1) answers one 429 with Retry-After: 2; hold(matching, after=n) holds the (n+1)-th matching
+    request open until the test releases it (a sender killed while its call is in flight).
     """
 
     def __init__(self, respond: Responder | type | None = None):
@@ -46,6 +62,7 @@ class HttpReceiver(ServedInBackground):
         self.responder = respond() if isinstance(respond, type) else respond
         self._respond = self.responder
         self._behaviours: list[Behaviour] = []
+        self._holds: list[Hold] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -62,7 +79,9 @@ class HttpReceiver(ServedInBackground):
                 if len(body) < length:
                     self.close_connection = True  # the sender died mid-request: a real server drops it too
                     return
-                receiver._handle(self, Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                received = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                receiver._wait_if_held(received)
+                receiver._handle(self, received)
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
@@ -78,6 +97,27 @@ class HttpReceiver(ServedInBackground):
 
     def rate_limit(self, retry_after_s: int, times: int = 1) -> None:
         self.fail(429, times=times, retry_after=str(retry_after_s))
+
+    def hold(self, matching: Callable[[Received], bool] = lambda _: True, after: int = 0) -> Hold:
+        """Hold the (after+1)-th request for which matching() is true, once it has fully arrived, until released."""
+        hold = Hold(matching, after)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def _wait_if_held(self, received: Received) -> None:
+        with self._lock:
+            hold = next((h for h in self._holds if h.matching(received)), None)
+            if hold is None:
+                return
+            if hold.remaining > 0:
+                hold.remaining -= 1
+                return
+            self._holds.remove(hold)
+        hold.request = received
+        hold.held.set()
+        if not hold.released.wait(120):
+            raise AssertionError("a held request was never released")
 
     def recover(self) -> None:
         with self._lock:
@@ -175,6 +215,11 @@ class MondayBoard:
             self._next_id += 1
             self.items[str(self._next_id)] = {"name": name, "group": None, "column_values": dict(columns)}
             return str(self._next_id)
+
+
+def monday_create(received: Received) -> bool:
+    """A create_item call (for HttpReceiver.hold)."""
+    return "create_item" in received.json().get("query", "")
 
 
 def _monday_not_found(item_id: object) -> dict:

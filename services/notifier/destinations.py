@@ -253,12 +253,18 @@ class MondaySender:
             return self._create(item)
 
     def _create(self, item: Payload) -> str:
+        """Searches the board for the item holding the lookup key (the lead's id, else the delivery's idempotency
+        key) first: an earlier attempt may have created it and died (kill -9, a lost answer) before recording its
+        id. Found, it is updated to this create's name and columns instead of a second item being made."""
         columns = dict(item.get("column_values", {}))
         lookup_key: str = item.get("lookup_key", "")
         if lookup_key:
             existing = self.find(lookup_key)
             if existing:
-                return existing  # an earlier attempt created it and died before recording the id
+                values = {**monday_column_values(columns), "name": item["item_name"]}
+                self._call(MONDAY_UPDATE_ITEM, {"board": self.board_id, "item": existing,
+                                                "columns": json.dumps(values, ensure_ascii=False)})
+                return existing
             columns[self.lookup_column] = lookup_key
         variables = {
             "board": self.board_id,

@@ -46,6 +46,9 @@ def _payload(request: pb.NotifyRequest) -> tuple[str, Payload]:
             monday["item_id"] = item.item_id
         if item.lookup_key:
             monday["lookup_key"] = item.lookup_key
+        elif "operation" not in monday:
+            # A create without a key of its own is found again by its delivery's: one item across a crash.
+            monday["lookup_key"] = request.idempotency_key
         return "monday", monday
     if kind == "email":
         email = request.email
