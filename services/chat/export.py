@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.chat import storage
+from services.chat import inbox_store, storage
 from services.chat.storage import Conversation, Lead
 from services.chat.subject import checked_subject, find_subject
 from services.runtime.db import Database
@@ -56,7 +56,7 @@ def _conversation(s: Session, conversation: Conversation, found_by: set[str]) ->
         "followups_stopped": conversation.followups_stopped,
         "last_followup_at": _time(conversation.last_followup_at),
         "messages": [
-            {"message_id": m.id, "role": m.role, "text": m.text, "created_at": _time(m.created_at)}
+            {"message_id": m.id, "role": m.role, "author": m.author, "text": m.text, "created_at": _time(m.created_at)}
             for m in storage.messages_of(s, conversation.id)
         ],
         "followups": [
@@ -110,6 +110,13 @@ def export_subject(db: Database, email: str, phone: str = "") -> SubjectExport:
             "conversations": [_conversation(s, c, found.found_by[c.id]) for c in found.conversations],
             "leads": [_lead(s, lead) for lead in found.leads],
             "names": sorted(found.names),
+            # What agents did in these conversations and to these leads (the audit: who, what, when).
+            "agent_actions": [
+                {"at": _time(a.at), "agent": a.agent, "action": a.action, "session_id": a.session_id,
+                 "lead_id": a.lead_id, "detail": a.detail}
+                for a in inbox_store.agent_actions_of(
+                    s, [c.session_id for c in found.conversations], [lead.id for lead in found.leads])
+            ],
         }
         conversations, leads = found.conversations, found.leads
     return SubjectExport(

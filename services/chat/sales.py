@@ -16,14 +16,18 @@ from services.runtime.config import ConfigError
 LEAD_FIELDS = (
     "email", "phone", "city", "city_served", "area_m2", "budget", "budget_currency", "budget_pln", "start", "score",
     "score_reasons", "partial", "missing", "request", "language", "marketing_consent", "lead_id", "session_id",
+    "status",
 )
+# Fields left off the item unless MONDAY_COLUMNS names their column: a board's status column takes only its own
+# labels, so the inbox's status (new, contacted, won, lost) goes to a column set up for it, never to one by chance.
+OPT_IN = frozenset({"status"})
 OPTIONAL = ("city", "area_m2", "budget", "start")  # a lead without one of these is handed over as partial
 
 
 def parse_monday_columns(raw: str) -> dict[str, str]:
     """MONDAY_COLUMNS: 'email=email_mk1,phone=phone_3,...' renames fields; 'budget_pln=' leaves one out; a field not
-    named keeps its own name as the column id."""
-    columns = {name: name for name in LEAD_FIELDS}
+    named keeps its own name as the column id, but for those in OPT_IN, which are left out."""
+    columns = {name: "" if name in OPT_IN else name for name in LEAD_FIELDS}
     for part in filter(None, (p.strip() for p in raw.split(","))):
         name, sep, column = (x.strip() for x in part.partition("="))
         if not sep or name not in columns:
@@ -79,6 +83,7 @@ class SalesView:
             "marketing_consent": "yes" if lead.marketing_consent else "no",
             "lead_id": lead.id,
             "session_id": session_id,
+            "status": lead.status,
         }
 
     def monday(self, lead: Lead, session_id: str) -> tuple[str, dict[str, str]]:

@@ -594,10 +594,13 @@ class Deleted:
 
 
 def delete_conversations(session: Session, ids: Sequence[int]) -> Deleted:
-    """Delete these conversations with their messages, follow-up claims and leads (with what was queued about them);
-    returns how many of each."""
+    """Delete these conversations with their messages, follow-up claims and leads (with what was queued about them
+    and the agent audit's rows about either); returns how many of each."""
     linked = select(Conversation.lead_id).where(Conversation.id.in_(ids), Conversation.lead_id.is_not(None))
     lead_ids = set(session.scalars(select(Lead.id).where(or_(Lead.conversation_id.in_(ids), Lead.id.in_(linked)))))
+    sessions = select(Conversation.session_id).where(Conversation.id.in_(ids))
+    audited = or_(AgentAction.session_id.in_(sessions), AgentAction.lead_id.in_(lead_ids))
+    session.execute(delete(AgentAction).where(audited))
     messages = session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
     session.execute(delete(FollowupEvent).where(FollowupEvent.conversation_id.in_(ids)))
     session.execute(delete(LeadOutbox).where(LeadOutbox.lead_id.in_(lead_ids)))

@@ -45,7 +45,7 @@ def test_a_one_word_name_is_not_searched_for(world):
 
 
 def test_an_unknown_address_has_nothing_and_a_malformed_one_is_refused(world):
-    empty: dict[str, list[str]] = {"conversations": [], "leads": [], "names": []}
+    empty: dict[str, list[str]] = {"conversations": [], "leads": [], "names": [], "agent_actions": []}
     assert export.export_subject(world.db, "nobody@example.com").document == empty
     with pytest.raises(ValidationError):
         export.export_subject(world.db, "not-an-email")

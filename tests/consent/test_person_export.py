@@ -213,7 +213,7 @@ def test_an_unknown_address_gets_an_empty_document(platform):
     response = export(platform, new_email())
     assert response.status_code == 200, response.text
     document = response.json()
-    assert document["chat"] == {"conversations": [], "leads": [], "names": []}
+    assert document["chat"] == {"conversations": [], "leads": [], "names": [], "agent_actions": []}
     assert document["consent"]["ledger"] == [] and document["deliveries"] == []
 
 
