@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from novahouse.consent.v1 import consent_pb2, consent_pb2_grpc
 from novahouse.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from services.runtime.errors import UnavailableError
 
 Response = TypeVar("Response", bound=Message)
 
@@ -21,8 +22,9 @@ Response = TypeVar("Response", bound=Message)
 _MONDAY_OPERATIONS = {"create": notifier_pb2.MONDAY_CREATE, "update": notifier_pb2.MONDAY_UPDATE}
 
 
-class PeerUnavailable(RuntimeError):
-    """The other service did not accept the call; nothing was handed over."""
+class PeerUnavailable(UnavailableError):
+    """The other service did not accept the call; nothing was handed over. Callers retry later; one that lets it
+    through answers UNAVAILABLE (503) with a retry-after, never INTERNAL."""
 
 
 def _call(peer: str, method: Callable[..., Response], request: Message, timeout: float) -> Response:

@@ -1,7 +1,9 @@
 """Domain errors and their mapping to gRPC status codes (which Envoy turns into REST codes with a JSON body).
 
 Domain code raises these; `ErrorInterceptor` maps them on every RPC of every server, so no servicer method maps
-errors itself. `UndecodableRequestInterceptor` gives a request whose bytes do not decode the same INVALID_ARGUMENT.
+errors itself. A lost database, Redis or peer service is UNAVAILABLE (503) with a `retry-after`, wherever in a
+handler it surfaces. `UndecodableRequestInterceptor` gives a request whose bytes do not decode the same
+INVALID_ARGUMENT.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sqlalchemy_errors
 
 from services.runtime.interceptors import Behaviour, ScopedInterceptor, status_code
 
@@ -31,7 +35,7 @@ class NotFoundError(LookupError):
 
 
 class UnavailableError(RuntimeError):
-    """A dependency is down and the request can be retried: UNAVAILABLE, 503."""
+    """A dependency is down and the request can be retried: UNAVAILABLE, 503, with a retry-after."""
 
 
 class PreconditionError(RuntimeError):
@@ -47,14 +51,47 @@ _MAPPING = (
 )
 
 
-def abort(context: grpc.ServicerContext, code: int, message: str) -> NoReturn:
-    """Abort with a google.rpc.Status, so the transcoder can answer REST with a JSON body."""
-    context.abort_with_status(rpc_status.to_status(status_pb2.Status(code=code, message=message)))
+# Seconds a client is told to wait after an UNAVAILABLE: about one readiness re-check (HEALTH_CHECK_INTERVAL_S) and
+# a reconnect, after which a dependency that is back is in use again.
+RETRY_AFTER_S = 5
+
+# A database that is down, restarting or unreachable, as SQLAlchemy reports it (the pool's pre-ping reconnects once
+# it is back). OperationalError also covers the retryable conflicts (serialization failures, deadlocks, a locked
+# SQLite file); InterfaceError a connection closed under a statement; TimeoutError a pool whose connections all wait
+# on a server that does not answer.
+DATABASE_OUTAGE = (sqlalchemy_errors.OperationalError, sqlalchemy_errors.InterfaceError,
+                   sqlalchemy_errors.TimeoutError)
+REDIS_OUTAGE = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+PEER_OUTAGE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def abort(context: grpc.ServicerContext, code: int, message: str,
+          metadata: tuple[tuple[str, str], ...] = ()) -> NoReturn:
+    """Abort with a google.rpc.Status, so the transcoder can answer REST with a JSON body; `metadata` goes with it
+    as trailing metadata, which the transcoder passes on as response headers."""
+    status = rpc_status.to_status(status_pb2.Status(code=code, message=message))
+    context.abort_with_status(status._replace(trailing_metadata=(*status.trailing_metadata, *metadata)))
     raise AssertionError("abort_with_status returned")  # it always raises; this tells the type checker so
 
 
+def lost_dependency(exc: BaseException) -> str:
+    """What an error says was lost ('the database', 'Redis', 'a peer service'), or '' when it is no outage."""
+    if isinstance(exc, DATABASE_OUTAGE):
+        return "the database"
+    if isinstance(exc, REDIS_OUTAGE):
+        return "Redis"
+    if isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.Call) and exc.code() in PEER_OUTAGE:
+        return "a peer service"
+    return ""
+
+
 class ErrorInterceptor(ScopedInterceptor):
-    """Domain errors become their status; anything unexpected is logged once and answers INTERNAL, no details."""
+    """Domain errors become their status; a lost dependency UNAVAILABLE with `retry-after` (one throttled warning,
+    no traceback: an outage repeats on every request); anything else is logged once and answers INTERNAL, no
+    details."""
+
+    def __init__(self) -> None:
+        self._warn_unavailable = ThrottledWarning(log, "dependency unavailable", UNDECODABLE_LOG_INTERVAL_S)
 
     @contextlib.contextmanager
     def scope(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
@@ -63,9 +100,14 @@ class ErrorInterceptor(ScopedInterceptor):
         except Exception as exc:
             if status_code(context) not in (None, grpc.StatusCode.OK):
                 raise  # the handler aborted on purpose
+            retry_after = (("retry-after", str(RETRY_AFTER_S)),)
+            lost = lost_dependency(exc)
+            if lost:
+                self._warn_unavailable(method=method, dependency=lost, error=type(exc).__name__)
+                abort(context, code_pb2.UNAVAILABLE, f"{lost} is unavailable; retry shortly", retry_after)
             for kind, code in _MAPPING:
                 if isinstance(exc, kind):
-                    abort(context, code, str(exc))
+                    abort(context, code, str(exc), retry_after if code == code_pb2.UNAVAILABLE else ())
             log.exception("unhandled error in %s", method)
             abort(context, code_pb2.INTERNAL, "internal error")
 
