@@ -102,6 +102,8 @@ class Conversation(Base):
         Index("ix_conversation_followup_due", "marketing_consent", "followups_stopped", "followups_sent"),
         Index("ix_conversation_retention", "lead_id", "last_activity_at"),
         Index("ix_conversation_handoff", "handoff", "handoff_at"),
+        Index("ix_conversation_created_at", "created_at"),  # the inbox's numbers: a day's, a week's conversations
+        Index("ix_conversation_handoff_at", "handoff_at"),  # ... and handoffs
     )
 
 
