@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   var LOGIN = "/inbox/login";
-  var AGENT = "novahouse-agent"; // the display name from the login, for the header only (sessionStorage)
+  var AGENT = "novahouse-agent"; // who signed in here, "username\ndisplay name" (sessionStorage), to show and compare
   var $ = function (id) { return document.getElementById(id); };
 
   function el(tag, cls, text) {
@@ -38,7 +38,7 @@
       if (!user || !password) { error.textContent = "Podaj login i hasło."; return; }
       form.querySelector("button").disabled = true;
       api("POST", "/api/staff/login", { username: user, password: password }).then(function (answer) {
-        try { sessionStorage.setItem(AGENT, answer.agent || user); } catch (e) { /* private mode */ }
+        try { sessionStorage.setItem(AGENT, user + "\n" + (answer.agent || user)); } catch (e) { /* private mode */ }
         location.assign("/inbox/");
       }, function (failure) {
         error.textContent = failure.status === 429 ? "Za dużo prób logowania. Spróbuj ponownie za chwilę."
@@ -190,7 +190,7 @@
   function showConversation(conv) {
     shown = conv;
     var s = conv.summary || {};
-    var me = agentName();
+    var me = whoAmI();
     $("conv-h").textContent = "Rozmowa: " + (s.visitor || "gość bez imienia");
     var state = HANDOFF[s.handoff || ""] || s.handoff;
     if (s.handoff === "agent" && s.agent) state = "rozmawia z konsultantem: " + s.agent;
@@ -208,7 +208,7 @@
     if (atBottom || !list.dataset.seen) list.scrollTop = list.scrollHeight;
     list.dataset.seen = "1";
     var held = s.handoff === "agent";
-    $("take").hidden = held && (!me || s.agent === me);
+    $("take").hidden = held && (!me[0] || s.agent === me[0] || s.agent === me[1]);
     $("take").textContent = held ? "Przejmij od: " + s.agent : "Przejmij rozmowę";
     $("hand-back").hidden = !held;
     $("reply").hidden = !held;
@@ -242,8 +242,12 @@
     }, function (error) { if (id === current) failed(error); });
   }
 
-  function agentName() {
-    try { return sessionStorage.getItem(AGENT) || ""; } catch (e) { return ""; }
+  // [username, display name] of the agent signed in here, or ["", ""].
+  function whoAmI() {
+    var saved = "";
+    try { saved = sessionStorage.getItem(AGENT) || ""; } catch (e) { /* private mode */ }
+    var parts = saved.split("\n");
+    return [parts[0] || "", parts[1] || parts[0] || ""];
   }
 
   function route() {
@@ -273,7 +277,7 @@
   }
 
   function inboxPage() {
-    $("agent").textContent = agentName();
+    $("agent").textContent = whoAmI()[1];
     $("take").addEventListener("click", function () {
       act($("take"), "take", "Przejąłeś rozmowę: bot milczy, dopóki jej nie oddasz.");
       setTimeout(function () { $("reply-text").focus(); }, 0);
@@ -314,6 +318,12 @@
       });
     });
     window.addEventListener("hashchange", route);
+    // A transcript read to its end stays at its end when the window changes size (a phone turned, a keyboard).
+    var log = $("transcript");
+    log.addEventListener("scroll", function () {
+      log.dataset.stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40 ? "1" : "";
+    });
+    window.addEventListener("resize", function () { if (log.dataset.stick) log.scrollTop = log.scrollHeight; });
     setInterval(tick, 1000);
     route();
     watch(0);

@@ -25,7 +25,7 @@
       e400: "Nie udało się wysłać tej wiadomości. Sprawdź, czy nie jest za długa, i spróbuj ponownie.",
       offline: "Brak połączenia z czatem. Sprawdź internet i spróbuj ponownie.",
       person: "Porozmawiaj z konsultantem", person_msg: "Chcę porozmawiać z konsultantem",
-      waiting: "Czekasz na konsultanta", agent: "Rozmawiasz z: {a}", consultant: "Konsultant",
+      waiting: "Czekasz na konsultanta", agent: "Konsultant: {a}", joined: "Konsultant dołączył", consultant: "Konsultant",
       back: "Konsultant zakończył rozmowę. Odpowiada znowu asystent NovaHouse."
     },
     en: {
@@ -41,7 +41,7 @@
       e400: "This message could not be sent. Please check it is not too long and try again.",
       offline: "No connection to the chat. Please check your internet connection and try again.",
       person: "Talk to a person", person_msg: "I would like to talk to a person",
-      waiting: "Waiting for a consultant", agent: "You are talking to {a}", consultant: "Consultant",
+      waiting: "Waiting for a consultant", agent: "Consultant: {a}", joined: "A consultant has joined", consultant: "Consultant",
       back: "The consultant has left. The NovaHouse assistant answers again."
     }
   };
@@ -175,7 +175,7 @@
     launcher.setAttribute("aria-label", t("open"));
     title.textContent = t("title");
     subtitle.textContent = handoff === "waiting" ? t("waiting")
-      : handoff === "agent" ? t("agent").replace("{a}", agentName || t("consultant")) : t("subtitle");
+      : handoff === "agent" ? (agentName ? t("agent").replace("{a}", agentName) : t("joined")) : t("subtitle");
     personButton.textContent = t("person");
     personButton.hidden = !!handoff;
     forgetButton.textContent = t("forget");
@@ -301,7 +301,7 @@
         if (seq > lastSeq) lastSeq = seq;
         if (m.role === "agent" && !(seq && seen[seq])) {
           seen[seq] = true;
-          if (m.author) agentName = m.author;
+          if (m.author) { agentName = m.author; label(); }
           say("agent", m.text, "", m.author);
         }
       }
