@@ -9,9 +9,11 @@ import os
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from testsupport import contracts
 from testsupport.serving import ServedInBackground
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -88,3 +90,14 @@ class HostPage(ServedInBackground):
                 self.wfile.write(body)
 
         self._serve(ThreadingHTTPServer(("127.0.0.1", port), Handler), "http")
+
+
+def record_rest_calls(page: Page) -> None:
+    """Every REST call of the page that a service answered (2xx) counts as a call of its RPC for the contract coverage
+    check (testsupport/contracts.py), as Gateway.rest() counts a test's own calls."""
+    def seen(response) -> None:
+        rpc = contracts.rpc_for_rest(response.request.method, urlsplit(response.url).path)
+        if rpc and 200 <= response.status < 300:
+            contracts.RECORDED.add(rpc)
+
+    page.on("response", seen)
