@@ -9,11 +9,13 @@ and runs envoy_argv().
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import string
 import sys
 import sysconfig
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -134,12 +136,129 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         if not low <= int(values[name]) <= high:
             raise ValueError(f"{name}={values[name]} must be between {low} and {high}")
     values["DOWNSTREAM_IDLE_TIMEOUT"] = f"{values['DOWNSTREAM_IDLE_TIMEOUT_S']}s"
+    values.update(stream_timeouts(env))
     values["RATELIMIT_TIMEOUT"] = f"{int(values['RATELIMIT_TIMEOUT_MS']) / 1000:.3f}s"
     # By default only the demo page's own origin, as a person opens it after `make up`.
     port = values["PUBLIC_PORT"]
     origins = site.allowed_origins(get("ALLOWED_ORIGINS", f"http://localhost:{port},http://127.0.0.1:{port}"))
     values["CORS_ORIGINS"] = json.dumps([{"exact": origin} for origin in origins])
     return values
+
+
+def stream_timeouts(env: dict[str, str]) -> dict[str, str]:
+    """The stream routes' limits from the chat service's own STREAM_HEARTBEAT_S and STREAM_MAX_S: idle past three
+    missed heartbeats, and the whole stream a minute past the service's own end of it."""
+    values: dict[str, float] = {}
+    for name, default in (("STREAM_HEARTBEAT_S", "15"), ("STREAM_MAX_S", "300")):
+        raw = env.get(name, "").strip() or default
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            values[name] = 0.0
+        if not 0.05 <= values[name] <= 86400:
+            raise ValueError(f"{name}={raw!r} must be a number of seconds between 0.05 and 86400")
+    return {"STREAM_IDLE_TIMEOUT": f"{max(1.0, 3 * values['STREAM_HEARTBEAT_S']):.3f}s",
+            "STREAM_MAX_DURATION": f"{values['STREAM_MAX_S'] + 60:.3f}s"}
+
+
+STAFF_COOKIE = "nh_staff"  # the cookie StaffAuth.Login sets (services/chat/staff_auth.py COOKIE)
+STAFF_CLAIM_HEADERS = (("sub", "x-staff-agent"), ("jti", "x-staff-token-id"), ("name", "x-staff-name"))
+STAFF_JWKS_CLUSTER = "staff_jwks"
+
+
+def _public_jwk(pem: str) -> dict[str, object]:
+    """The JWK of a PEM public key, with the key id chat's tokens carry (a digest of the key)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError as exc:
+        raise ValueError("STAFF_TOKEN_PUBLIC_KEY is not a PEM public key") from exc
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        jwk, alg = ECAlgorithm.to_jwk(key, as_dict=True), "ES256"
+    elif isinstance(key, rsa.RSAPublicKey):
+        jwk, alg = RSAAlgorithm.to_jwk(key, as_dict=True), "RS256"
+    else:
+        raise ValueError("STAFF_TOKEN_PUBLIC_KEY must be an EC P-256 or RSA public key")
+    der = key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    return {**jwk, "alg": alg, "use": "sig", "kid": hashlib.sha256(der).hexdigest()[:16]}
+
+
+def _throwaway_public_key() -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def staff_provider(env: dict[str, str]) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """The JWT filter's provider of staff tokens and the clusters it needs.
+
+    STAFF_JWKS_URI (production, the company's OIDC issuer): its JWKS fetched by Envoy and cached. Otherwise the
+    public half of chat's STAFF_TOKEN_KEY, STAFF_TOKEN_PUBLIC_KEY (PEM) or STAFF_TOKEN_PUBLIC_KEY_FILE, inline. With
+    none of them the inbox stays closed: Envoy refuses an empty key set, so it gets the public half of a key made
+    here and thrown away, which no token can match."""
+    def get(name: str, default: str = "") -> str:
+        return env.get(name, "").strip() or default
+
+    provider: dict[str, object] = {
+        "issuer": get("STAFF_TOKEN_ISSUER", "novahouse-staff"),
+        "audiences": [get("STAFF_TOKEN_AUDIENCE", "novahouse-inbox")],
+        "from_cookies": [STAFF_COOKIE],
+        "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+        "claim_to_headers": [{"claim_name": claim, "header_name": header} for claim, header in STAFF_CLAIM_HEADERS],
+        "clock_skew_seconds": 30,
+        "require_expiration": True,  # a token without exp would never expire
+    }
+    uri = get("STAFF_JWKS_URI")
+    if uri:
+        parsed = urllib.parse.urlsplit(uri)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ValueError(f"STAFF_JWKS_URI={uri!r} is not an http(s) URL")
+        tls = parsed.scheme == "https"
+        port = parsed.port or (443 if tls else 80)
+        cluster: dict[str, object] = {
+            "name": STAFF_JWKS_CLUSTER, "type": "LOGICAL_DNS", "connect_timeout": "5s",
+            "dns_lookup_family": "V4_PREFERRED",
+            "load_assignment": {"cluster_name": STAFF_JWKS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": parsed.hostname, "port_value": port}}}}]}]},
+        }
+        if tls:
+            cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": parsed.hostname,
+                "common_tls_context": {"validation_context": {"trusted_ca": {"filename": get(
+                    "STAFF_JWKS_CA_FILE", "/etc/ssl/certs/ca-certificates.crt")}}}}}
+        provider["remote_jwks"] = {
+            "http_uri": {"uri": uri, "cluster": STAFF_JWKS_CLUSTER, "timeout": "5s"},
+            "cache_duration": get("STAFF_JWKS_CACHE_S", "600") + "s",
+            "async_fetch": {"fast_listener": False},
+            "retry_policy": {"num_retries": 3},
+        }
+        return provider, [cluster]
+    pem = get("STAFF_TOKEN_PUBLIC_KEY")
+    if not pem and get("STAFF_TOKEN_PUBLIC_KEY_FILE"):
+        pem = Path(get("STAFF_TOKEN_PUBLIC_KEY_FILE")).read_text()
+    provider["local_jwks"] = {"inline_string": json.dumps({"keys": [_public_jwk(pem or _throwaway_public_key())]})}
+    return provider, []
+
+
+def chat_endpoints(env: dict[str, str]) -> list[dict[str, object]] | None:
+    """CHAT_ADDRS (host:port,host:port): several chat replicas, taken in turn; None when unset."""
+    raw = env.get("CHAT_ADDRS", "").strip()
+    if not raw:
+        return None
+    endpoints: list[dict[str, object]] = []
+    for addr in (item.strip() for item in raw.split(",")):
+        try:
+            host, port = _split(addr)
+        except ValueError as exc:
+            raise ValueError(f"CHAT_ADDRS: {exc}") from exc
+        endpoints.append({"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}})
+    return endpoints
 
 
 def render(env: dict[str, str]) -> str:
@@ -156,6 +275,14 @@ def render(env: dict[str, str]) -> str:
         dropped.add("envoy.filters.http.local_ratelimit")
     if _flag(env, "GLOBAL_RATE_LIMIT_DISABLED"):
         dropped.add("envoy.filters.http.ratelimit")
+    provider, staff_clusters = staff_provider(env)
+    clusters = config["static_resources"]["clusters"]
+    clusters.extend(staff_clusters)
+    replicas = chat_endpoints(env)
+    if replicas:
+        chat = next(cluster for cluster in clusters if cluster["name"] == "chat")
+        chat["lb_policy"] = "ROUND_ROBIN"
+        chat["load_assignment"]["endpoints"] = [{"lb_endpoints": replicas}]
     for listener in config["static_resources"]["listeners"]:
         if listener["name"] == "public":
             hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
@@ -164,6 +291,9 @@ def render(env: dict[str, str]) -> str:
             for network_filter in chain["filters"]:
                 hcm = network_filter["typed_config"]
                 hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in dropped]
+                for http_filter in hcm["http_filters"]:
+                    if http_filter["name"] == "envoy.filters.http.jwt_authn":
+                        http_filter["typed_config"]["providers"] = {"staff": provider}
                 if listener["name"] in ACCESS_LOGGED:
                     hcm["access_log"] = access_log(listener["name"])
     return yaml.safe_dump(config, sort_keys=False)

@@ -1,5 +1,6 @@
-"""The visitor-facing files Envoy serves on the public listener (gateway/site/): the chat widget, the demo page and
-the privacy notice, as direct responses built into the rendered config.
+"""The files Envoy serves on the public listener (gateway/site/): the chat widget, the demo page and the privacy
+notice, and the sales inbox's two pages (/inbox/, which Envoy's JWT filter keeps to signed-in staff, and the public
+/inbox/login) with their script and style sheet, as direct responses built into the rendered config.
 
 Why direct responses and not a static file service: five small files that change only with a release need no
 process, port, health check or image of their own; the config is rendered from the files at start, so the bytes
@@ -33,6 +34,9 @@ ASSET_CSP = "default-src 'none'; frame-ancestors 'none'"
 IMMUTABLE = "public, max-age=31536000, immutable"
 LOADER_CACHE = "public, max-age=300"
 PAGE_CACHE = "no-cache"
+STAFF_PAGE_CACHE = "no-store"  # a staff page is never kept by a shared cache or the browser's history
+INBOX_PATH = "/inbox/"
+LOGIN_PATH = "/inbox/login"
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,13 @@ def assets() -> tuple[Asset, Asset]:
             _hashed("site.css", "/", "text/css; charset=utf-8"))
 
 
+def inbox_assets() -> tuple[Asset, Asset]:
+    """(the inbox's script, its style sheet): public like the widget (no data in them), so the login page can
+    load them too."""
+    return (_hashed("inbox.js", "/", "application/javascript; charset=utf-8"),
+            _hashed("inbox.css", "/", "text/css; charset=utf-8"))
+
+
 def routes() -> list[dict[str, Any]]:
     """Envoy routes (direct responses) for every visitor-facing file."""
     widget, css = assets()
@@ -111,6 +122,21 @@ def routes() -> list[dict[str, Any]]:
         _route(css.path, css.body, css.content_type, IMMUTABLE, ASSET_CSP),
         # Browsers ask for it on every page; an empty answer instead of a 404 in every visitor's console.
         _route("/favicon.ico", "", "image/x-icon", LOADER_CACHE, ASSET_CSP, status=204),
+        *inbox_routes(),
+    ]
+
+
+def inbox_routes() -> list[dict[str, Any]]:
+    """The inbox's pages and files; which of them need a staff token is the JWT filter's rules
+    (gateway/envoy.yaml.tmpl), not these routes."""
+    script, css = inbox_assets()
+    html = "text/html; charset=utf-8"
+    return [
+        _route(INBOX_PATH, _page("inbox.html", [script, css]), html, STAFF_PAGE_CACHE, PAGE_CSP),
+        _route(LOGIN_PATH, _page("login.html", [script, css]), html, STAFF_PAGE_CACHE, PAGE_CSP),
+        {"match": {"path": INBOX_PATH.rstrip("/")}, "redirect": {"path_redirect": INBOX_PATH}},
+        _route(script.path, script.body, script.content_type, IMMUTABLE, ASSET_CSP),
+        _route(css.path, css.body, css.content_type, IMMUTABLE, ASSET_CSP),
     ]
 
 

@@ -14,6 +14,7 @@ import requests
 from deploy.local.database_roles import ServiceRoles
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack, StackConfig
+from services.chat.staff_auth import COOKIE as STAFF_COOKIE
 from testsupport import backing, contracts
 from testsupport.receivers import HttpReceiver, monday_graphql
 from testsupport.smtp import SmtpReceiver
@@ -79,10 +80,12 @@ def running_stack(
     env: dict[str, str] | None = None,
     service_env: dict[str, dict[str, str]] | None = None,
     gateway: bool = True,
+    chat_replicas: int = 1,
 ) -> Iterator[Gateway]:
-    """Start chat, consent, notifier, the rate limiter and Envoy on free ports; stop them all afterwards."""
+    """Start chat (chat_replicas servers, taken in turn by Envoy), consent, notifier, the rate limiter and Envoy on
+    free ports; stop them all afterwards. The inbox sign-in is the data dir's dev agent (staff_credentials)."""
     config = StackConfig.on_free_ports(Path(data_dir), env=dict(env or {}), service_env=dict(service_env or {}),
-                                       gateway=gateway)
+                                       gateway=gateway, chat_replicas=chat_replicas)
     stack = LocalStack(config).start()
     gw = Gateway(stack)
     try:
@@ -170,14 +173,16 @@ UNLIMITED = {
     "CHAT_RATE_LIMIT": "100000 per minute",
     "API_RATE_LIMIT_MINUTE": "100000 per minute",
     "API_RATE_LIMIT_HOUR": "100000 per hour",
+    "STAFF_LOGIN_RATE_LIMIT": "100000 per minute",
+    "INBOX_RATE_LIMIT": "100000 per minute",
     "SHIELD_BURST": "100000",
     "SHIELD_PER_SECOND": "100000",
 }
 
 
 @contextlib.contextmanager
-def postgres_platform(data_dir: Path, name: str,
-                      service_env: dict[str, dict[str, str]] | None = None) -> Iterator[Platform]:
+def postgres_platform(data_dir: Path, name: str, service_env: dict[str, dict[str, str]] | None = None,
+                      chat_replicas: int = 1) -> Iterator[Platform]:
     """Chat, consent and the notifier each in a fresh PostgreSQL schema (named after `name`), connected as its own
     service role that owns nothing and migrated by its own migration role, behind Envoy, with Slack, Monday.com and
     SMTP at local receivers; the roles and what they own (the schemas) are dropped afterwards."""
@@ -187,5 +192,38 @@ def postgres_platform(data_dir: Path, name: str,
         env = {**sales_env(slack, monday), "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}", **UNLIMITED}
         per_service = {svc: {**svc_roles.env(backing.TEST_DATABASE_URL), **(service_env or {}).get(svc, {})}
                        for svc, svc_roles in roles.items()}
-        with running_stack(data_dir, env=env, service_env=per_service) as gw:
+        with running_stack(data_dir, env=env, service_env=per_service, chat_replicas=chat_replicas) as gw:
             yield Platform(gw, slack, monday, smtp, {svc: r.schema for svc, r in roles.items()}, roles)
+
+
+def staff_credentials(gw: Gateway) -> tuple[str, str]:
+    """The username and password of the stack's dev agent (deploy/local/staff_login.py)."""
+    staff = gw.stack.staff
+    assert staff is not None, "this stack's STAFF_* were set by the test, not made by the stack"
+    return staff.username, staff.password
+
+
+def staff_login(gw: Gateway, *, admin: bool = False) -> requests.Response:
+    """StaffAuth.Login of the dev agent over REST, in a session of its own (gw.http keeps no staff cookie); the
+    response's cookie and body token are what a browser and a gRPC client would use."""
+    username, password = staff_credentials(gw)
+    url = (gw.admin_url if admin else gw.public_url) + "/api/staff/login"
+    with requests.Session() as session:
+        response = session.post(url, json={"username": username, "password": password}, timeout=30)
+    if response.status_code == 200:
+        contracts.RECORDED.add("/novahouse.chat.v1.StaffAuth/Login")
+    return response
+
+
+def staff_token(gw: Gateway) -> str:
+    """A fresh staff token of the dev agent, for `Authorization: Bearer` or gRPC `authorization` metadata."""
+    response = staff_login(gw)
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+def staff_cookie(gw: Gateway) -> dict[str, object]:
+    """The signed-in cookie for a Playwright browser context (context.add_cookies([staff_cookie(gw)])), as the
+    login page would have set it."""
+    return {"name": STAFF_COOKIE, "value": staff_token(gw), "url": gw.public_url, "httpOnly": True,
+            "sameSite": "Strict"}

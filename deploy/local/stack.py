@@ -1,7 +1,8 @@
 """`make up`: the whole platform as local processes on embedded defaults.
 
 Starts consent, notifier and chat, the rate-limit service and Envoy, waits until each is healthy, prints the
-URLs, and stops everything on Ctrl-C. The tests start the same stack on free ports.
+URLs, and stops everything on Ctrl-C. The tests start the same stack on free ports. The sales inbox's sign-in gets a
+signing key and one agent made in the data dir (deploy/local/staff_login.py) unless STAFF_* say otherwise.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import psycopg
 
 from deploy.local import database_roles
 from deploy.local.processes import ManagedProcess, free_port, grpc_serving, http_ok, python_module
+from deploy.local.staff_login import DevLogin, configured_elsewhere, dev_login
 from gateway.envoy import envoy_argv, render
 from services.runtime.config import DEFAULT_PORTS
 
@@ -37,6 +39,8 @@ class StackConfig:
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per process name
     gateway: bool = True
     base_id: int = 0
+    chat_replicas: int = 1  # more than one: the others on replica_ports, and Envoy's CHAT_ADDRS names them all
+    replica_ports: list[int] = field(default_factory=list)
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, **kwargs: Any) -> StackConfig:  # Any: the dataclass's other fields
@@ -53,12 +57,16 @@ class StackConfig:
     def addr(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
 
+    def chat_addrs(self) -> list[str]:
+        return [self.addr("chat"), *(f"127.0.0.1:{port}" for port in self.replica_ports)]
+
 
 class LocalStack:
     def __init__(self, config: StackConfig):
         self.config = config
         self.processes: dict[str, ManagedProcess] = {}
         self.log_dir = Path(config.data_dir) / "logs"
+        self.staff: DevLogin | None = None  # the local inbox sign-in, when this stack made it
 
     def _env(self, name: str) -> dict[str, str]:
         cfg = self.config
@@ -74,6 +82,25 @@ class LocalStack:
         env.update(cfg.service_env.get(name, {}))
         env["GRPC_PORT"] = str(cfg.ports[name]) if name in cfg.ports else env.get("GRPC_PORT", "0")
         return env
+
+    def _set_up_staff_login(self) -> None:
+        """The data dir's dev key and agent for chat (every replica) and Envoy, unless STAFF_* are set already."""
+        cfg = self.config
+        if configured_elsewhere({**os.environ, **cfg.env, **cfg.service_env.get("chat", {})}):
+            return
+        self.staff = dev_login(cfg.data_dir)
+        cfg.service_env["chat"] = {**self.staff.chat_env(), **cfg.service_env.get("chat", {})}
+        cfg.env.update(self.staff.gateway_env())
+
+    def start_chat_replica(self, number: int, timeout: float = 60.0) -> ManagedProcess:
+        """Chat replica `number` (2, 3, ...) on its replica port, with chat's own environment."""
+        port = self.config.replica_ports[number - 2]
+        env = {**self._env("chat"), "GRPC_PORT": str(port)}
+        name = f"chat-{number}"
+        proc = ManagedProcess(name, python_module("services.chat.server"), env, self.log_dir)
+        self.processes[name] = proc.start()
+        proc.wait_until(lambda: grpc_serving(f"127.0.0.1:{port}"), timeout, "SERVING")
+        return proc
 
     def start_service(self, name: str, timeout: float = 60.0) -> ManagedProcess:
         proc = ManagedProcess(name, python_module(f"services.{name}.server"), self._env(name), self.log_dir)
@@ -97,6 +124,8 @@ class LocalStack:
             "ADMIN_PORT": str(cfg.admin_port),
             "ENVOY_ADMIN_PORT": str(cfg.envoy_admin_port),
         })
+        if cfg.replica_ports:
+            env["CHAT_ADDRS"] = ",".join(cfg.chat_addrs())
         env.setdefault("PUBLIC_BIND", "0.0.0.0")
         config_path = Path(cfg.data_dir) / f"envoy-{cfg.public_port}.yaml"
         config_path.write_text(render(env))
@@ -107,9 +136,14 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        while len(self.config.replica_ports) < self.config.chat_replicas - 1:
+            self.config.replica_ports.append(free_port())
+        self._set_up_staff_login()
         try:
             for name in SERVICES:
                 self.start_service(name)
+            for number in range(2, len(self.config.replica_ports) + 2):
+                self.start_chat_replica(number)
             if self.config.gateway:
                 self.start_ratelimit()
                 self.start_gateway()
@@ -127,6 +161,7 @@ class LocalStack:
         cfg = self.config
         return {
             "demo page with the chat widget": f"http://localhost:{cfg.public_port}",
+            "sales inbox": f"http://localhost:{cfg.public_port}/inbox/",
             "public REST and gRPC": f"http://127.0.0.1:{cfg.public_port}",
             "admin REST and gRPC (localhost only)": f"http://127.0.0.1:{cfg.admin_port}",
             "Envoy admin": f"http://127.0.0.1:{cfg.envoy_admin_port}",
@@ -155,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--free-ports", action="store_true", help="pick free ports for everything (a second stack)")
     parser.add_argument("--database-prefix", help="on PostgreSQL: roles <prefix>_<service>[_migrator] on schemas "
                                                   "<prefix>_<service> (default: novahouse_<service> on <service>)")
+    parser.add_argument("--chat-replicas", type=int, default=1, help="chat servers behind Envoy (default 1)")
     args = parser.parse_args(argv)
 
     data_dir = Path(args.data_dir).resolve()
@@ -162,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         config = StackConfig.on_free_ports(data_dir)
     else:
         config = StackConfig(data_dir=data_dir, public_port=args.port, admin_port=args.admin_port)
+    config.chat_replicas = max(1, args.chat_replicas)
     try:
         config.service_env.update(database_env(args.database_prefix))
     except psycopg.Error as exc:
@@ -180,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     print("NovaHouse is up:")
     for what, url in stack.urls().items():
         print(f"  {what:40s} {url}")
+    if stack.staff:
+        print(f"Inbox sign-in: user {stack.staff.username!r}, password in {stack.staff.login_file} (signing key "
+              f"{stack.staff.key_file}; set STAFF_USERS and STAFF_TOKEN_KEY_FILE for your own)")
     print("Ctrl-C stops everything.", flush=True)
     while not stopped.wait(1.0):
         dead = [name for name, proc in stack.processes.items() if not proc.running]
