@@ -51,6 +51,9 @@ def _flag(env: dict[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+_OFF = ("0", "false", "no", "off")
+
+
 # Only a path that names one of our gRPC methods is logged (a REST call is logged by the method it was transcoded
 # to): a REST path or query can hold an email (/api/unsubscribe/status/{email}), a session secret or a token.
 ACCESS_LOGGED = ("public", "admin")  # the metrics listener's scrapes are not worth a line each
@@ -113,8 +116,10 @@ def settings(env: dict[str, str]) -> dict[str, str]:
         "TRUSTED_PROXY_HOPS": get("TRUSTED_PROXY_HOPS", "0"),
         "DESCRIPTOR_PATH": str(Path(get("DESCRIPTOR_PATH", str(ROOT / "gen" / "novahouse.pb"))).resolve()),
         "RATELIMIT_DOMAIN": load_policy(get("RATELIMIT_POLICY", str(HERE / "ratelimit" / "policy.yaml"))).domain,
-        "RATELIMIT_TIMEOUT_MS": get("RATELIMIT_TIMEOUT_MS", "50"),
-        "RATELIMIT_FAIL_CLOSED": "true" if _flag(env, "RATELIMIT_FAIL_CLOSED") else "false",
+        # Fail closed with a wait the limiter meets at saturation: a late answer never grants past the budget
+        # (README, "Rate limiting").
+        "RATELIMIT_TIMEOUT_MS": get("RATELIMIT_TIMEOUT_MS", "1000"),
+        "RATELIMIT_FAIL_CLOSED": "false" if get("RATELIMIT_FAIL_CLOSED", "true").lower() in _OFF else "true",
         "SHIELD_BURST": get("SHIELD_BURST", "40"),
         "SHIELD_PER_SECOND": get("SHIELD_PER_SECOND", "10"),
         "SHIELD_MAX_ADDRESSES": get("SHIELD_MAX_ADDRESSES", "100000"),

@@ -9,9 +9,10 @@ import sys
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client import Counter, Gauge
 
-from gateway.ratelimit.limiter import Decision, DescriptorLimiter, storage_for
+from gateway.ratelimit.limiter import Decision, DescriptorLimiter, RedisOrMemory, storage_for
 from gateway.ratelimit.memory import InProcessMovingWindow
 from gateway.ratelimit.policy import PolicyError, load_policy
 from services.runtime import logs
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 DEFAULT_POLICY = "gateway/ratelimit/policy.yaml"
 DECISIONS = Counter("ratelimit_decisions_total", "Rate-limit answers", ["result"])
 KEYS_HELD = Gauge("ratelimit_keys_held", "Keys the in-process store holds; its memory grows with them")
+COUNTING_IN_MEMORY = Gauge(
+    "ratelimit_counting_in_memory",
+    "1 while Redis does not answer and this replica counts alone, in its own memory (a per-replica budget)",
+)
+# Health service name that is SERVING while the budget is the shared one (Redis answers), NOT_SERVING while this
+# replica counts in its own memory; the limiter itself stays ready, as it still decides.
+SHARED_BUDGET_HEALTH = "novahouse.ratelimit.SharedBudget"
 
 _OK = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
 
@@ -76,7 +84,8 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
 
 def build_limiter(policy_path: str) -> DescriptorLimiter:
     policy = load_policy(policy_path)
-    backend = storage_for(redis_url(), key_prefix(), env_float("RATELIMIT_STORAGE_TIMEOUT_S", 0.05, minimum=0.001))
+    backend = storage_for(redis_url(), key_prefix(), env_float("RATELIMIT_STORAGE_TIMEOUT_S", 0.05, minimum=0.001),
+                          env_float("REDIS_RETRY_SECONDS", 5.0, minimum=0.0))
     return DescriptorLimiter(policy, backend)
 
 
@@ -100,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         KEYS_HELD.set_function(lambda: len(backend))
     # Each decision is microseconds of Python: a few workers contend less for the GIL than many.
     service = GrpcService("ratelimit", readiness={"storage": lambda: _require(limiter.healthy())}, default_workers=4)
+    if isinstance(backend, RedisOrMemory):
+        COUNTING_IN_MEMORY.set_function(lambda: float(backend.in_memory))
+        status = health_pb2.HealthCheckResponse
+        backend.on_change(lambda in_memory: service.health.set(
+            SHARED_BUDGET_HEALTH, status.NOT_SERVING if in_memory else status.SERVING))
+        service.health.set(SHARED_BUDGET_HEALTH, status.SERVING)
     service.add(rls_pb2_grpc.add_RateLimitServiceServicer_to_server, RateLimitServicer(limiter),
                 "envoy.service.ratelimit.v3.RateLimitService")
     service.run()

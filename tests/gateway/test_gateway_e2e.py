@@ -135,15 +135,15 @@ def test_two_gateways_and_two_limiters_on_one_redis_share_one_budget(gw, tmp_pat
     assert statuses.count(200) == 30 and statuses.count(429) == 10
 
 
-def test_limiter_down_fails_open_by_default(gw, tmp_path):
-    with extra_gateway(gw, tmp_path) as other:
+def test_limiter_down_fails_open_when_configured(gw, tmp_path):
+    with extra_gateway(gw, tmp_path, env={"RATELIMIT_FAIL_CLOSED": "false"}) as other:
         other.stack.processes["ratelimit"].kill()
         port = other.stack.config.public_port
         assert [chat_from("127.0.0.50", port)[0] for _ in range(3)] == [200, 200, 200]
 
 
-def test_limiter_down_fails_closed_when_configured(gw, tmp_path):
-    with extra_gateway(gw, tmp_path, env={"RATELIMIT_FAIL_CLOSED": "true"}) as other:
+def test_limiter_down_fails_closed_by_default(gw, tmp_path):
+    with extra_gateway(gw, tmp_path) as other:
         other.stack.processes["ratelimit"].kill()
         status, _, body = chat_from("127.0.0.51", other.stack.config.public_port)
         with pytest.raises(grpc.RpcError) as err:

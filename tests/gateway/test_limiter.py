@@ -4,10 +4,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-import redis
 
-from gateway.ratelimit.limiter import DescriptorLimiter, storage_for
+from gateway.ratelimit.limiter import DescriptorLimiter, RedisOrMemory, storage_for
 from gateway.ratelimit.policy import load_policy
+from testsupport.redis_server import PrivateRedis
 
 CHAT = [("generic_key", "chat"), ("remote_address", "198.51.100.7")]
 
@@ -59,8 +59,29 @@ def test_two_limiters_on_one_redis_share_one_budget(redis_url, redis_prefix):
     assert allowed == 30
 
 
-@pytest.mark.redis
-def test_redis_outage_raises_so_envoy_applies_its_failure_mode():
-    rl = limiter(storage_for("redis://127.0.0.1:1/0", "x:", 0.05))
-    with pytest.raises(redis.RedisError):
-        rl.check(CHAT)
+def test_without_redis_the_limiter_counts_the_budget_in_its_own_memory():
+    backend = storage_for("redis://127.0.0.1:1/0", "x:", 0.05, retry_s=60)
+    rl = limiter(backend)
+    decisions = [rl.check(CHAT) for _ in range(35)]
+    assert [d.allowed for d in decisions] == [True] * 30 + [False] * 5
+    assert isinstance(backend, RedisOrMemory) and backend.in_memory
+
+
+def test_the_limiter_counts_in_redis_again_once_it_answers(tmp_path):
+    redis = PrivateRedis(tmp_path).start()
+    try:
+        clock = [0.0]
+        backend = RedisOrMemory(storage_for(redis.url, "t:", 0.5).redis, retry_s=5, clock=lambda: clock[0])
+        changes = []
+        backend.on_change(changes.append)
+        rl = limiter(backend)
+        redis.kill()
+        assert sum(rl.check(CHAT).allowed for _ in range(10)) == 10 and backend.in_memory
+        redis.start()  # back, empty
+        assert rl.check(CHAT).allowed and backend.in_memory  # not tried again before retry_s
+        clock[0] += 5
+        assert rl.check(CHAT).allowed and not backend.in_memory
+        assert changes == [True, False] and len(backend.memory) == 0  # the in-memory counts are dropped
+        assert sum(rl.check(CHAT).allowed for _ in range(40)) == 29  # Redis holds one hit: the one after it answered
+    finally:
+        redis.kill()
