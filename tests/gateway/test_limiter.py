@@ -71,8 +71,10 @@ def test_the_limiter_counts_in_redis_again_once_it_answers(tmp_path):
     redis = PrivateRedis(tmp_path).start()
     try:
         clock = [0.0]
-        backend = RedisOrMemory(storage_for(redis.url, "t:", 0.5).redis, retry_s=5, clock=lambda: clock[0])
-        changes = []
+        shared = storage_for(redis.url, "t:", 0.5)
+        assert isinstance(shared, RedisOrMemory)
+        backend = RedisOrMemory(shared.redis, retry_s=5, clock=lambda: clock[0])
+        changes: list[bool] = []
         backend.on_change(changes.append)
         rl = limiter(backend)
         redis.kill()

@@ -79,7 +79,7 @@ def test_no_address_gets_more_than_its_budget_under_saturation(tmp_path, redis_u
         stats = envoy_stats(admin, r"^cluster\.chat\.ratelimit\.")
         wait = limiter_wait_ms(admin)
     granted = {ip: counts[200] for ip, counts in statuses.items()}
-    totals = collections.Counter()
+    totals: collections.Counter[int] = collections.Counter()
     for counts in statuses.values():
         totals.update(counts)
     print(f"\ngranted per address: {sorted(granted.values())}; all answers: {dict(totals)}; "
