@@ -178,7 +178,7 @@ def _public_jwk(pem: str) -> dict[str, object]:
     from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
     try:
-        key = load_pem_public_key(pem.encode())
+        key = load_pem_public_key(pem.replace("\\n", "\n").encode())  # \\n: from a one-line env file
     except ValueError as exc:
         raise ValueError("STAFF_TOKEN_PUBLIC_KEY is not a PEM public key") from exc
     if isinstance(key, ec.EllipticCurvePublicKey):

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 TEMPLATE = Path(__file__).resolve().parent / "secrets-template" / "secret.yaml"
 FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "MONDAY_API_KEY", "SMTP_URL")
@@ -41,6 +43,17 @@ def database_urls() -> dict[str, str]:
     return urls
 
 
+def staff_sign_in() -> dict[str, str]:
+    """The inbox's signing key pair (PEM, line breaks as \\n: an env file holds one line per key) and the agents
+    from this shell's STAFF_USERS (empty: nobody can sign in until it is set)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    return {"STAFF_TOKEN_KEY": private.strip().replace("\n", "\\n"),
+            "STAFF_TOKEN_PUBLIC_KEY": public.strip().replace("\n", "\\n"),
+            "STAFF_USERS": os.environ.get("STAFF_USERS", "")}
+
+
 def generated_values() -> dict[str, str]:
     values = {
         "POSTGRES_PASSWORD": secrets.token_hex(24),
@@ -54,6 +67,7 @@ def generated_values() -> dict[str, str]:
         "CONSENT_CHECKPOINT_AWS_SECRET_ACCESS_KEY": secrets.token_hex(24),
     }
     values.update({name: os.environ.get(name, "") for name in FROM_ENVIRONMENT})
+    values.update(staff_sign_in())
     missing = set(template_keys()) - set(values)
     if missing:
         raise KeyError(f"no value rule for the template keys {sorted(missing)}")

@@ -89,7 +89,8 @@ class LocalStack:
         if configured_elsewhere({**os.environ, **cfg.env, **cfg.service_env.get("chat", {})}):
             return
         self.staff = dev_login(cfg.data_dir)
-        cfg.service_env["chat"] = {**self.staff.chat_env(), **cfg.service_env.get("chat", {})}
+        # Over any empty STAFF_* (a manifest's "not set"): a set one would have returned above.
+        cfg.service_env["chat"] = {**cfg.service_env.get("chat", {}), **self.staff.chat_env()}
         cfg.env.update(self.staff.gateway_env())
 
     def start_chat_replica(self, number: int, timeout: float = 60.0) -> ManagedProcess:

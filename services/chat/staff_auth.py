@@ -98,9 +98,10 @@ def parse_users(raw: str) -> dict[str, StaffUser]:
 
 
 def load_private_key(pem: str, variable: str = "STAFF_TOKEN_KEY") -> tuple[object, str]:
-    """The signing key and its JWT algorithm (ES256 for EC P-256, RS256 for RSA of 2048 bits or more)."""
+    """The signing key and its JWT algorithm (ES256 for EC P-256, RS256 for RSA of 2048 bits or more). Line breaks
+    may be written as \\n (a Secret made from an env file holds one line per key)."""
     try:
-        key = load_pem_private_key(pem.encode(), password=None)
+        key = load_pem_private_key(pem.replace("\\n", "\n").encode(), password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{variable} is not an unencrypted PEM private key") from exc
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):

@@ -167,6 +167,7 @@ def test_the_signing_key_must_be_one_envoy_can_verify(signing_key):
         return StaffAuthConfig.parse(pem, "", "", "", "iss", "aud", 60, True)
 
     assert parse(_pem(signing_key)).algorithm == "ES256"
+    assert parse(_pem(signing_key).replace("\n", "\\n")).algorithm == "ES256"  # one line, as in an env file
     assert parse(_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))).algorithm == "RS256"
     for bad in ("not a key", _pem(ec.generate_private_key(ec.SECP384R1()))):
         with pytest.raises(ConfigError, match="STAFF_TOKEN_KEY"):

@@ -261,6 +261,21 @@ def test_an_agent_reply_reaches_the_visitors_event_stream(gw):
     bad.close()
 
 
+def test_the_inbox_is_same_origin_only_while_the_visitor_stream_allows_the_widgets_sites(gw):
+    site = f"http://localhost:{gw.stack.config.public_port}"  # in ALLOWED_ORIGINS: a site embedding the widget
+    for path, method in (("/api/inbox/conversations", "GET"), ("/api/staff/login", "POST"),
+                         ("/api/staff/logout", "POST")):
+        preflight = requests.options(gw.public_url + path, timeout=10, headers={
+            "origin": site, "access-control-request-method": method, "access-control-request-headers": "content-type"})
+        assert preflight.status_code == 403 and "access-control-allow-origin" not in preflight.headers, path
+    answered = requests.get(gw.public_url + "/api/inbox/stats", cookies={"nh_staff": _signed(gw)},
+                            headers={"origin": site}, timeout=10)
+    assert answered.status_code == 200 and "access-control-allow-origin" not in answered.headers
+    stream = requests.options(gw.public_url + "/api/chatbot/conversations/abc/events", timeout=10, headers={
+        "origin": site, "access-control-request-method": "GET", "access-control-request-headers": "x-session-secret"})
+    assert stream.status_code == 200 and stream.headers["access-control-allow-origin"] == site
+
+
 def test_chat_addrs_spreads_calls_over_every_replica(gw):
     def per_host() -> dict[str, int]:
         clusters = requests.get(f"http://127.0.0.1:{gw.stack.config.envoy_admin_port}/clusters?format=json",
