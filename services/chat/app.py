@@ -7,7 +7,9 @@ from pathlib import Path
 
 from services.chat.cache import Cache, MemoryCache
 from services.chat.conversation import ChatService
+from services.chat.events import EventBus
 from services.chat.followups import FollowupSender
+from services.chat.handoff import HandoffDesk, OpeningHours
 from services.chat.jobs import Jobs
 from services.chat.knowledge import KNOWLEDGE_DIR, KnowledgeBase
 from services.chat.leads import LeadDelivery
@@ -16,6 +18,7 @@ from services.chat.remote import ConsentClient, NotifierClient
 from services.chat.sales import SalesView, parse_monday_columns
 from services.chat.settings import Settings
 from services.chat.staff_auth import StaffAuth, StaffAuthConfig
+from services.chat.streams import Streams
 from services.runtime.clients import channel_to
 from services.runtime.config import ConfigError
 from services.runtime.db import Database
@@ -39,12 +42,16 @@ class ChatApp:
     diagnostics: Diagnostics
     health: PlatformHealth
     staff: StaffAuth
+    events: EventBus  # what changed in conversations and leads, for the streams of every replica
+    streams: Streams
 
     def migrate(self) -> None:
         upgrade_to_head(self.db, MIGRATIONS)
 
     def close(self) -> None:
-        """Stop the periodic jobs (if the server started them), then release the database."""
+        """End the streams and stop the periodic jobs (if the server started them), then release the database."""
+        self.streams.drain()
+        self.events.close()
         self.jobs.stop()
         self.db.dispose()
 
@@ -68,7 +75,10 @@ def build(settings: Settings) -> ChatApp:
     sales = SalesView(lambda: kb.served_cities, parse_monday_columns(settings.monday_columns), settings.eur_pln_rate)
     leads = LeadDelivery(db, consent, notifier, sales, settings.lead_alert_score, kb.consent_wording)
     followups = FollowupSender(db, kb, consent, notifier, settings.followup_delays_s, settings.followup_batch)
-    chat = ChatService(db, kb, cache, settings, leads)
+    events = EventBus(redis_from_env(settings.redis_url), settings.redis_key_prefix, settings.redis_retry_s)
+    hours = OpeningHours.parse(settings.handoff_hours, settings.handoff_timezone)
+    desk = HandoffDesk(db, hours, settings.stream_heartbeat_s, notifier, settings.public_base_url)
+    chat = ChatService(db, kb, cache, settings, leads, desk, events)
     jobs = Jobs(followups, leads, chat.hand_over_idle, cache, settings, db)
     diagnostics = _diagnostics(db, cache, leads, jobs)
     health = PlatformHealth(
@@ -82,7 +92,9 @@ def build(settings: Settings) -> ChatApp:
         settings.staff_token_key, settings.staff_token_key_file, settings.staff_users, settings.staff_users_file,
         settings.staff_token_issuer, settings.staff_token_audience, settings.staff_token_ttl_min,
         settings.staff_cookie_secure), db)
-    return ChatApp(settings, db, kb, cache, leads, chat, followups, jobs, diagnostics, health, staff)
+    streams = Streams(db, chat, events, desk, settings)
+    return ChatApp(settings, db, kb, cache, leads, chat, followups, jobs, diagnostics, health, staff,
+                   events=events, streams=streams)
 
 
 def _diagnostics(db: Database, cache: Cache, leads: LeadDelivery, jobs: Jobs) -> Diagnostics:

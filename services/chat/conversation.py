@@ -14,6 +14,15 @@ A transcript is read with the conversation's secret, not its session id: the fir
 an unknown session. A refused processing consent drops the captured details and replaces the text of every visitor
 message stored in the conversation so far with a marker, so what the bot says ("I have removed them") is true.
 
+Asking for a person (in words, with the widget's button: request_person, or by not being understood twice in a
+row) hands the conversation to a person (handoff.py decides how): within opening hours and with an agent in the
+inbox it waits for them ("waiting"; sales gets a Slack alert with the inbox link), otherwise a consultant calls back
+("callback": consent, name, phone, preferred time, then the request to sales). While a conversation is "waiting" or
+"agent" the bot is silent: the visitor's messages are stored and published to the inbox, the reply is empty. A
+visitor still waiting after HANDOFF_WAIT_MINUTES is told, at their next message, that nobody could join, and the
+callback path starts: production chats (Intercom, Chatwoot) fall back the same way rather than leave a visitor
+waiting on nobody. Events (events.py) go out after the commit, so a stream never reads a change before it is there.
+
 Turns of one session are serialised: the conversation row is locked for the whole turn (SELECT ... FOR UPDATE on
 PostgreSQL; SQLite's BEGIN IMMEDIATE serialises every writer), so concurrent messages are handled one after the
 other, each seeing the state the previous one left. A rejected message rolls the turn back: nothing is stored.
@@ -32,8 +41,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.chat import handoff as handoffs
 from services.chat import leads, storage
 from services.chat.cache import Cache, intent_key
+from services.chat.events import EventBus
+from services.chat.handoff import ASKED, BUTTON, CALLBACK, NOT_UNDERSTOOD_TWICE, SILENT, WAITING, HandoffDesk
 from services.chat.knowledge import KnowledgeBase, Match, normalise
 from services.chat.leads import LeadDelivery
 from services.chat.sales import OPTIONAL
@@ -58,6 +70,7 @@ PERSONAL = ("name", "email", "phone")
 CONTACT = "contact"  # the awaited answer when the bot asks for an email or a phone, either being enough
 CALLBACK_TIME = "callback_time"  # the awaited answer to "when shall we call?"
 HUMAN = "human"  # the topic of asking for a person
+TIMED_OUT = "timed_out"  # a visitor waited longer than HANDOFF_WAIT_MINUTES for an agent
 _PENDING_PROMPTS = {"consent_processing": "processing", "consent_marketing": "marketing"}  # stage -> its question
 # Topics that show the visitor wants something done: the bot then asks for their details.
 _INTENT_TOPICS = frozenset({"quote", "consultation", "site_visit"})
@@ -108,6 +121,7 @@ class Reply:
     session_secret: str = ""  # set on the first reply of a conversation only
     suggestions: list[Suggestion] = field(default_factory=list)  # not understood: the closest topics
     quick_replies: list[Suggestion] = field(default_factory=list)  # topics that usually come next
+    handoff: str = ""  # "", "waiting", "agent" or "callback"
 
 
 @dataclass
@@ -115,6 +129,8 @@ class TranscriptEntry:
     role: str
     text: str
     created_at: dt.datetime
+    seq: int = 0
+    author: str = ""  # an agent's display name
 
 
 @dataclass
@@ -124,6 +140,7 @@ class Transcript:
     messages: list[TranscriptEntry]
     lead: LeadProgress
     consent_prompt: ConsentPrompt | None = None  # the consent question still waiting for an answer
+    handoff: str = ""
 
 
 @dataclass
@@ -152,6 +169,8 @@ class ChatService:
         cache: Cache,
         settings: Settings,
         delivery: LeadDelivery,
+        desk: HandoffDesk,
+        events: EventBus,
         today: Callable[[], dt.date] = warsaw_today,
     ):
         """`today`: the visitor's date (Europe/Warsaw), which relative dates ("next Tuesday") resolve against."""
@@ -160,6 +179,8 @@ class ChatService:
         self.cache = cache
         self.settings = settings
         self.delivery = delivery
+        self.desk = desk
+        self.events = events
         self.today = today
 
     # --- validation -------------------------------------------------------------------------------------------
@@ -189,10 +210,12 @@ class ChatService:
         processing_consent: bool | None = None,
         marketing_consent: bool | None = None,
         caller: Caller | None = None,
+        request_person: bool = False,
     ) -> Reply:
+        """`request_person`: the widget's button, the same as asking for a person in words (`text` may be empty)."""
         caller = caller or Caller()
         answered = processing_consent is not None or marketing_consent is not None
-        text = self._check_message(text, answered)
+        text = self._check_message(text, answered or request_person)
         if session_id:
             self._check_session_id(session_id)
         secret = ""
@@ -204,8 +227,14 @@ class ChatService:
             else:
                 secret = secrets.token_urlsafe(32)
                 conv = storage.new_conversation(s, str(uuid.uuid4()), self.kb.language(text), _secret_hash(secret))
-            turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller)
+            if request_person and not text:  # stored and understood as the button's label
+                text = self.kb.label(HUMAN, conv.language)
             now = utcnow()
+            state = conv.handoff
+            if state in SILENT and not self._waited_too_long(conv, now):
+                return self._silent(s, conv, text or _consent_note(processing_consent, marketing_consent), now, secret)
+            person = "timed_out" if state in SILENT else BUTTON if request_person else None
+            turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller, person)
             user_text = turn.stored_text or text or _consent_note(processing_consent, marketing_consent)
             storage.add_turn(s, conv.id, user_text, turn.reply, now)
             conv.message_count += 2
@@ -215,9 +244,35 @@ class ChatService:
             reply = Reply(
                 conv.session_id, turn.reply, lang, turn.intent, progress, self._prompt(turn, conv), secret,
                 self._suggestions(turn.suggestions, lang), self._suggestions(turn.quick_replies, lang),
+                handoff=conv.handoff or "",
             )
+            changed, reason, since = conv.handoff != state, conv.handoff_reason or "", conv.handoff_at
+        if changed and reply.handoff in (WAITING, CALLBACK):
+            handoffs.count(reply.handoff, reason)
+        if changed and reply.handoff == WAITING:
+            self.desk.alert(reply.session_id, reason, lang, since)
+        if changed:
+            self.events.handoff_changed(reply.session_id, reply.handoff)
         if turn.new_lead_id:
             self.delivery.deliver(turn.new_lead_id)
+            self.events.lead_changed(turn.new_lead_id)
+        return reply
+
+    def _waited_too_long(self, conv: Conversation, now: dt.datetime) -> bool:
+        """Waiting for an agent longer than HANDOFF_WAIT_MINUTES: nobody is coming, a callback is arranged instead."""
+        limit = dt.timedelta(minutes=self.settings.handoff_wait_min)
+        return conv.handoff == WAITING and conv.handoff_at is not None and now - conv.handoff_at > limit
+
+    def _silent(self, s: Session, conv: Conversation, text: str, now: dt.datetime, secret: str) -> Reply:
+        """A person is in charge: the visitor's message is stored for them (and published to the inbox), the bot says
+        nothing. Committed here, before the event goes out."""
+        seq = storage.add_visitor_message(s, conv.id, text, now)
+        conv.message_count += 1
+        conv.last_activity_at = now
+        reply = Reply(conv.session_id, "", conv.language, "handoff", self._progress(s, conv), session_secret=secret,
+                      handoff=conv.handoff or "")
+        s.commit()
+        self.events.message_added(conv.session_id, seq)
         return reply
 
     def _turn(
@@ -228,11 +283,16 @@ class ChatService:
         processing: bool | None,
         marketing: bool | None,
         caller: Caller,
+        person: str | None = None,
     ) -> _Turn:
+        """`person`: BUTTON (the widget's button) or TIMED_OUT (nobody joined in time): a person is asked for,
+        whatever the text says."""
         if text and conv.message_count:  # a new conversation's language was just detected from this text
             conv.language = self.kb.language(text, conv.language)
         if conv.followups_sent and not conv.followups_stopped:
             conv.followups_stopped = True  # the visitor answered: no more reminders
+        if person and conv.stage in _PENDING_PROMPTS:
+            return self._person_during_consent(s, conv, person)
         if conv.stage == "consent_processing":
             return self._processing_answer(s, conv, text, processing, marketing, caller)
         if conv.stage == "consent_marketing":
@@ -240,7 +300,34 @@ class ChatService:
         if processing is not None or marketing is not None:
             raise ValidationError("no consent question is pending in this conversation")
         match = self._match(text, conv.language, conv.awaiting_slot)
-        return self._converse(s, conv, text, match, caller)
+        return self._converse(s, conv, text, match, caller, person)
+
+    def _person_during_consent(self, s: Session, conv: Conversation, person: str) -> _Turn:
+        """A person asked for while a consent question is open: an agent joins, or the callback is arranged and the
+        same question asked again (its answer leads on to the phone and the time, as for any callback)."""
+        timed_out = person == TIMED_OUT
+        opening = self._hand_off(s, conv, (conv.handoff_reason or ASKED) if timed_out else person, timed_out)
+        if conv.handoff == WAITING:
+            return _Turn(opening, HUMAN)
+        kind = _PENDING_PROMPTS[conv.stage]
+        return _Turn(opening + " " + self.kb.say(f"consent.{kind}", conv.language), HUMAN, prompt=kind)
+
+    def _hand_off(self, s: Session, conv: Conversation, reason: str, timed_out: bool = False) -> str:
+        """Sets the conversation's handoff (an agent joins now, or a callback) and returns what the bot says."""
+        now = utcnow()
+        continuing = conv.handoff == CALLBACK and conv.stage != "done"  # the callback's questions are under way
+        outcome = CALLBACK if timed_out or continuing else self.desk.outcome(s, now)
+        conv.handoff_reason = reason
+        conv.not_understood = 0
+        if outcome == WAITING:
+            conv.handoff, conv.handoff_at = WAITING, now
+            return self.kb.say("handoff.joining", conv.language)
+        conv.handoff, conv.handoff_at = CALLBACK, conv.handoff_at or now
+        why = "the bot did not understand twice" if reason == NOT_UNDERSTOOD_TWICE else "asked for a person"
+        if timed_out:
+            why += f"; nobody joined the chat within {self.settings.handoff_wait_min:g} minutes"
+        conv.request = {**(conv.request or {}), "reason": why}
+        return self.kb.say("handoff.timed_out" if timed_out else "handoff.callback", conv.language)
 
     def _match(self, text: str, language: str, awaiting: str | None) -> Match:
         """The knowledge-base answer, its intent cached by a hash of the message's normalised text; a message that
@@ -255,7 +342,9 @@ class ChatService:
         self.cache.set(key, match.intent, self.settings.cache_ttl_s)
         return match
 
-    def _converse(self, s: Session, conv: Conversation, text: str, match: Match, caller: Caller) -> _Turn:
+    def _converse(
+        self, s: Session, conv: Conversation, text: str, match: Match, caller: Caller, person: str | None = None
+    ) -> _Turn:
         """Answer first, ask later: the answer to what was asked; details given are taken (and, once the lead
         exists, passed on to sales); questions for details come only once the visitor shows intent (a quote, a
         consultation, a site visit, a request) or gives a detail, and the processing consent notice comes before the
@@ -269,7 +358,16 @@ class ChatService:
         gave = bool(found.values or found.invalid or found.declined) or awaiting == CALLBACK_TIME
         lost = match.intent == NOT_UNDERSTOOD and not gave  # "nie wiem" to a question is an answer
         conv.not_understood = conv.not_understood + 1 if lost else 0
-        handoff = match.intent == HUMAN or conv.not_understood >= 2
+        reason = ASKED if match.intent == HUMAN else NOT_UNDERSTOOD_TWICE if conv.not_understood >= 2 else None
+        if person == TIMED_OUT:
+            reason = conv.handoff_reason or ASKED
+        elif person is not None:
+            reason = person
+        handoff = reason is not None
+        opening = self._hand_off(s, conv, reason, person == TIMED_OUT) if reason is not None else ""
+        if conv.handoff == WAITING:  # an agent joins: the details the message held are kept for them
+            conv.slots = {**(conv.slots or {}), **found.values}
+            return _Turn(opening, HUMAN)
         if handoff and request is None:
             request = ContactRequest("callback", *preferred_time(text, today), "phone")
         if awaiting == CALLBACK_TIME:
@@ -282,16 +380,13 @@ class ChatService:
         conv.slots = {**before, **found.values}
         conv.asked = sorted({*conv.asked, *found.declined})
         if request is not None:
-            conv.request = asdict(request)
+            why = (conv.request or {}).get("reason") if handoff else None  # set by _hand_off for the callback
+            conv.request = {**asdict(request), **({"reason": why} if why else {})}
             conv.converted = True  # a booked call or consultation: no more reminders
         answering = awaiting is not None and gave and "?" not in text  # an answer that the matcher took for a topic
         parts = []
-        if handoff:
-            # Nobody can join the chat yet (there is no agent inbox): the person calls back, said as it is.
-            conv.handoff_at = conv.handoff_at or utcnow()
-            conv.request = {**(conv.request or {}), "reason": "asked for a person" if match.intent == HUMAN
-                            else "the bot did not understand twice"}
-            parts.append(self.kb.say("handoff.callback", lang))
+        if handoff:  # nobody can join the chat now: a consultant calls back, said as it is
+            parts.append(opening)
         elif not (about_details or answering) or not gave:
             parts.append(match.answer)
         parts.extend(self._noted(conv, found.values, before))
@@ -582,10 +677,22 @@ class ChatService:
             conv = storage.conversation_by_session(s, session_id)
             if conv is None or not _secret_matches(secret, conv.session_secret_hash):
                 raise NotFoundError("no conversation with this session_id")
-            messages = [TranscriptEntry(m.role, m.text, m.created_at) for m in storage.messages_of(s, conv.id)]
+            messages = [TranscriptEntry(m.role, m.text, m.created_at, m.id, m.author or "")
+                        for m in storage.messages_of(s, conv.id)]
             pending = _PENDING_PROMPTS.get(conv.stage)
             prompt = self._prompt(_Turn("", "", prompt=pending), conv) if pending else None
-            return Transcript(conv.session_id, conv.created_at, messages, self._progress(s, conv), prompt)
+            return Transcript(
+                conv.session_id, conv.created_at, messages, self._progress(s, conv), prompt, conv.handoff or ""
+            )
+
+    def authorised(self, session_id: str, secret: str) -> int:
+        """The conversation's id for the holder of its secret; errors exactly as transcript()."""
+        self._check_session_id(session_id)
+        with self.db.session() as s:
+            conv = storage.conversation_by_session(s, session_id)
+            if conv is None or not _secret_matches(secret, conv.session_secret_hash):
+                raise NotFoundError("no conversation with this session_id")
+            return conv.id
 
 
 def _has_contact(slots: dict[str, SlotValue]) -> bool:

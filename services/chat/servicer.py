@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import grpc
 
@@ -58,6 +59,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             request.processing_consent if request.HasField("processing_consent") else None,
             request.marketing_consent if request.HasField("marketing_consent") else None,
             request_context.caller(context),
+            request_person=request.request_person,
         )
         return chat_pb2.SendMessageResponse(
             session_id=reply.session_id,
@@ -69,6 +71,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             session_secret=reply.session_secret,
             suggestions=[chat_pb2.Suggestion(topic=s.topic, label=s.label) for s in reply.suggestions],
             quick_replies=[chat_pb2.Suggestion(topic=s.topic, label=s.label) for s in reply.quick_replies],
+            handoff=reply.handoff,
         )
 
     def GetConversation(
@@ -79,11 +82,21 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             session_id=transcript.session_id,
             created_at=to_timestamp(transcript.created_at),
             messages=[
-                chat_pb2.ChatMessage(role=m.role, text=m.text, created_at=to_timestamp(m.created_at))
+                chat_pb2.ChatMessage(
+                    role=m.role, text=m.text, created_at=to_timestamp(m.created_at), author=m.author, seq=m.seq
+                )
                 for m in transcript.messages
             ],
             lead=_lead(transcript.lead),
             consent_prompt=_consent_prompt(transcript.consent_prompt),
+            handoff=transcript.handoff,
+        )
+
+    def WatchConversation(
+        self, request: chat_pb2.WatchConversationRequest, context: grpc.ServicerContext
+    ) -> Iterator[chat_pb2.ConversationEvent]:
+        return self.app.streams.watch_conversation(
+            request.session_id, request.after_seq, _session_secret(context), context
         )
 
 

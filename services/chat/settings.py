@@ -10,12 +10,16 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 
+from services.chat.handoff import OpeningHours
 from services.runtime.config import DEFAULT_ADDRS, ConfigError, env_bool, env_float, env_int, env_str, service_addr
 from services.runtime.db import database_url
 from services.runtime.redis_client import key_prefix, redis_url
 
 _DELAY = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# gRPC threads kept for unary calls beyond STREAM_MAX_CONCURRENT: a grpcio sync server holds one thread per open
+# stream, so the chat server's pool (GRPC_WORKERS) defaults to STREAM_MAX_CONCURRENT + this.
+UNARY_WORKERS = 16
 
 
 def parse_delays(raw: str) -> tuple[int, ...]:
@@ -65,6 +69,14 @@ class Settings:
     knowledge_reload_s: float = 5.0  # KNOWLEDGE_RELOAD_SECONDS: how often each replica looks for a changed faq.yaml
     eur_pln_rate: float | None = None  # EUR_PLN_RATE: scores a EUR budget; unset, such a budget is flagged to sales
     monday_columns: str = ""  # MONDAY_COLUMNS: lead field -> board column id ('email=email_mk1,...'); sales.py
+    # HANDOFF_HOURS, HANDOFF_TIMEZONE: when an agent can join a chat (handoff.py); outside them a consultant calls
+    handoff_hours: str = "mon-fri 08:00-18:00"
+    handoff_timezone: str = "Europe/Warsaw"
+    handoff_wait_min: float = 5.0  # HANDOFF_WAIT_MINUTES: a visitor waiting longer is offered a callback instead
+    public_base_url: str = "http://127.0.0.1:8080"  # PUBLIC_BASE_URL: the inbox link in a handoff's Slack alert
+    stream_heartbeat_s: float = 15.0  # STREAM_HEARTBEAT_S: streams send one this often (below every idle timeout)
+    stream_max_s: float = 300.0  # STREAM_MAX_S: a stream ends (OK) after this and its client reconnects
+    stream_max_concurrent: int = 32  # STREAM_MAX_CONCURRENT: open streams per replica; one more: RESOURCE_EXHAUSTED
     # The inbox's own sign-in (staff_auth.py); without a key and users, StaffAuth.Login answers FAILED_PRECONDITION.
     staff_token_key: str = ""  # STAFF_TOKEN_KEY: PEM private key (EC P-256 or RSA) that signs staff tokens
     staff_token_key_file: str = ""  # STAFF_TOKEN_KEY_FILE: the same, from a file (a mounted Secret)
@@ -77,6 +89,9 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        hours, zone = env_str("HANDOFF_HOURS", "mon-fri 08:00-18:00"), env_str("HANDOFF_TIMEZONE", "Europe/Warsaw")
+        OpeningHours.parse(hours, zone)  # ConfigError naming the variable, at start
+        heartbeat, max_s, streams = _stream_limits()
         return cls(
             database_url=database_url("chat"),
             db_schema=env_str("DB_SCHEMA", "chat"),
@@ -116,4 +131,34 @@ class Settings:
             staff_token_audience=env_str("STAFF_TOKEN_AUDIENCE", "novahouse-inbox"),
             staff_token_ttl_min=env_int("STAFF_TOKEN_TTL_MINUTES", 480, minimum=1),
             staff_cookie_secure=env_bool("STAFF_COOKIE_SECURE", True),
+            handoff_hours=hours,
+            handoff_timezone=zone,
+            handoff_wait_min=env_float("HANDOFF_WAIT_MINUTES", 5.0, minimum=0.01),
+            public_base_url=_public_base_url(),
+            stream_heartbeat_s=heartbeat,
+            stream_max_s=max_s,
+            stream_max_concurrent=streams,
         )
+
+
+def _public_base_url() -> str:
+    base_url = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8080").rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, not {base_url!r}")
+    return base_url
+
+
+def _stream_limits() -> tuple[float, float, int]:
+    """STREAM_HEARTBEAT_S, STREAM_MAX_S, STREAM_MAX_CONCURRENT, checked against each other and GRPC_WORKERS."""
+    heartbeat = env_float("STREAM_HEARTBEAT_S", 15.0, minimum=0.05)
+    max_s = env_float("STREAM_MAX_S", 300.0, minimum=0.1)
+    if max_s <= heartbeat:
+        raise ConfigError(f"STREAM_MAX_S={max_s} must be longer than STREAM_HEARTBEAT_S={heartbeat}")
+    streams = env_int("STREAM_MAX_CONCURRENT", 32, minimum=1)
+    workers = env_int("GRPC_WORKERS", 0, minimum=0)
+    if workers and workers < streams + 4:
+        raise ConfigError(
+            f"GRPC_WORKERS={workers} must exceed STREAM_MAX_CONCURRENT={streams} by at least 4: each open stream "
+            "holds a thread, and unary calls need the rest"
+        )
+    return heartbeat, max_s, streams

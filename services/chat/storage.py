@@ -36,6 +36,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
@@ -287,6 +288,74 @@ def redact_visitor_messages(session: Session, conversation_id: int, marker: str)
         .values(text=marker)
     )
     return result.rowcount if isinstance(result, CursorResult) else 0
+
+
+def add_visitor_message(session: Session, conversation_id: int, text: str, at: dt.datetime) -> int:
+    """A visitor's message without a bot reply (a person is in charge of the conversation); returns its seq."""
+    message = Message(conversation_id=conversation_id, role="user", text=text, created_at=at)
+    session.add(message)
+    session.flush()
+    return message.id
+
+
+def last_seq(session: Session, conversation_id: int) -> int:
+    query = select(func.max(Message.id)).where(Message.conversation_id == conversation_id)
+    return session.scalar(query) or 0
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What a visitor's stream reads each time: the handoff state and the messages past its cursor."""
+
+    handoff: str
+    messages: list[Message]
+
+
+def watched_conversation(
+    session: Session, conversation_id: int, after_seq: int, roles: Sequence[str]
+) -> Watched | None:
+    """The conversation's handoff state and its messages in `roles` with seq > after_seq, oldest first; None once
+    the conversation is gone (erased, purged)."""
+    handoff = session.execute(select(Conversation.handoff).where(Conversation.id == conversation_id)).first()
+    if handoff is None:
+        return None
+    messages = session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.id > after_seq, Message.role.in_(list(roles)))
+        .order_by(Message.id)
+    )
+    return Watched(handoff[0] or "", list(messages))
+
+
+def inbox_changes_since(session: Session, since: dt.datetime) -> list[str]:
+    """Session ids of conversations with a person involved (now or until recently) that changed since `since`: what
+    an inbox stream re-reads each heartbeat in case a published event was lost."""
+    changed = or_(
+        Conversation.last_activity_at > since, Conversation.handoff_at > since, Conversation.taken_at > since
+    )
+    query = select(Conversation.session_id).where(Conversation.handoff_at.is_not(None), changed)
+    return list(session.scalars(query.order_by(Conversation.id).limit(500)))
+
+
+def leads_changed_since(session: Session, since: dt.datetime) -> list[str]:
+    query = select(Lead.id).where(or_(Lead.created_at > since, Lead.updated_at > since))
+    return list(session.scalars(query.order_by(Lead.created_at).limit(500)))
+
+
+# --- agents present in the inbox ----------------------------------------------------------------------------------
+
+
+def touch_presence(session: Session, agent: str, at: dt.datetime) -> None:
+    """agent_presence.seen_at = at, inserted or updated in one statement (two replicas may hold the same agent's
+    streams)."""
+    table = metadata.tables["agent_presence"]
+    dialect = session.get_bind().dialect.name
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(agent=agent, seen_at=at)
+    session.execute(upsert.on_conflict_do_update(index_elements=["agent"], set_={"seen_at": upsert.excluded.seen_at}))
+
+
+def agent_seen_since(session: Session, since: dt.datetime) -> bool:
+    return session.scalar(select(AgentPresence.agent).where(AgentPresence.seen_at >= since).limit(1)) is not None
 
 
 # --- leads --------------------------------------------------------------------------------------------------------

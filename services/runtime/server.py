@@ -88,6 +88,7 @@ class GrpcService:
         self._service_names: list[str] = []
         self._on_ready: list[Callable[[], None]] = []
         self._on_stop: list[Callable[[], None]] = []
+        self._on_drain: list[Callable[[], None]] = []
         self._stopping = threading.Event()
         self._ready_once = threading.Event()
         self.bound_port = 0
@@ -103,6 +104,11 @@ class GrpcService:
 
     def on_stop(self, hook: Callable[[], None]) -> None:
         self._on_stop.append(hook)
+
+    def on_drain(self, hook: Callable[[], None]) -> None:
+        """Run as draining starts, before the grace period: end long-lived streams, which would otherwise hold the
+        stop for the whole grace and then be cut."""
+        self._on_drain.append(hook)
 
     def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ["", *self._service_names]:
@@ -156,6 +162,11 @@ class GrpcService:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         log.info("draining", extra={"grace_s": self.grace_s})
+        for hook in self._on_drain:
+            try:
+                hook()
+            except Exception:
+                log.exception("drain hook failed")
         self.server.stop(self.grace_s).wait()
         for hook in self._on_stop:
             try:
