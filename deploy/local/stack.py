@@ -89,8 +89,9 @@ class LocalStack:
         if configured_elsewhere({**os.environ, **cfg.env, **cfg.service_env.get("chat", {})}):
             return
         self.staff = dev_login(cfg.data_dir)
-        # Over any empty STAFF_* (a manifest's "not set"): a set one would have returned above.
-        cfg.service_env["chat"] = {**cfg.service_env.get("chat", {}), **self.staff.chat_env()}
+        # Over any empty STAFF_* (a manifest's "not set"); a test's own STAFF_COOKIE_SECURE stays.
+        chat = cfg.service_env.get("chat", {})
+        cfg.service_env["chat"] = {**chat, **{k: v for k, v in self.staff.chat_env().items() if not chat.get(k)}}
         cfg.env.update(self.staff.gateway_env())
 
     def start_chat_replica(self, number: int, timeout: float = 60.0) -> ManagedProcess:
