@@ -11,6 +11,11 @@
    probes point at declared ports; no Secret or ConfigMap holds a real secret; the admin listener is never exposed;
    every workload is non-root with a read-only root filesystem; the rate-limit policy copy matches the gateway's;
    the one Dockerfile builds each project image (SERVICE=<name>) as non-root with its Deployment's command.
+4. Every setting the code reads is given to the container that runs it (Deployments, Jobs, CronJobs and init
+   containers): the set is derived from the code (deploy/k8s/env_reads.py), never listed by hand.
+5. On each overlay, the wiring (deploy/k8s/wiring.py): selectors select, port references resolve, the Services a
+   workload names exist, periodic jobs run once, grace periods cover the drain, pull policies fit the overlay.
+   Objects of a kind without a schema fail the check by name; those the wiring rules have no model for are named.
 """
 from __future__ import annotations
 
@@ -31,12 +36,14 @@ import kubernetes_validate
 import yaml
 from apscheduler.triggers.cron import CronTrigger
 
+from deploy.k8s import env_reads, wiring
+
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PROJECT_IMAGE = re.compile(r"^novahouse/(?P<name>[a-z-]+)(:[\w.-]+)?$")
 PLACEHOLDER = "REPLACE_ME"
-SECRET_LOOKING = re.compile(r"(PASSWORD|_SECRET|TOKEN|_KEY|WEBHOOK_URL|DATABASE_URL|SMTP_URL)$")
+SECRET_LOOKING = re.compile(r"(PASSWORD|_SECRET|TOKEN|_KEY|WEBHOOK_URL|(?<!REQUIRE_)DATABASE_URL|SMTP_URL)$")
 CRON_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
                "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
@@ -273,6 +280,7 @@ def code_text(dirs: tuple[Path, ...]) -> str:
     return "\n".join(chunks)
 
 
+@functools.lru_cache(maxsize=4096)
 def reads(text: str, name: str) -> bool:
     """Whether the code mentions this variable: as a word, or as an address built from the service's name."""
     if re.search(rf"(?<![A-Z0-9_]){re.escape(name)}(?![A-Z0-9_])", text):
@@ -284,10 +292,11 @@ def reads(text: str, name: str) -> bool:
     return False
 
 
-def addresses_read(text: str) -> set[str]:
+@functools.lru_cache(maxsize=64)
+def addresses_read(text: str) -> frozenset[str]:
     names = {f"{m.upper()}_ADDR" for m in re.findall(r"service_addr\(\s*['\"](\w+)['\"]", text)}
     names |= set(re.findall(r"(?<![A-Z0-9_])([A-Z]+_ADDR)(?![A-Z0-9_])", text))
-    return names
+    return frozenset(names)
 
 
 class Config:
@@ -369,11 +378,14 @@ def check_env(root: Path, work: Workload, config: Config) -> list[Problem]:
         files, missing = config.mounted_files(work, container)
         problems += dangling + missing
         service_text = code_text((service_dir(root, module),))
-        text = service_text + code_text((root / "services" / "runtime",))
+        text = code_text((service_dir(root, module), root / "services" / "runtime"))
         here = work.where(container)
         for name in sorted(env):
             if not reads(text, name):
                 problems.append(Problem("env", here, f"sets {name}, which {module}'s code never reads"))
+        for name in sorted(env_reads.reads(root, module) - set(env)):
+            problems.append(Problem("env", here, f"the code reads {name}, which no ConfigMap, Secret or env entry "
+                                                 "gives this container"))
         for name, value in env.items():
             if value and value.startswith("/etc/") and not _provided(value, files):
                 problems.append(Problem("config", here, f"{name}={value} but no mounted ConfigMap provides that file"))
@@ -656,6 +668,35 @@ def secret_template_keys(root: Path) -> dict[str, set[str]]:
     return keys
 
 
+def check_rendered(root: Path, source: str, objects: list[dict], kind_config: dict | None,
+                   secret_keys: dict[str, set[str]]) -> tuple[list[Problem], list[Workload], list[str]]:
+    """Every project rule over one rendered kustomization (no schema, no commands run): its problems, its
+    workloads, and the objects the wiring rules have no model for (which the output names)."""
+    config = Config(objects, secret_keys)
+    problems: list[Problem] = []
+    unchecked: list[str] = []
+    if source.startswith("deploy/k8s/overlays/"):  # what is deployed; the base is a part of it
+        problems += [Problem("wiring", f.where, f.what)
+                     for f in wiring.check(source, objects, loaded_images=kind_config is not None)]
+        unchecked = wiring.unmodelled(objects)
+    problems += check_cronjobs(source, objects)
+    problems += check_secrets(source, objects)
+    problems += check_exposure(source, objects, kind_config)
+    problems += check_autoscaled(source, objects)
+    found = workloads(source, objects)
+    for work in found:
+        problems += check_probes(work) + check_security(work) + check_entrypoint_shape(work)
+        problems += check_migration_role(work)
+        problems += check_env(root, work, config)
+    return problems, found, unchecked
+
+
+def kind_config_of(directory: Path) -> dict | None:
+    """The kind cluster an overlay is for (its kind-cluster.yaml): its images are loaded into the node, not pulled."""
+    path = directory / "kind-cluster.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
 def run_checks(root: Path, entrypoints: bool = True, schema: bool = True) -> tuple[list[str], list[Problem]]:
     """Render and check every kustomization under root; the rendered sources and every problem found.
 
@@ -675,20 +716,13 @@ def run_checks(root: Path, entrypoints: bool = True, schema: bool = True) -> tup
             continue
         rendered.append(f"{source}: {len(objects)} objects rendered"
                         + (f", validated strictly against Kubernetes {K8S_VERSION}" if schema else ""))
-        kind_path = directory / "kind-cluster.yaml"
-        kind_config = yaml.safe_load(kind_path.read_text()) if kind_path.exists() else None
-        config = Config(objects, secret_keys)
         if schema:
             problems += check_schema(source, objects)
-        problems += check_cronjobs(source, objects)
-        problems += check_secrets(source, objects)
-        problems += check_exposure(source, objects, kind_config)
-        problems += check_autoscaled(source, objects)
-        for work in workloads(source, objects):
-            problems += check_probes(work) + check_security(work) + check_entrypoint_shape(work)
-            problems += check_migration_role(work)
-            problems += check_env(root, work, config)
-            all_workloads.append(work)
+        found, works, unchecked = check_rendered(root, source, objects, kind_config_of(directory), secret_keys)
+        problems += found
+        all_workloads += works
+        rendered += [f"{source}: {name} is of a kind the wiring rules have no model for (not checked by them)"
+                     for name in unchecked]
     problems += check_config_copies(root)
     problems += check_dockerfiles(root, all_workloads)
     if entrypoints:
@@ -701,8 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=REPO, help="repository root to check (default: this one)")
     parser.add_argument("--no-entrypoints", action="store_true", help="do not run each container command with --help")
+    parser.add_argument("--no-schema", action="store_true", help="do not validate against the OpenAPI schemas")
     args = parser.parse_args(argv)
-    rendered, problems = run_checks(args.root, entrypoints=not args.no_entrypoints)
+    rendered, problems = run_checks(args.root, entrypoints=not args.no_entrypoints, schema=not args.no_schema)
     for line in rendered:
         print(f"checked: {line}")
     for problem in problems:

@@ -5,9 +5,10 @@
 The keys are those of deploy/k8s/secrets-template/secret.yaml. Fresh random values for the in-cluster database
 passwords (the administrative one and one per service role and migration role), the consent keys and the
 checkpoint bucket's credentials (on kind, also the in-cluster MinIO's root user: overlays/kind/minio.yaml);
-SLACK_WEBHOOK_URL, MONDAY_API_KEY and SMTP_URL are taken from this shell's environment (empty disables the
-destination). An existing file is never overwritten: the consent HMAC key and key-encryption key must outlive a
-redeploy, or the ledger's subjects can no longer be found or decrypted.
+the notifier's destinations (SLACK_WEBHOOK_URL, SLACK_BOT_TOKEN, MONDAY_API_KEY, MONDAY_BOARD_ID, SMTP_URL,
+ESCALATION_EMAIL) are taken from this shell's environment (empty disables the destination). An existing file is
+never overwritten: the consent HMAC key and key-encryption key must outlive a redeploy, or the ledger's subjects
+can no longer be found or decrypted.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 TEMPLATE = Path(__file__).resolve().parent / "secrets-template" / "secret.yaml"
-FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "MONDAY_API_KEY", "SMTP_URL")
+FROM_ENVIRONMENT = ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "MONDAY_API_KEY", "MONDAY_BOARD_ID", "SMTP_URL",
+                    "ESCALATION_EMAIL")
 DATABASE_SERVICES = ("chat", "consent", "notifier")
 
 

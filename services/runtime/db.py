@@ -15,13 +15,18 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.runtime.config import ConfigError, data_dir, env_int, env_str
+from services.runtime.config import ConfigError, data_dir, env_bool, env_int, env_str
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def database_url(service: str) -> str:
+    """DATABASE_URL, else the service's SQLite file; with REQUIRE_DATABASE_URL=true (as the manifests set) an unset
+    DATABASE_URL is an error naming it, so no pod serves or migrates a SQLite file of its own."""
     url = env_str("DATABASE_URL", "")
+    if not url and env_bool("REQUIRE_DATABASE_URL", False):
+        raise ConfigError("DATABASE_URL is not set, and REQUIRE_DATABASE_URL=true: this process must use "
+                          "PostgreSQL, not a SQLite file of its own")
     if not url:
         return f"sqlite:///{data_dir() / f'{service}.db'}"
     return sqlalchemy_url(url)
