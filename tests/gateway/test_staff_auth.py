@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -259,6 +260,25 @@ def test_an_agent_reply_reaches_the_visitors_event_stream(gw):
                        headers={"x-session-secret": "wrong"}, stream=True, timeout=30)
     assert bad.status_code == 404
     bad.close()
+
+
+def test_the_inbox_stream_outlives_the_listeners_request_and_idle_limits(gw):
+    """The chat routes' 15 s timeout and the listener's 30 s request and stream idle limits do not apply to a stream:
+    it is still open, with a heartbeat each second, 35 s after it started (it ends at STREAM_MAX_S, 300 s)."""
+    contracts.RECORDED.add(INBOX + "WatchInbox")
+    with requests.get(gw.public_url + "/api/inbox/events", cookies={"nh_staff": staff_token(gw)}, stream=True,
+                      timeout=30) as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        started = time.monotonic()
+        heartbeats = 0
+        for line in stream.iter_lines():
+            if line.startswith(b"data: ") and b"heartbeat" in line:
+                heartbeats += 1
+            if time.monotonic() - started > 35:
+                break
+        else:
+            pytest.fail(f"the stream ended after {time.monotonic() - started:.0f} s")
+    assert heartbeats > 1  # it was alive, not merely unanswered
 
 
 def test_the_inbox_is_same_origin_only_while_the_visitor_stream_allows_the_widgets_sites(gw):
