@@ -34,6 +34,7 @@ up: protos
 lint: protos
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/python -m services.runtime.migration_lint
 
 test: lint browser
 	$(BIN)/python -m pytest

@@ -6,6 +6,13 @@ transaction, by granting the service role exactly what the policy below allows o
 table a future migration adds is covered without that migration doing anything, and a table re-created by one
 cannot inherit wider rights. Without MIGRATION_DATABASE_URL (SQLite, or one role for everything) migrations run on
 DATABASE_URL as before and nothing is granted.
+
+A rollback runs the previous release against a schema one revision newer than it knows (docs/migrations.md). A
+revision that keeps the previous release working (expand only) says so: `previous_release_compatible = True` in its
+module. Every migration run records those declarations in the table alembic_compat (revision, compatible_with),
+beside Alembic's alembic_version, so that the older code, which has never seen the newer revision's file, can read
+the declaration: its migrate step then leaves the schema as it is, and it refuses a schema ahead of it that does not
+declare itself compatible with its newest revision, with an error that says so.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 
 from services.runtime.config import ConfigError, env_str
 from services.runtime.db import Database, sqlalchemy_url
@@ -30,7 +37,14 @@ MIGRATION_URL_ENV = "MIGRATION_DATABASE_URL"
 # TRUNCATE (and, owning nothing, no ALTER or DISABLE TRIGGER). Every other table gets SELECT, INSERT, UPDATE, DELETE.
 APPEND_ONLY_TABLES: dict[str, tuple[str, ...]] = {"consent": ("ledger_entries",)}
 # Alembic's bookkeeping: the service may read which revision it runs on, never change it.
-READ_ONLY_TABLES = ("alembic_version",)
+READ_ONLY_TABLES = ("alembic_version", "alembic_compat")
+COMPAT_TABLE = "alembic_compat"
+COMPAT_MARKER = "previous_release_compatible"
+
+
+class IncompatibleSchemaError(RuntimeError):
+    """The database's schema is at a revision this release does not have, and that revision does not declare that
+    this release's newest revision runs on it."""
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -42,11 +56,55 @@ def alembic_config(db: Database, script_location: Path) -> Config:
 
 
 def at_head(db: Database, script_location: Path) -> bool:
-    """Whether db's schema is at the newest revision of the migrations: read as the service role, which may read
-    alembic_version and nothing more of it."""
-    heads = set(ScriptDirectory.from_config(alembic_config(db, script_location)).get_heads())
+    """Whether db's schema is one this code runs on: at the newest revision of its migrations, or one revision
+    ahead at a revision that declared itself compatible with it. Read as the service role, which may read
+    alembic_version and alembic_compat and nothing more of them."""
+    script = ScriptDirectory.from_config(alembic_config(db, script_location))
     with db.engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+        if set(MigrationContext.configure(conn).get_current_heads()) == set(script.get_heads()):
+            return True
+        try:
+            return compatible_ahead(conn, script, db.service) is not None
+        except IncompatibleSchemaError:
+            return False
+
+
+def compatible_ahead(conn: Connection, script: ScriptDirectory, service: str) -> str | None:
+    """The revision the database is at when it is ahead of this code and declared compatible with this code's
+    newest revision; None when this code knows every revision the database is at (it may migrate it)."""
+    known = {rev.revision for rev in script.walk_revisions()}
+    current = MigrationContext.configure(conn).get_current_heads()
+    unknown = [rev for rev in current if rev not in known]
+    if not unknown:
+        return None
+    heads = script.get_heads()
+    declared: dict[str, str] = {}
+    if inspect(conn).has_table(COMPAT_TABLE):
+        rows = conn.execute(text(f"SELECT revision, compatible_with FROM {COMPAT_TABLE}"))
+        declared = {row[0]: row[1] for row in rows}
+    if len(unknown) == 1 and len(heads) == 1 and declared.get(unknown[0]) == heads[0]:
+        return unknown[0]
+    ahead = ", ".join(unknown)
+    why = (f"it declares itself compatible with {declared[unknown[0]]}, not with {heads[0]}"
+           if len(unknown) == 1 and unknown[0] in declared else
+           f"it does not declare itself compatible with {', '.join(heads)} ({COMPAT_MARKER} is not recorded)")
+    raise IncompatibleSchemaError(
+        f"the {service} database schema is at revision {ahead}, which this release does not have (its newest is "
+        f"{', '.join(heads)}), and {why}: run the release that has {ahead}, or downgrade the schema with it first")
+
+
+def record_compatibility(conn: Connection, script: ScriptDirectory) -> None:
+    """Write every revision's compatibility declaration where an older release can read it (in conn's
+    transaction, beside alembic_version)."""
+    conn.execute(text(f"CREATE TABLE IF NOT EXISTS {COMPAT_TABLE} "
+                      "(revision VARCHAR(32) PRIMARY KEY, compatible_with VARCHAR(32) NOT NULL)"))
+    conn.execute(text(f"DELETE FROM {COMPAT_TABLE}"))
+    rows = [{"revision": rev.revision, "compatible_with": rev.down_revision}
+            for rev in script.walk_revisions()
+            if getattr(rev.module, COMPAT_MARKER, False) is True and isinstance(rev.down_revision, str)]
+    if rows:
+        conn.execute(text(f"INSERT INTO {COMPAT_TABLE} (revision, compatible_with) "
+                          "VALUES (:revision, :compatible_with)"), rows)
 
 
 def migration_database(db: Database, migration_url: str | None = None) -> Database | None:
@@ -71,13 +129,20 @@ def upgrade_to_head(db: Database, script_location: Path, migration_url: str | No
                 _create_schema(conn, str(target.schema))
                 conn.execute(text(f'SET LOCAL search_path TO "{target.schema}"'))
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            script = ScriptDirectory.from_config(cfg)
+            ahead = compatible_ahead(conn, script, db.service)
+            if ahead is None:
+                command.upgrade(cfg, "head")
+                record_compatibility(conn, script)
+            else:
+                log.warning("database schema is one revision ahead of this release, which that revision declares "
+                            "compatible; left as it is", extra={"db_service": db.service, "revision": ahead})
             if migrator is not None:
                 grant_service_privileges(conn, db, migrator)
     finally:
         if migrator is not None:
             migrator.dispose()
-    log.info("database schema is at head", extra={"db_service": db.service})
+    log.info("database schema is at head or compatibly ahead", extra={"db_service": db.service})
 
 
 def _create_schema(conn: Connection, schema: str) -> None:

@@ -11,6 +11,8 @@ revision = '0001'
 down_revision = None
 branch_labels = None
 depends_on = None
+# The previous release runs on the schema this leaves (docs/migrations.md).
+previous_release_compatible = True
 
 
 def upgrade() -> None:

@@ -14,6 +14,8 @@ revision = '0002'
 down_revision = '0001'
 branch_labels = None
 depends_on = None
+# The previous release runs on the schema this leaves (docs/migrations.md).
+previous_release_compatible = True
 
 
 def upgrade() -> None:

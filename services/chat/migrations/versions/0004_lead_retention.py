@@ -20,6 +20,8 @@ revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
+# The previous release runs on the schema this leaves (docs/migrations.md).
+previous_release_compatible = True
 
 _ERASED = "SELECT conversation_id FROM lead WHERE anonymised_at IS NOT NULL"
 

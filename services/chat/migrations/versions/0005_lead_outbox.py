@@ -22,6 +22,8 @@ revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
+# The previous release runs on the schema this leaves (docs/migrations.md).
+previous_release_compatible = True
 
 _NOW = "CURRENT_TIMESTAMP"
 

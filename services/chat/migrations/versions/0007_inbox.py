@@ -15,6 +15,8 @@ revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
+# The previous release runs on the schema this leaves (docs/migrations.md).
+previous_release_compatible = True
 
 
 def upgrade() -> None:

@@ -13,6 +13,8 @@ revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The previous release runs on the schema this leaves (docs/migrations.md).
+previous_release_compatible = True
 
 GENESIS_HASH = "0" * 64
 

@@ -16,6 +16,8 @@ revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The previous release runs on the schema this leaves (docs/migrations.md).
+previous_release_compatible = True
 
 
 def upgrade() -> None:
@@ -23,7 +25,8 @@ def upgrade() -> None:
     op.add_column("ledger_entries", sa.Column("key_id", sa.String(16), nullable=False, server_default=""))
     op.add_column("ledger_entries", sa.Column("references_enc", sa.LargeBinary, nullable=True))
     if op.get_bind().dialect.name == "postgresql":  # SQLite does not enforce lengths
-        op.alter_column("ledger_entries", "text_version", type_=sa.String(80), existing_nullable=False)
+        op.alter_column("ledger_entries", "text_version", type_=sa.String(80), existing_type=sa.String(64),
+                        existing_nullable=False)
     op.create_table(
         "consent_texts",
         sa.Column("text_hash", sa.String(64), primary_key=True),

@@ -15,6 +15,8 @@ revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The previous release runs on the schema this leaves (docs/migrations.md).
+previous_release_compatible = True
 
 
 def upgrade() -> None:
