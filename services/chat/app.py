@@ -10,6 +10,7 @@ from services.chat.conversation import ChatService
 from services.chat.events import EventBus
 from services.chat.followups import FollowupSender
 from services.chat.handoff import HandoffDesk, OpeningHours
+from services.chat.inbox import Inbox
 from services.chat.jobs import Jobs
 from services.chat.knowledge import KNOWLEDGE_DIR, KnowledgeBase
 from services.chat.leads import LeadDelivery
@@ -44,6 +45,7 @@ class ChatApp:
     staff: StaffAuth
     events: EventBus  # what changed in conversations and leads, for the streams of every replica
     streams: Streams
+    inbox: Inbox  # the sales inbox's conversations, leads and numbers (Inbox service)
 
     def migrate(self) -> None:
         upgrade_to_head(self.db, MIGRATIONS)
@@ -93,8 +95,9 @@ def build(settings: Settings) -> ChatApp:
         settings.staff_token_issuer, settings.staff_token_audience, settings.staff_token_ttl_min,
         settings.staff_cookie_secure), db)
     streams = Streams(db, chat, events, desk, settings)
+    inbox = Inbox(db, leads, sales, events, hours.zone, settings.max_message_chars, settings.eur_pln_rate)
     return ChatApp(settings, db, kb, cache, leads, chat, followups, jobs, diagnostics, health, staff,
-                   events=events, streams=streams)
+                   events=events, streams=streams, inbox=inbox)
 
 
 def _diagnostics(db: Database, cache: Cache, leads: LeadDelivery, jobs: Jobs) -> Diagnostics:

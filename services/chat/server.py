@@ -20,6 +20,7 @@ from novahouse.chat.v1 import chat_pb2_grpc
 from novahouse.health.v1 import health_pb2_grpc
 from services.chat import when
 from services.chat.app import ChatApp, build
+from services.chat.inbox import InboxServicer
 from services.chat.servicer import ChatAdminServicer, ChatInternalServicer, ChatServicer, PlatformHealthServicer
 from services.chat.settings import UNARY_WORKERS, Settings
 from services.chat.staff_auth import StaffAuthServicer, StaffTokenInterceptor
@@ -40,6 +41,9 @@ def grpc_service(app: ChatApp) -> GrpcService:
     service.add(chat_pb2_grpc.add_ChatAdminServicer_to_server, ChatAdminServicer(app), "novahouse.chat.v1.ChatAdmin")
     service.add(
         chat_pb2_grpc.add_StaffAuthServicer_to_server, StaffAuthServicer(app.staff), "novahouse.chat.v1.StaffAuth"
+    )
+    service.add(
+        chat_pb2_grpc.add_InboxServicer_to_server, InboxServicer(app.inbox, app.streams), "novahouse.chat.v1.Inbox"
     )
     service.add(
         health_pb2_grpc.add_PlatformHealthServicer_to_server,
