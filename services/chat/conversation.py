@@ -272,7 +272,7 @@ class ChatService:
         reply = Reply(conv.session_id, "", conv.language, "handoff", self._progress(s, conv), session_secret=secret,
                       handoff=conv.handoff or "")
         s.commit()
-        self.events.message_added(conv.session_id, seq)
+        self.events.message_added(reply.session_id, seq)
         return reply
 
     def _turn(
