@@ -13,6 +13,7 @@ from concurrent import futures
 
 import grpc
 import pytest
+import redis
 from grpc_health.v1 import health_pb2
 from sqlalchemy import text
 
@@ -127,6 +128,11 @@ def _method(request, context):
         raise ValidationError("message must not be empty")
     if request == b"boom":
         raise RuntimeError("secret detail jan@example.com")
+    if request == b"redis":
+        raise redis.ConnectionError("Error 111 connecting to 10.1.2.3:6379. Connection refused.")
+    if request == b"peer":  # a service this one calls is not there
+        with grpc.insecure_channel(f"127.0.0.1:{free_port()}") as peer:
+            peer.unary_unary("/peer.P/Call")(b"", timeout=5)
     return request_context.current_request_id().encode()
 
 
@@ -152,6 +158,20 @@ def _served():
             yield channel
     finally:
         server.stop(0)
+
+
+@pytest.mark.parametrize("method", ["Method", "Stream"])
+@pytest.mark.parametrize("payload, lost", [(b"redis", "Redis"), (b"peer", "a peer service")])
+def test_a_lost_dependency_is_unavailable_with_retry_after(method, payload, lost, caplog):
+    with _served() as channel, pytest.raises(grpc.RpcError) as err:
+        call = channel.unary_unary if method == "Method" else channel.unary_stream
+        result = call(f"/t.T/{method}")(payload, timeout=10)
+        if method == "Stream":
+            list(result)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.value.details() == f"{lost} is unavailable; retry shortly"  # no address, no driver text
+    assert ("retry-after", "5") in err.value.trailing_metadata()
+    assert not [r for r in caplog.records if r.getMessage().startswith("unhandled error")]
 
 
 @pytest.mark.parametrize("method", ["Method", "Stream"])
