@@ -132,7 +132,8 @@ def _method(request, context):
         raise redis.ConnectionError("Error 111 connecting to 10.1.2.3:6379. Connection refused.")
     if request == b"peer":  # a service this one calls is not there
         with grpc.insecure_channel(f"127.0.0.1:{free_port()}") as peer:
-            peer.unary_unary("/peer.P/Call")(b"", timeout=5)
+            peer_call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = peer.unary_unary("/peer.P/Call")
+            peer_call(b"", timeout=5)
     return request_context.current_request_id().encode()
 
 
