@@ -50,8 +50,17 @@ tests/gateway/node_modules/.installed: tests/gateway/package.json tests/gateway/
 	cd tests/gateway && npm ci --no-audit --no-fund
 	touch $@
 
-bench: protos
+# bench/bench_versus.py drives the platform and a reference monolith with Debian's wrk (installed where missing, as
+# root); the monolith's own dependencies are in bench/requirements.txt, never the services'.
+bench: protos /usr/bin/wrk $(VENV)/.bench-installed
 	$(BIN)/python -m bench
+
+/usr/bin/wrk:
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk
+
+$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
+	$(BIN)/pip install -q -r bench/requirements.txt
+	touch $@
 
 # How well chat understands visitors: topic and language accuracy and topic confusions on the labelled corpus in
 # tests/chat/eval (dev and test parts). Printed, not asserted.
