@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from services.chat import inbox_store
 from services.runtime.clock import utcnow
 
+# The inbox's actions; sign-in and sign-out are recorded by staff_auth (staff_store.record_action).
 TAKE_OVER, REPLY, HAND_BACK, CORRECT_LEAD, SET_STATUS = "take_over", "reply", "hand_back", "correct_lead", "set_status"
-LOGIN, LOGOUT = "login", "logout"
 
 
 def record(
