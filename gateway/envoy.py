@@ -88,6 +88,40 @@ def access_log(listener: str) -> list[dict[str, object]]:
     }]
 
 
+# The public listener also counts every response by route and status code, and times it, at Envoy: its own answers
+# (429 from a limiter, 503 with no service ready, 400/413/431 it refuses) count as well as the services'. These are
+# the gateway's alerts and dashboard (deploy/monitoring). The route is the public gRPC method a request (REST ones
+# after transcoding) names, or "other": a client cannot mint a label value.
+PUBLIC_RPC_SERVICES = ("novahouse.chat.v1.Chat", "novahouse.consent.v1.Consent", "novahouse.health.v1.PlatformHealth")
+
+
+def public_methods(descriptor_path: str) -> list[str]:
+    """The gRPC paths of PUBLIC_RPC_SERVICES' methods, from the descriptor set the transcoder reads."""
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(Path(descriptor_path).read_bytes()).file
+    return sorted(f"/{f.package}.{s.name}/{m.name}" for f in files for s in f.service for m in s.method
+                  if f"{f.package}.{s.name}" in PUBLIC_RPC_SERVICES)
+
+
+def route_stats(descriptor_path: str) -> dict[str, object]:
+    """Envoy's envoy_gateway_responses_total{route,code} and envoy_gateway_request_duration_milliseconds{route}."""
+    known = ", ".join(f"'{path}'" for path in public_methods(descriptor_path))
+    route = {"name": "route", "value_format": f"%CEL(request.path in [{known}] ? request.path : 'other')%"}
+    return {
+        "name": "envoy.access_loggers.stats",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config",
+            "stat_prefix": "gateway",
+            "counters": [{"stat": {"name": "responses_total", "tags": [route, {"name": "code", "value_format":
+                                                                            "%RESPONSE_CODE%"}]},
+                          "value_fixed": 1}],
+            "histograms": [{"stat": {"name": "request_duration_milliseconds", "tags": [route]}, "unit": "Milliseconds",
+                            "value_format": "%DURATION%"}],
+        },
+    }
+
+
 # Bounds of the connection and size limits: Envoy accepts header blocks up to 8 MiB, but the services take at most
 # 32 KiB of gRPC metadata (services/runtime/server.py), which the URL and headers (the URL twice, as Envoy passes on
 # the original path) must fit in; an idle timeout of 0 would mean none.
@@ -301,6 +335,8 @@ def render(env: dict[str, str]) -> str:
                         http_filter["typed_config"]["providers"] = {"staff": provider}
                 if listener["name"] in ACCESS_LOGGED:
                     hcm["access_log"] = access_log(listener["name"])
+                if listener["name"] == "public":
+                    hcm["access_log"].append(route_stats(values["DESCRIPTOR_PATH"]))
     return yaml.safe_dump(config, sort_keys=False)
 
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "gateway/ratelimit/policy.yaml"
 DECISIONS = Counter("ratelimit_decisions_total", "Rate-limit answers", ["result"])
+for _result in ("ok", "over_limit", "error"):  # every series from the start, so an alert sees the first error
+    DECISIONS.labels(_result)
 KEYS_HELD = Gauge("ratelimit_keys_held", "Keys the in-process store holds; its memory grows with them")
 COUNTING_IN_MEMORY = Gauge(
     "ratelimit_counting_in_memory",

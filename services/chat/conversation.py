@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.chat import handoff as handoffs
-from services.chat import leads, storage
+from services.chat import leads, metrics, storage
 from services.chat.cache import Cache, intent_key
 from services.chat.events import EventBus
 from services.chat.handoff import ASKED, BUTTON, CALLBACK, NOT_UNDERSTOOD_TWICE, SILENT, WAITING, HandoffDesk
@@ -247,6 +247,8 @@ class ChatService:
                 handoff=conv.handoff or "",
             )
             changed, reason, since = conv.handoff != state, conv.handoff_reason or "", conv.handoff_at
+        if secret:
+            metrics.CONVERSATIONS_STARTED.inc()
         if changed and reply.handoff in (WAITING, CALLBACK):
             handoffs.count(reply.handoff, reason)
         if changed and reply.handoff == WAITING:
@@ -572,6 +574,7 @@ class ChatService:
             s.flush()
             conv.lead_id = lead.id
             leads.queue_new_lead(s, lead, alert=conv.request is None and self.delivery.alert_due(lead))
+        metrics.record_lead(lead, returning=existing is not None)
         requested = conv.request is not None
         if requested:
             self._pass_on_request(s, conv, lead, parts)

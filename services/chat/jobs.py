@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import Counter, Gauge
 
 from services.chat import privacy
 from services.chat.cache import Cache
@@ -24,6 +25,16 @@ from services.runtime.db import Database
 from services.runtime.request_context import request_scope
 
 log = logging.getLogger(__name__)
+
+JOB_NAMES = ("followups", "lead-retry", "cache-purge", "retention-purge")
+# Only where the scheduler runs (the local stack, SCHEDULER_ENABLED); in Kubernetes the CronJobs do this work and
+# kube-state-metrics reports them (deploy/monitoring/rules). A fresh scheduler counts its start as the last success,
+# so a new pod is not "not running" before its first interval has passed. The label is `task`: Prometheus keeps
+# `job` for the scrape job.
+JOB_RUNS = Counter("chat_job_runs_total", "In-process job runs by task and outcome (ok, error)", ["task", "outcome"])
+JOB_LAST_SUCCESS = Gauge(
+    "chat_job_last_success_timestamp_seconds", "When each in-process job last ran without an error", ["task"]
+)
 
 
 class Jobs:
@@ -57,6 +68,10 @@ class Jobs:
         scheduler.add_job(self._retention_purge, seconds=retention_s, id="retention-purge", **every)
         scheduler.start()
         self._scheduler = scheduler
+        for name in JOB_NAMES:
+            JOB_LAST_SUCCESS.labels(name).set_to_current_time()
+            for outcome in ("ok", "error"):
+                JOB_RUNS.labels(name, outcome)
         log.info("in-process jobs started", extra={"jobs": [job.id for job in scheduler.get_jobs()]})
 
     def stop(self) -> None:
@@ -76,6 +91,10 @@ class Jobs:
     def _record(self, name: str, outcome: str) -> None:
         with self._lock:
             self._last[name] = f"{outcome} at {time.strftime('%H:%M:%S', time.gmtime())}Z"
+        failed = outcome.startswith("error ")
+        JOB_RUNS.labels(name, "error" if failed else "ok").inc()
+        if not failed:
+            JOB_LAST_SUCCESS.labels(name).set_to_current_time()
 
     def _followups(self) -> None:
         with request_scope():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
+from prometheus_client import Gauge
 
 from services.consent import ledger_storage
 from services.consent.chain import Verification
@@ -37,6 +38,14 @@ from services.runtime.errors import UnavailableError
 log = logging.getLogger(__name__)
 
 _LABEL = "novahouse/consent-ledger-checkpoint/v1"
+# Set by the checkpoint thread each interval: the entries since the newest checkpoint verify (1) or not (0), when they
+# last did, and the ledger's length then (deploy/monitoring alerts on the first two, the consent dashboard shows all).
+LEDGER_VERIFIED = Gauge("consent_ledger_verified", "1 when the last check of the ledger verified, 0 when it did not")
+LEDGER_LAST_VERIFIED = Gauge(
+    "consent_ledger_last_verified_timestamp_seconds", "When the ledger last verified and its head was signed"
+)
+LEDGER_ENTRIES = Gauge("consent_ledger_entries", "Entries in the consent ledger at the last signed checkpoint")
+LEDGER_VERIFIED.set(float("nan"))  # not checked yet: neither verifies nor fails
 _INVERTED = 10**17  # names sort newest (by signing time) first: _INVERTED - microseconds since the epoch
 
 
@@ -247,6 +256,7 @@ class CheckpointWorker:
 
     def start(self) -> None:
         if self._thread is None:
+            LEDGER_LAST_VERIFIED.set_to_current_time()  # the start counts: "not verified for long" means since then
             self._thread = threading.Thread(target=self._loop, name="ledger-checkpoints", daemon=True)
             self._thread.start()
 
@@ -260,8 +270,12 @@ class CheckpointWorker:
             try:
                 checkpoint = self.integrity.checkpoint()
                 log.info("ledger checkpoint signed", extra={"seq": checkpoint.seq})
+                LEDGER_VERIFIED.set(1)
+                LEDGER_LAST_VERIFIED.set_to_current_time()
+                LEDGER_ENTRIES.set(checkpoint.seq)
             except CheckpointInvalid as exc:
                 log.error("ledger checkpoint refused: %s", exc)
+                LEDGER_VERIFIED.set(0)
             except Exception:  # the thread must outlive a database or bucket outage: logged, retried
                 log.exception("ledger checkpoint failed; retrying at the next interval")
             self._stopping.wait(self.integrity.interval_s)

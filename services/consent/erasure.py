@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
+from prometheus_client import Counter, Gauge
 from sqlalchemy.engine import Connection
 
 from services.consent.chain import Event
@@ -30,6 +31,16 @@ from services.runtime.clock import utcnow
 from services.runtime.request_context import request_scope
 
 log = logging.getLogger(__name__)
+
+# Refreshed by the retry thread after each pass: deploy/monitoring alerts when an erasure waits past the limit
+# (CONSENT_ERASURE_ALERT_S, as Diagnose does) and the consent dashboard shows the backlog.
+PENDING_ERASURES = Gauge("consent_pending_erasures", "Erasures requested and not yet completed in every system")
+OLDEST_PENDING_ERASURE = Gauge(
+    "consent_oldest_pending_erasure_age_seconds", "Age of the oldest erasure not yet completed (0: none)"
+)
+ERASURE_ATTEMPTS = Counter("consent_erasure_attempts_total", "Erasure attempts by outcome", ["outcome"])
+for _outcome in ("completed", "failed"):
+    ERASURE_ATTEMPTS.labels(_outcome)
 
 # The label under which an erased person's email is hashed for their erasure report: never equal to the subjects'
 # keyed hash of the same address, so erasure_records does not join to the ledger's subjects.
@@ -96,9 +107,16 @@ class ErasureWorker:
             with request_scope():  # each pass is one job: its log lines and its calls to chat share an id
                 try:
                     self.run_due()
+                    self._refresh_gauges()
                 except Exception:  # a database outage must not end the retry job
                     log.exception("erasure run failed; retrying later")
             self._wake.wait(self._seconds_until_next_due())
+
+    def _refresh_gauges(self) -> None:
+        summary = self.pending.summary()
+        PENDING_ERASURES.set(summary.pending)
+        oldest = summary.oldest_created_at
+        OLDEST_PENDING_ERASURE.set(0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds()))
 
     def _seconds_until_next_due(self) -> float:
         try:
@@ -135,6 +153,8 @@ class ErasureWorker:
                 attempts = erasure.attempts + 1
                 log.info("erasure completed in every system", extra={"pending_id": erasure.id, "attempts": attempts,
                                                                       "erasure_request_id": erasure.request_id})
+        ERASURE_ATTEMPTS.labels("completed").inc(completed)
+        ERASURE_ATTEMPTS.labels("failed").inc(failed)
         return ErasureRun(completed, failed)
 
     def _record_failure(self, erasure: DueErasure, exc: Exception) -> None:

@@ -30,7 +30,7 @@ from services.notifier.destinations import DeliveryError, Payload
 from services.notifier.group_commit import GroupCommit
 from services.notifier.remote import ConsentUnavailable
 from services.notifier.settings import Settings
-from services.notifier.storage import ESCALATION, MARKETING, Delivery, DeliveryStore, Escalation
+from services.notifier.storage import DESTINATIONS, ESCALATION, MARKETING, Delivery, DeliveryStore, Escalation
 from services.runtime.clock import utcnow
 from services.runtime.request_context import request_scope
 
@@ -40,6 +40,10 @@ SLOTS_PER_WORKER = 4  # claimed rows per worker: fewer claim transactions, still
 ATTEMPTS = Counter(
     "notifier_attempts_total", "Delivery attempts by destination and outcome", ["destination", "outcome"]
 )
+OUTCOMES = ("delivered", "retry", "failed", "dead", "refused", "cancelled", "consent-unknown")
+for _destination in DESTINATIONS:  # every series from the start, at 0: an alert on `dead` sees the first one
+    for _outcome in OUTCOMES:
+        ATTEMPTS.labels(_destination, _outcome)
 
 
 class Sender(Protocol):

@@ -22,6 +22,9 @@ from services.runtime.request_context import request_scope
 log = logging.getLogger(__name__)
 
 DLQ_ENTRIES = Gauge("notifier_dlq_entries", "Undelivered entries by status", ["status"])
+DLQ_OLDEST_PENDING = Gauge(
+    "notifier_dlq_oldest_pending_age_seconds", "Age of the oldest delivery still waiting for an attempt (0: none)"
+)
 
 
 class RetryScheduler:
@@ -62,6 +65,7 @@ class RetryScheduler:
             self.dispatcher.wake()
             for status in (PENDING, FAILED, DEAD):
                 DLQ_ENTRIES.labels(status).set(self.store.count_status(status))
+            DLQ_OLDEST_PENDING.set(self.store.oldest_age_s(PENDING))
 
     def start(self) -> None:
         self.scheduler.start()

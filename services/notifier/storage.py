@@ -389,6 +389,12 @@ class DeliveryStore:
         with self.db.session() as s:
             return int(s.scalar(select(func.count()).where(DeliveryRow.status == status)) or 0)
 
+    def oldest_age_s(self, status: str) -> float:
+        """Seconds since the oldest entry with this status was queued; 0 when there is none."""
+        with self.db.session() as s:
+            oldest = s.scalar(select(func.min(DeliveryRow.created_at)).where(DeliveryRow.status == status))
+        return 0.0 if oldest is None else max(0.0, (naive_utc(utcnow()) - oldest).total_seconds())
+
     def list_entries(self, destination: str | None, statuses: tuple[str, ...], limit: int) -> list[Delivery]:
         with self.db.session() as s:
             query = select(DeliveryRow).where(DeliveryRow.status.in_(statuses))

@@ -1,13 +1,14 @@
-"""Prometheus metrics: an HTTP endpoint per process and a gRPC interceptor counting every call by method and code."""
+"""Prometheus metrics: an HTTP endpoint per process, a gRPC interceptor counting every call by method and code, and
+the service's readiness (SERVING or not, and each dependency it checks) for the alerts of deploy/monitoring."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterable, Iterator
 
 import grpc
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from services.runtime.config import env_str
 from services.runtime.interceptors import ScopedInterceptor, status_code
@@ -23,6 +24,22 @@ GRPC_LATENCY = Histogram(
     ["grpc_method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+# `service` is the process's own name (not the scrape job's), so the rules read the same in any Prometheus.
+SERVING = Gauge("novahouse_serving", "1 while the service's gRPC health is SERVING, 0 while NOT_SERVING", ["service"])
+DEPENDENCY_UP = Gauge(
+    "novahouse_dependency_up", "1 while a dependency the readiness check asks answers, 0 while it fails",
+    ["service", "dependency"],
+)
+
+
+def record_serving(service: str, serving: bool) -> None:
+    SERVING.labels(service).set(1 if serving else 0)
+
+
+def record_dependencies(service: str, dependencies: Iterable[str], failing: Container[str]) -> None:
+    for name in dependencies:
+        DEPENDENCY_UP.labels(service, name).set(0 if name in failing else 1)
 
 
 def serve_metrics(port: int) -> None:

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.runtime.config import DEFAULT_PORTS, env_float, env_int, env_str
 from services.runtime.errors import ErrorInterceptor, UndecodableRequestInterceptor, quiet_metadata_decoding_errors
-from services.runtime.metrics import MetricsInterceptor, serve_metrics
+from services.runtime.metrics import MetricsInterceptor, record_dependencies, record_serving, serve_metrics
 from services.runtime.request_context import RequestIdInterceptor
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ class GrpcService:
     def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ["", *self._service_names]:
             self.health.set(name, status)
+        record_serving(self.name, status == health_pb2.HealthCheckResponse.SERVING)
 
     def check_dependencies(self) -> dict[str, str]:
         """Name of each failing dependency and why; empty when all answer."""
@@ -129,6 +130,7 @@ class GrpcService:
             failures = self.check_dependencies()
             if self._stopping.is_set():
                 return
+            record_dependencies(self.name, self.readiness, failures)
             if failures:
                 self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
                 log.warning("not ready", extra={"failing": failures})
