@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: all venv protos up test lint browser bench eval k8s-check kind-up images deploy kind-down clean
+.PHONY: all venv protos up test lint browser prometheus dashboards bench eval k8s-check kind-up images deploy kind-down clean
 
 all: protos
 
@@ -36,7 +36,7 @@ lint: protos
 	$(BIN)/mypy
 	$(BIN)/python -m services.runtime.migration_lint
 
-test: lint browser
+test: lint browser prometheus
 	$(BIN)/python -m pytest
 
 # The widget's browser tests (tests/gateway/test_widget_*.py): Debian's chromium, driven by Playwright (which never
@@ -49,6 +49,23 @@ browser: /usr/bin/chromium tests/gateway/node_modules/.installed
 tests/gateway/node_modules/.installed: tests/gateway/package.json tests/gateway/package-lock.json
 	cd tests/gateway && npm ci --no-audit --no-fund
 	touch $@
+
+# Debian's Prometheus (installed where missing, as root): promtool runs the alert rules' unit tests and checks each
+# service's metrics, and tests/monitoring runs prometheus itself against a local stack, on a free port. The package
+# starts its own daemon on :9090 (systemd's unit, or /etc/init.d's script where systemd does not run, as in a
+# container): it is stopped and disabled, by its unit or its script's pid file, so nothing else is touched.
+prometheus: /usr/bin/promtool
+
+/usr/bin/promtool:
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+	-systemctl disable prometheus 2>/dev/null
+	if [ -d /run/systemd/system ]; then systemctl stop prometheus; \
+	else update-rc.d prometheus disable >/dev/null 2>&1; /etc/init.d/prometheus stop || true; fi
+
+# Each dashboard's panels rendered from a real Prometheus that scraped a local stack under traffic, as PNGs in
+# data/dashboards/ (Grafana itself is not installable here; matplotlib draws them).
+dashboards: protos prometheus
+	$(BIN)/python -m deploy.monitoring.render
 
 # bench/bench_versus.py drives the platform and a reference monolith with Debian's wrk (installed where missing, as
 # root); the monolith's own dependencies are in bench/requirements.txt, never the services'.

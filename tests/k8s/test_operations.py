@@ -185,7 +185,8 @@ def test_every_runbook_curl_and_grpcurl_command_works_against_the_local_stack(cl
     commands = runbook_commands()
     assert {book for book, _ in commands} == {
         "README.md", "redis-down.md", "breaker-stuck-open.md", "rate-limiter-blocking.md",
-        "unsubscribe-failing.md", "dlq-growing.md"}
+        "unsubscribe-failing.md", "dlq-growing.md", "gateway-errors.md", "service-not-serving.md", "database-down.md",
+        "followups-not-running.md", "erasures-pending.md", "ledger-verification-failing.md", "metrics-absent.md"}
     deliver_one_slack_alert(cluster_like)
     ports = local_ports(cluster_like)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
