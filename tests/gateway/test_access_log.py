@@ -49,6 +49,8 @@ def test_both_listeners_log_a_format_without_path_header_value_or_address():
         for chain in listener["filter_chains"]:
             for network_filter in chain["filters"]:
                 for log in network_filter["typed_config"].get("access_log", []):
+                    if log["name"] == "envoy.access_loggers.stats":  # counters by route and code, no line written
+                        continue
                     logged[listener["name"]] = log["typed_config"]["log_format"]["json_format"]
     assert set(logged) == {"public", "admin"}
     for listener, fields in logged.items():
