@@ -58,6 +58,7 @@ def platform(request, tmp_path_factory):
         yield SimpleNamespace(
             db=db, board=monday.responder, chat=chat_pb2_grpc.ChatStub(channel),
             inbox=chat_pb2_grpc.InboxStub(channel), internal=chat_pb2_grpc.ChatInternalStub(channel),
+            admin=chat_pb2_grpc.ChatAdminStub(channel),
         )
 
 
@@ -331,6 +332,24 @@ def test_every_agent_action_is_audited_without_values_and_erased_with_the_person
     erased = platform.internal.EraseSubject(
         chat_pb2.EraseSubjectRequest(email=email, request_id=f"inbox-{uuid.uuid4().hex[:12]}"), timeout=30)
     assert erased.leads_anonymised == 1 and audit_rows() == []
+
+
+def test_the_audit_of_a_conversation_goes_with_it_when_retention_purges_it(platform):
+    visitor = Visitor(platform)
+    visitor.say("Dzień dobry")
+    conversation = chat_pb2.InboxConversationRequest(conversation_id=visitor.session)
+    platform.inbox.TakeOver(conversation, metadata=staff(ANNA))
+    platform.inbox.HandBack(conversation, metadata=staff(ANNA))
+
+    def audited() -> int:
+        with platform.db.session() as s:
+            query = select(func.count()).select_from(AgentAction).where(AgentAction.session_id == visitor.session)
+            return s.scalar(query) or 0
+
+    assert audited() == 2
+    set_conversation(platform, visitor.session, last_activity_at=utcnow() - dt.timedelta(days=91))
+    purged = platform.admin.PurgeRetention(chat_pb2.PurgeRetentionRequest(days=90), timeout=30)
+    assert purged.deleted >= 1 and audited() == 0
 
 
 def test_bad_input_is_refused_and_changes_nothing(platform):
