@@ -59,6 +59,7 @@
   var REASON = { asked: "poprosił o konsultanta", button: "przycisk „Porozmawiaj z konsultantem”",
                  not_understood: "bot dwa razy nie zrozumiał" };
   var ROLE = { user: "Klient", bot: "Bot" };
+  var LEAD_COLUMNS = ["Wynik", "Status", "Brakuje", "Prośba"];
   var REQUEST = { callback: "telefon", consultation: "konsultacja", site_visit: "wizyta", visit: "wizyta" };
 
   function duration(seconds) {
@@ -146,10 +147,14 @@
         who.appendChild(link);
         if (lead.phone) who.appendChild(el("span", "sub", lead.phone));
         row.appendChild(who);
-        row.appendChild(el("td", "num", lead.score));
-        row.appendChild(el("td", "status-" + lead.status, STATUS[lead.status] || lead.status));
-        row.appendChild(el("td", "", (lead.missing || []).map(function (f) { return FIELDS[f] || f; }).join(", ") || "—"));
-        row.appendChild(el("td", "", [REQUEST[lead.request_kind] || lead.request_kind, lead.request_day, lead.request_time].filter(Boolean).join(" ") || "—"));
+        [lead.score, STATUS[lead.status] || lead.status,
+         (lead.missing || []).map(function (f) { return FIELDS[f] || f; }).join(", ") || "—",
+         [REQUEST[lead.request_kind] || lead.request_kind, lead.request_day, lead.request_time].filter(Boolean).join(" ") || "—"
+        ].forEach(function (text, i) {
+          var cell = el("td", "", text);
+          cell.dataset.label = LEAD_COLUMNS[i]; // a phone shows each row as a card, each value with its name
+          row.appendChild(cell);
+        });
         body.appendChild(row);
       });
       $("leads-empty").hidden = leads.length > 0;
@@ -215,14 +220,15 @@
     showLead(conv.lead);
   }
 
-  function showLead(lead) {
+  // saved: the agent's own correction came back, as stored: every field shows the stored value again.
+  function showLead(lead, saved) {
     $("no-lead").hidden = !!(lead && lead.lead_id);
     $("lead").hidden = !(lead && lead.lead_id);
     if (!lead || !lead.lead_id) return;
     var form = $("lead-form");
     var values = { name: lead.name, email: lead.email, phone: lead.phone, city: lead.city,
                    area_m2: +lead.area_m2 ? String(lead.area_m2) : "", budget: budget(lead), start: lead.start };
-    var same = form.dataset.lead === lead.lead_id;
+    var same = form.dataset.lead === lead.lead_id && !saved;
     Object.keys(values).forEach(function (name) {
       var input = form.elements[name];
       // An agent's unsaved edit survives a refresh; a field nobody touched follows the lead.
@@ -302,7 +308,7 @@
       if (!changed) { notice("Nic się nie zmieniło."); return; }
       var id = form.dataset.lead;
       api("POST", "/api/inbox/leads/" + encodeURIComponent(id) + "/correct", { lead_id: id, fields: fields })
-        .then(function (lead) { showLead(lead); notice("Poprawki zapisane; Monday.com zostanie zaktualizowany."); },
+        .then(function (lead) { showLead(lead, true); notice("Poprawki zapisane; Monday.com zostanie zaktualizowany."); },
               function (error) { notice("Nie zapisano: " + error.message, true); });
     });
     $("status-form").addEventListener("submit", function (event) {
