@@ -82,6 +82,7 @@ def _lead(s: Session, lead: Lead) -> dict[str, Any]:
         "start_months": lead.start_months,
         "score": lead.score,
         "status": "handed-over" if storage.lead_handed_over(s, lead.id) else "pending-hand-over",
+        "sales_status": lead.status,  # what sales made of it in the inbox: new, contacted, won, lost
         "processing_consent": lead.processing_consent,
         "marketing_consent": lead.marketing_consent,
         "consent_text_version": lead.consent_text_version,
