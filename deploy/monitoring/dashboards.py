@@ -64,10 +64,11 @@ GATEWAY = DashboardSpec("novahouse-gateway", "NovaHouse: gateway", "Requests, er
         _q("sum by (result) (rate(ratelimit_decisions_total[5m]))", "limiter {{result}}"),
         _q("sum by (envoy_cluster_name) (rate(envoy_cluster_ratelimit_ok[5m]))", "Envoy ok ({{envoy_cluster_name}})")),
         "RateLimiterErrors, RateLimiterFailingOpen"),
-    PanelSpec("Services serving (1) or not (0)", "none", (
+    PanelSpec("Services serving (1) or not (0), their dependencies", "none", (
         _q("min by (service) (novahouse_serving)", "{{service}}"),
-        _q('min by (service) (novahouse_dependency_up{dependency="database"})', "{{service}} database")),
-        "ServiceNotServing, DatabaseUnreachable"),
+        _q('min by (service) (novahouse_dependency_up{dependency="database"})', "{{service}} database"),
+        _q("max(ratelimit_counting_in_memory)", "limiter counting in memory (Redis gone: 1)")),
+        "ServiceNotServing, DatabaseUnreachable, RedisUnreachable"),
 ))
 
 FUNNEL = DashboardSpec("novahouse-funnel", "NovaHouse: conversation funnel", "From a first message to a lead in "
