@@ -40,7 +40,9 @@ def cluster(tmp_path_factory):
     with PeerServer() as peers, HttpReceiver() as slack, shared_backing("handoff") as (schema, prefix):
         notifier = NotifierProcess(tmp / "notifier", {"SLACK_WEBHOOK_URL": f"{slack.url}/hooks/test"}).start()
         try:
-            env = {"HANDOFF_HOURS": ALWAYS_OPEN, "CONSENT_ADDR": peers.address, "NOTIFIER_ADDR": peers.address}
+            # An inbox stream counts its agent present for a minute (two heartbeats), however loaded the machine.
+            env = {"HANDOFF_HOURS": ALWAYS_OPEN, "CONSENT_ADDR": peers.address, "NOTIFIER_ADDR": peers.address,
+                   "STREAM_HEARTBEAT_S": "30"}
             closed = {"HANDOFF_HOURS": closed_now(), "NOTIFIER_ADDR": notifier.addr}
             with chat_replicas(tmp, 3, env, schema, prefix, lambda i: closed if i == CLOSED else {}) as replicas:
                 yield SimpleNamespace(replicas=replicas, peers=peers, slack=slack, schema=schema)

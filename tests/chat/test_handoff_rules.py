@@ -63,8 +63,9 @@ def test_stream_limits_that_cannot_work_are_refused_naming_the_variable(monkeypa
 
 def test_a_visitor_nobody_joined_in_time_is_offered_a_callback_at_their_next_message(tmp_path):
     with PeerServer() as peers:
+        # The agent counts as present for two hours (two heartbeats), however slowly the first turn starts.
         world = build_world(f"sqlite:///{tmp_path / 'chat.db'}", peers, handoff_hours=ALWAYS_OPEN,
-                            handoff_wait_min=0.0)
+                            handoff_wait_min=0.0, stream_heartbeat_s=3600.0)
         try:
             world.app.streams.desk.seen("anna")  # an agent's inbox is open
             chat = world.chat

@@ -40,7 +40,8 @@ def cluster(tmp_path_factory):
             # Nothing between these two waits for a heartbeat's re-read: only the events carry the changes.
             VISITORS: {"STREAM_HEARTBEAT_S": "30"},
             AGENTS: {"STREAM_HEARTBEAT_S": "30"},
-            DEAF: {"REDIS_KEY_PREFIX": prefix + "elsewhere:"},  # hears no other replica's events
+            # Hears no other replica's events; an agent counts as present for 10 s (two heartbeats) after each.
+            DEAF: {"REDIS_KEY_PREFIX": prefix + "elsewhere:", "STREAM_HEARTBEAT_S": "5"},
             LIMITED: {"STREAM_MAX_CONCURRENT": "2"},
             SHORT: {"STREAM_HEARTBEAT_S": "0.2", "STREAM_MAX_S": "1.5"},
             DRAINED: {"STREAM_MAX_S": "600", "SHUTDOWN_GRACE_S": "60"},
