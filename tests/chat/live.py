@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import grpc
@@ -137,7 +138,7 @@ def chat_replicas(tmp: Path, count: int, env: dict[str, str], schema: str, redis
 class StreamReader:
     """Reads a server stream on a thread of its own; the test waits for the events it expects (never for a time)."""
 
-    def __init__(self, call: grpc.Call):
+    def __init__(self, call: Any):  # a server stream's call: a grpc.Call that iterates its responses
         self.call = call
         self.events: list = []
         self.error: grpc.RpcError | None = None

@@ -17,8 +17,8 @@ from testsupport.peers import PeerServer
 WARSAW = ZoneInfo("Europe/Warsaw")
 
 
-def warsaw(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=WARSAW).astimezone(dt.UTC)
+def warsaw(year: int, month: int, day: int, hour: int, minute: int) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=WARSAW).astimezone(dt.UTC)
 
 
 def test_opening_hours_are_read_in_their_time_zone():
