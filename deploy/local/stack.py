@@ -163,7 +163,6 @@ class LocalStack:
         cfg = self.config
         return {
             "demo page with the chat widget": f"http://localhost:{cfg.public_port}",
-            "sales inbox": f"http://localhost:{cfg.public_port}/inbox/",
             "public REST and gRPC": f"http://127.0.0.1:{cfg.public_port}",
             "admin REST and gRPC (localhost only)": f"http://127.0.0.1:{cfg.admin_port}",
             "Envoy admin": f"http://127.0.0.1:{cfg.envoy_admin_port}",
@@ -220,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     for what, url in stack.urls().items():
         print(f"  {what:40s} {url}")
     if stack.staff:
-        print(f"Inbox sign-in: user {stack.staff.username!r}, password in {stack.staff.login_file} (signing key "
-              f"{stack.staff.key_file}; set STAFF_USERS and STAFF_TOKEN_KEY_FILE for your own)")
+        print(f"Sales inbox: http://localhost:{config.public_port}/inbox/ as {stack.staff.username!r}, password in "
+              f"{stack.staff.login_file} (signing key {stack.staff.key_file}; STAFF_USERS and STAFF_TOKEN_KEY_FILE "
+              "set your own)")
     print("Ctrl-C stops everything.", flush=True)
     while not stopped.wait(1.0):
         dead = [name for name, proc in stack.processes.items() if not proc.running]
