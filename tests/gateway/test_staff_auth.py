@@ -256,6 +256,7 @@ def test_an_agent_reply_reaches_the_visitors_event_stream(gw):
         messages = (event["message"] for event in events if "message" in event)
         message = next(messages)
         assert message["text"] == "Tu Anna, w czym pomóc?" and message["role"] == "agent"
+        assert message["author"] == "Zespół sprzedaży"  # the token's name claim, through Envoy's header, intact
     bad = requests.get(f"{gw.public_url}/api/chatbot/conversations/{session}/events",
                        headers={"x-session-secret": "wrong"}, stream=True, timeout=30)
     assert bad.status_code == 404
