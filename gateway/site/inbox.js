@@ -212,11 +212,11 @@
     });
     if (atBottom || !list.dataset.seen) list.scrollTop = list.scrollHeight;
     list.dataset.seen = "1";
-    var held = s.handoff === "agent";
-    $("take").hidden = held && (!me[0] || s.agent === me[0] || s.agent === me[1]);
-    $("take").textContent = held ? "Przejmij od: " + s.agent : "Przejmij rozmowę";
-    $("hand-back").hidden = !held;
-    $("reply").hidden = !held;
+    // One agent at a time replies; any agent may give a conversation back to the bot (one left by a colleague too).
+    var held = s.handoff === "agent", mine = held && (s.agent === me[0] || s.agent === me[1]);
+    $("take").hidden = held;
+    $("hand-back").hidden = !s.handoff;
+    $("reply").hidden = !mine;
     showLead(conv.lead);
   }
 
@@ -273,20 +273,25 @@
     }
   }
 
-  function act(button, verb, done) {
+  // A take-over or hand-back; the focus goes to `next` (or stays in the view) as the button it was on may be gone.
+  function act(button, verb, done, next) {
     if (!current) return;
     button.disabled = true;
     var id = current;
     api("POST", "/api/inbox/conversations/" + encodeURIComponent(id) + "/" + verb, { conversation_id: id })
-      .then(function (conv) { if (id === current) { showConversation(conv); notice(done); } }, failed)
+      .then(function (conv) {
+        if (id !== current) return;
+        showConversation(conv);
+        notice(done);
+        (next || $("conv-h")).focus();
+      }, failed)
       .then(function () { button.disabled = false; });
   }
 
   function inboxPage() {
     $("agent").textContent = whoAmI()[1];
     $("take").addEventListener("click", function () {
-      act($("take"), "take", "Przejąłeś rozmowę: bot milczy, dopóki jej nie oddasz.");
-      setTimeout(function () { $("reply-text").focus(); }, 0);
+      act($("take"), "take", "Rozmowa przejęta: bot milczy, dopóki jej nie oddasz.", $("reply-text"));
     });
     $("hand-back").addEventListener("click", function () { act($("hand-back"), "hand-back", "Rozmowa wróciła do bota."); });
     $("reply").addEventListener("submit", function (event) {

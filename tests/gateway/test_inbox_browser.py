@@ -66,8 +66,9 @@ def inbox_stack(data_dir: Path, hours: str, replicas: int) -> Iterator[Inbox]:
         with backing.service_roles("inbox") as roles, HttpReceiver() as slack, \
                 HttpReceiver(respond=MondayBoard) as monday:
             env = {**sales_env(slack, monday), **UNLIMITED, "HANDOFF_HOURS": hours,
-                   # Streams end every few seconds, so the pages reconnect (after the last seq) many times in a test.
-                   "STREAM_HEARTBEAT_S": "2", "STREAM_MAX_S": "7",
+                   # The agent counts as present for 20 s (two heartbeats) after each, however loaded the machine;
+                   # streams end every 25 s, so the pages reconnect (after the last seq) during the test.
+                   "STREAM_HEARTBEAT_S": "10", "STREAM_MAX_S": "25",
                    "REDIS_URL": backing.TEST_REDIS_URL, "REDIS_KEY_PREFIX": prefix}
             per_service = {svc: svc_roles.env(backing.TEST_DATABASE_URL) for svc, svc_roles in roles.items()}
             with running_stack(data_dir, env=env, service_env=per_service, chat_replicas=replicas) as gw:
