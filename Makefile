@@ -95,7 +95,8 @@ proto-baseline: protos
 # checks (tests/k8s); kind-up, images, deploy and kind-down need Docker and kind on the operator's machine.
 KIND_CLUSTER ?= novahouse
 KIND_OVERLAY := deploy/k8s/overlays/kind
-IMAGE_TAG    ?= dev
+# Each build its own tag: the commit, and -dirty-<hash of the changes> when the tree has any (deploy/k8s/images.py).
+IMAGE_TAG    ?= $(shell $(BIN)/python -m deploy.k8s.images tag)
 BASE_IMAGE   ?=
 # The Dockerfile's SERVICE values; each builds novahouse/<name>.
 IMAGES       := chat consent notifier ratelimit gateway
@@ -112,6 +113,13 @@ images:
 	for name in $(IMAGES); do \
 	  docker build --build-arg SERVICE=$$name $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t novahouse/$$name:$(IMAGE_TAG) . \
 	  && kind load docker-image --name $(KIND_CLUSTER) novahouse/$$name:$(IMAGE_TAG) || exit 1; done
+	$(BIN)/python -m deploy.k8s.images kind --tag $(IMAGE_TAG)
+
+# Push every image to REGISTRY and pin overlays/production to the digests the registry gave them; commit the
+# result (the release is the digests it names). CI that pushed already: DIGESTS="--digest chat=sha256:... ...".
+pin-images:
+	test -n "$(REGISTRY)" || { echo "REGISTRY (e.g. registry.example.com/novahouse-team) is required"; exit 1; }
+	$(BIN)/python -m deploy.k8s.images pin --registry $(REGISTRY) --tag $(IMAGE_TAG) $(DIGESTS)
 
 $(KIND_OVERLAY)/secrets.env: | $(VENV)/.installed
 	$(BIN)/python -m deploy.k8s.kind_secrets --output $@
@@ -120,8 +128,20 @@ deploy: $(KIND_OVERLAY)/secrets.env $(VENV)/.installed
 	$(BIN)/kubectl create namespace novahouse --dry-run=client -o yaml | $(BIN)/kubectl apply -f -
 	$(KUBECTL) create secret generic novahouse-secrets --from-env-file=$(KIND_OVERLAY)/secrets.env --dry-run=client -o yaml | $(KUBECTL) apply -f -
 	$(KUBECTL) delete job -l app.kubernetes.io/component=migration --ignore-not-found
-	$(BIN)/kubectl apply -k $(KIND_OVERLAY)
+	test -f $(KIND_OVERLAY)-build/kustomization.yaml || { echo "run make images first"; exit 1; }
+	$(BIN)/kubectl apply -k $(KIND_OVERLAY)-build
 	$(KUBECTL) wait --for=condition=complete job -l app.kubernetes.io/component=migration --timeout=300s
+	$(KUBECTL) rollout status deployment --timeout=300s
+
+# New database passwords in secrets.env and, at once, inside the kind PostgreSQL, which keeps them on its volume
+# (deploy/k8s/rotate_secrets.py, through a port-forward); then the Secret is applied and the Deployments restart onto
+# it (open connections keep working meanwhile). The consent keys are kept: they must outlive every redeploy.
+rotate-secrets: $(KIND_OVERLAY)/secrets.env
+	$(KUBECTL) port-forward svc/postgres 15432:5432 >/dev/null & pf=$$!; trap "kill $$pf" EXIT; \
+	  $(BIN)/python -c "import socket,time;[time.sleep(0.2) for _ in range(100) if socket.socket().connect_ex(('127.0.0.1',15432))]"; \
+	  $(BIN)/python -m deploy.k8s.rotate_secrets --env-file $< --port 15432
+	$(KUBECTL) create secret generic novahouse-secrets --from-env-file=$< --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) rollout restart deployment
 	$(KUBECTL) rollout status deployment --timeout=300s
 
 kind-down:

@@ -280,9 +280,15 @@ def code_text(dirs: tuple[Path, ...]) -> str:
     return "\n".join(chunks)
 
 
+# Read by a library the code uses, not by the code: requests (the notifier's HTTP client) takes its proxy from these.
+LIBRARY_READS = {"HTTPS_PROXY", "NO_PROXY"}
+
+
 @functools.lru_cache(maxsize=4096)
 def reads(text: str, name: str) -> bool:
     """Whether the code mentions this variable: as a word, or as an address built from the service's name."""
+    if name in LIBRARY_READS and "import requests" in text:
+        return True
     if re.search(rf"(?<![A-Z0-9_]){re.escape(name)}(?![A-Z0-9_])", text):
         return True
     if name.endswith("_ADDR"):
@@ -660,11 +666,12 @@ def check_dockerfiles(root: Path, all_workloads: list[Workload]) -> list[Problem
 # ------------------------------------------------------------------------------------------------------ driver
 
 def secret_template_keys(root: Path) -> dict[str, set[str]]:
-    path = root / "deploy" / "k8s" / "secrets-template" / "secret.yaml"
+    """Secret name -> keys, from every template the operator fills (deploy/k8s/secrets-template/*.yaml)."""
     keys = {}
-    for doc in yaml.safe_load_all(path.read_text()):
-        if doc and doc.get("kind") == "Secret":
-            keys[doc["metadata"]["name"]] = set(doc.get("stringData") or {}) | set(doc.get("data") or {})
+    for path in sorted((root / "deploy" / "k8s" / "secrets-template").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Secret":
+                keys[doc["metadata"]["name"]] = set(doc.get("stringData") or {}) | set(doc.get("data") or {})
     return keys
 
 
@@ -694,7 +701,14 @@ def check_rendered(root: Path, source: str, objects: list[dict], kind_config: di
 def kind_config_of(directory: Path) -> dict | None:
     """The kind cluster an overlay is for (its kind-cluster.yaml): its images are loaded into the node, not pulled."""
     path = directory / "kind-cluster.yaml"
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+    if path.exists():
+        return yaml.safe_load(path.read_text())
+    # overlays/kind-build (`make images`) is the kind overlay with this build's tags
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text()) or {}
+    for resource in kustomization.get("resources") or []:
+        if (directory / resource / "kind-cluster.yaml").exists():
+            return kind_config_of(directory / resource)
+    return None
 
 
 def run_checks(root: Path, entrypoints: bool = True, schema: bool = True) -> tuple[list[str], list[Problem]]:

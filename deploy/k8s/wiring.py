@@ -23,7 +23,8 @@ POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 # Kinds whose references these rules follow (or which refer to nothing); any other kind is named, not passed.
 MODELLED_KINDS = POD_KINDS | {"Service", "NetworkPolicy", "PodDisruptionBudget", "HorizontalPodAutoscaler",
                               "ConfigMap", "Secret", "Namespace", "PersistentVolumeClaim", "ServiceAccount"}
-PROJECT_IMAGE = re.compile(r"^novahouse/[a-z-]+([:@].+)?$")
+# A project image, as the base names it or as an overlay renames it into a registry (REGISTRY/novahouse/<name>).
+PROJECT_IMAGE = re.compile(r"(^|/)novahouse/[a-z-]+([:@].+)?$")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # A service's periodic jobs, when a CronJob runs them (`python -m services.<svc>.manage ...`): the server setting
 # that must turn the in-process copy off, and the value that does (two copies would each run every job).
@@ -292,7 +293,7 @@ def prestop_seconds(container: dict) -> float:
         return float(hook["sleep"].get("seconds", 0))
     command = (hook.get("exec") or {}).get("command") or []
     text = " ".join(map(str, command))
-    match = re.search(r"\bsleep\s+(\d+(\.\d+)?)", text)
+    match = re.search(r"\bsleep[\s(]+(\d+(\.\d+)?)", text)
     return float(match[1]) if match else 0.0
 
 
@@ -331,7 +332,7 @@ def check_images(source: str, objects: list[dict], all_pods: list[Pod], loaded_i
     for pod in all_pods:
         for path, container in pod.containers():
             image = container.get("image", "")
-            if not PROJECT_IMAGE.match(image):
+            if not PROJECT_IMAGE.search(image):
                 continue
             here = where(source, owners[(pod.kind, pod.name)])
             policy = container.get("imagePullPolicy")
@@ -343,9 +344,49 @@ def check_images(source: str, objects: list[dict], all_pods: list[Pod], loaded_i
     return found
 
 
+def check_service_accounts(source: str, objects: list[dict], all_pods: list[Pod]) -> list[Finding]:
+    accounts = {o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"}
+    owners = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    return [Finding(where(source, owners[(pod.kind, pod.name)]),
+                    f"{pod.path}.serviceAccountName {pod.spec['serviceAccountName']} does not exist")
+            for pod in all_pods
+            if pod.spec.get("serviceAccountName", "default") not in accounts | {"default"}]
+
+
+def check_production(source: str, objects: list[dict], all_pods: list[Pod]) -> list[Finding]:
+    """A registry (production) overlay: every Deployment survives a node drain and a zone outage (a PDB selects it,
+    it spreads over zones and nodes) and every project workload runs as a ServiceAccount of its own."""
+    owners = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    budgets = [o["spec"].get("selector") or {} for o in objects if o["kind"] == "PodDisruptionBudget"]
+    found = []
+    by_account: dict[str, list[str]] = {}
+    for pod in all_pods:
+        here = where(source, owners[(pod.kind, pod.name)])
+        if not any(PROJECT_IMAGE.search(c.get("image", "")) for _, c in pod.containers()):
+            continue
+        by_account.setdefault(pod.spec.get("serviceAccountName", "default"), []).append(f"{pod.kind}/{pod.name}")
+        if pod.kind != "Deployment":
+            continue
+        if not any(matches(selector, pod.labels) for selector in budgets):
+            found.append(Finding(here, "spec.selector: no PodDisruptionBudget selects its pods"))
+        keys = {c.get("topologyKey") for c in pod.spec.get("topologySpreadConstraints") or []}
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname"):
+            if key not in keys:
+                found.append(Finding(here, f"{pod.path}.topologySpreadConstraints: none over {key}"))
+    for account, users in sorted(by_account.items()):
+        if account == "default" or len(users) > 1:
+            for user in users:
+                kind, name = user.split("/", 1)
+                found.append(Finding(where(source, owners[(kind, name)]),
+                                     f"serviceAccountName {account} is not the workload's own "
+                                     f"(shared by {', '.join(users)})" if len(users) > 1 else
+                                     "serviceAccountName is not set: the workload runs as the namespace's default"))
+    return found
+
+
 def check(source: str, objects: list[dict], loaded_images: bool) -> list[Finding]:
     all_pods = pods(objects)
-    return (check_services(source, objects, all_pods) + check_budgets(source, objects, all_pods)
-            + check_network_policies(source, objects, all_pods) + check_addresses(source, objects, all_pods)
-            + check_schedulers(source, objects, all_pods) + check_grace(source, objects, all_pods)
-            + check_images(source, objects, all_pods, loaded_images))
+    rules = [check_services, check_budgets, check_network_policies, check_addresses, check_schedulers, check_grace,
+             check_service_accounts] + ([] if loaded_images else [check_production])
+    found = [finding for rule in rules for finding in rule(source, objects, all_pods)]
+    return found + check_images(source, objects, all_pods, loaded_images)
