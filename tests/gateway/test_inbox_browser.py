@@ -288,5 +288,18 @@ def test_outside_opening_hours_the_button_arranges_a_callback(closed_inbox, brow
                        for r in slack.requests)
 
         wait_for(request_in_slack, timeout=30, what="the callback request in Slack with the phone and the time")
+
+        # In English, from the keyboard alone.
+        english = browser.new_context(locale="en-GB", viewport=PHONE_SIZE)
+        try:
+            page = english.new_page()
+            open_widget(page, gw.public_url + "/")
+            page.get_by_role("button", name="Talk to a person").focus()
+            act_and_wait(page, lambda: page.keyboard.press("Enter"))
+            assert page.locator(".panel").get_attribute("data-handoff") == "callback"
+            assert "call from a consultant" in page.locator(".log > .msg.bot[data-intent]").last.inner_text()
+            assert page.get_by_role("button", name="Talk to a person").is_hidden()
+        finally:
+            english.close()
     finally:
         context.close()
