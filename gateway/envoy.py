@@ -201,7 +201,8 @@ def stream_timeouts(env: dict[str, str]) -> dict[str, str]:
 
 
 STAFF_COOKIE = "nh_staff"  # the cookie StaffAuth.Login sets (services/chat/staff_auth.py COOKIE)
-STAFF_CLAIM_HEADERS = (("sub", "x-staff-agent"), ("jti", "x-staff-token-id"), ("name", "x-staff-name"))
+STAFF_CLAIM_HEADERS = (("sub", "x-staff-agent"), ("jti", "x-staff-token-id"), ("name", "x-staff-name"),
+                       ("exp", "x-staff-token-exp"))
 STAFF_JWKS_CLUSTER = "staff_jwks"
 
 

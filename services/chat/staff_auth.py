@@ -45,6 +45,7 @@ COOKIE = "nh_staff"  # gateway/envoy.py reads the token from this cookie (STAFF_
 AGENT_HEADER = "x-staff-agent"
 TOKEN_ID_HEADER = "x-staff-token-id"
 NAME_HEADER = "x-staff-name"
+EXPIRY_HEADER = "x-staff-token-exp"  # the token's exp (seconds since the epoch), whoever issued it
 INBOX_PREFIX = "/novahouse.chat.v1.Inbox/"
 LOGOUT = "/novahouse.chat.v1.StaffAuth/Logout"
 WRONG_LOGIN = "wrong username or password"
@@ -67,6 +68,7 @@ class Agent:
     username: str
     name: str
     token_id: str
+    expires_at: dt.datetime | None = None
 
 
 def hash_password(password: str) -> str:
@@ -185,8 +187,9 @@ class StaffAuth:
         return user, token, expires
 
     def logout(self, agent: Agent) -> None:
-        """The token stays refused until it would have expired anyway (at most the token lifetime from now)."""
-        staff_store.revoke(self.db, agent.token_id, utcnow() + self.config.ttl)
+        """The token stays refused until it would have expired anyway: its exp, as Envoy verified it (a token of
+        the company's identity provider may live longer than ours), or at most our token lifetime from now."""
+        staff_store.revoke(self.db, agent.token_id, agent.expires_at or utcnow() + self.config.ttl)
         staff_store.record_action(self.db, agent.username, "logout")
 
     def cookie(self, token: str, max_age_s: int) -> str:
@@ -199,7 +202,9 @@ def verified_agent(context: grpc.ServicerContext) -> Agent:
     call without these headers, so a servicer can rely on them."""
     metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
     username = metadata.get(AGENT_HEADER, "")
-    return Agent(username, metadata.get(NAME_HEADER, "") or username, metadata.get(TOKEN_ID_HEADER, ""))
+    exp = metadata.get(EXPIRY_HEADER, "")
+    expires_at = dt.datetime.fromtimestamp(int(exp), dt.UTC) if exp.isdigit() and len(exp) <= 11 else None
+    return Agent(username, metadata.get(NAME_HEADER, "") or username, metadata.get(TOKEN_ID_HEADER, ""), expires_at)
 
 
 class StaffTokenInterceptor(ScopedInterceptor):

@@ -111,11 +111,13 @@ def test_logout_needs_the_verified_headers_and_revokes_the_token_id(staffed):
     with pytest.raises(grpc.RpcError) as anonymous:
         stub.Logout(chat_pb2.LogoutRequest(), timeout=10)
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    verified = (("x-staff-agent", "anna"), ("x-staff-token-id", "abc123"), ("x-staff-name", "Anna Kowalska"))
+    verified = (("x-staff-agent", "anna"), ("x-staff-token-id", "abc123"), ("x-staff-name", "Anna Kowalska"),
+                ("x-staff-token-exp", "4102444800"))  # an identity provider's token may outlive ours
     _reply, call = stub.Logout.with_call(chat_pb2.LogoutRequest(), metadata=verified, timeout=10)
     assert "Max-Age=0" in dict(call.initial_metadata())["set-cookie"]
     with world.db.session() as session:
-        assert session.execute(select(StaffRevokedToken.token_id)).scalars().all() == ["abc123"]
+        revoked = session.execute(select(StaffRevokedToken.token_id, StaffRevokedToken.expires_at)).all()
+        assert [(token_id, until.year) for token_id, until in revoked] == [("abc123", 2100)]
         assert session.execute(select(AgentAction.action)).scalars().all() == ["logout"]
 
 

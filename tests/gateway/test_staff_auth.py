@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import subprocess
 import threading
 import time
@@ -216,6 +217,11 @@ def test_logout_revokes_the_token_and_clears_the_cookie(gw):
     with pytest.raises(grpc.RpcError) as refused:
         stub.GetStats(chat_pb2.GetStatsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    claims = jwt.decode(token, options={"verify_signature": False})
+    with sqlite3.connect(gw.stack.config.data_dir / "chat.db") as db:  # both replicas' database
+        (until,) = db.execute("SELECT expires_at FROM staff_revoked_token WHERE token_id = ?",
+                              (claims["jti"],)).fetchone()
+    assert dt.datetime.fromisoformat(until).replace(tzinfo=dt.UTC).timestamp() == claims["exp"]  # refused till exp
 
 
 def test_forged_staff_headers_never_reach_the_service(gw):
