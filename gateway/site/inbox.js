@@ -84,6 +84,9 @@
   var current = null;     // the open conversation's id
   var shown = null;       // the open conversation as last read
   var refreshTimer = 0;
+  var pending = {};       // what the next refresh reads again: conversations, leads, stats
+  var statsReadAt = 0;
+  var STATS_EVERY_MS = 30000; // the numbers are aggregates over days: read again at most this often on events
 
   function notice(text, bad) {
     var node = $("notice");
@@ -162,6 +165,7 @@
   }
 
   function loadStats() {
+    statsReadAt = Date.now();
     return api("GET", "/api/inbox/stats").then(function (stats) {
       var today = stats.today || {}, week = stats.week || {};
       var rows = [
@@ -186,10 +190,19 @@
     return Promise.all([loadConversations(), loadLeads(), loadStats()]).catch(failed);
   }
 
-  // Many events in a burst (a conversation's messages) make one refresh.
-  function refreshSoon() {
+  // Many events in a burst (a conversation's messages) make one refresh, of what they concern only.
+  function refreshSoon(what) {
+    what.forEach(function (name) { pending[name] = true; });
     clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(function () { refreshAll(); if (current) loadTranscript(current); }, 150);
+    refreshTimer = setTimeout(function () {
+      var due = pending;
+      pending = {};
+      var reads = [];
+      if (due.conversations) { reads.push(loadConversations()); if (current) loadTranscript(current); }
+      if (due.leads) reads.push(loadLeads());
+      if (due.stats && Date.now() - statsReadAt > STATS_EVERY_MS) reads.push(loadStats());
+      Promise.all(reads).catch(failed);
+    }, 150);
   }
 
   function showConversation(conv) {
@@ -350,13 +363,14 @@
       var event;
       try { event = JSON.parse(text.slice(5)); } catch (e) { return; }
       if (!got) { got = true; $("live-state").textContent = "na żywo"; $("live-state").classList.add("on"); }
-      if (event.conversation || event.lead_id) refreshSoon();
+      if (event.conversation) refreshSoon(["conversations", "stats"]);
+      if (event.lead_id) refreshSoon(["leads", "stats"]);
     }
     alive();
     fetch("/api/inbox/events", { credentials: "same-origin", signal: ctl.signal }).then(function (response) {
       if (response.status === 401) { location.assign(LOGIN); return; }
       if (!response.ok || !response.body) throw new Error(String(response.status));
-      refreshSoon();
+      refreshSoon(["conversations", "leads"]); // catch up with what happened while no stream was open
       var reader = response.body.getReader(), decoder = new TextDecoder();
       return (function pump() {
         return reader.read().then(function (chunk) {
