@@ -62,6 +62,13 @@
   var LEAD_COLUMNS = ["Wynik", "Status", "Brakuje", "Prośba"];
   var REQUEST = { callback: "telefon", consultation: "konsultacja", site_visit: "wizyta", visit: "wizyta" };
 
+  // A consent answer given with the widget's buttons is stored as "[consent processing=yes]": said in words here.
+  function said(text) {
+    var consent = /^\[consent (processing|marketing)=(yes|no)\]$/.exec(text);
+    return consent ? (consent[1] === "processing" ? "Zgoda na przetwarzanie danych: " : "Zgoda marketingowa: ") +
+      (consent[2] === "yes" ? "tak" : "nie") + " (przycisk)" : text;
+  }
+
   function duration(seconds) {
     seconds = Math.max(0, Math.round(seconds));
     if (seconds < 60) return seconds + " s";
@@ -220,7 +227,7 @@
       var item = el("div", "m " + m.role);
       item.dataset.seq = m.seq;
       item.appendChild(el("span", "who", (m.role === "agent" ? (m.author || "Konsultant") : ROLE[m.role] || m.role) + " · " + clock(m.created_at)));
-      item.appendChild(el("span", "text", m.text));
+      item.appendChild(el("span", "text", said(m.text)));
       list.appendChild(item);
     });
     if (atBottom || !list.dataset.seen) list.scrollTop = list.scrollHeight;
