@@ -392,8 +392,11 @@ def test_the_staff_provider_renders_to_a_config_envoy_accepts(env, tmp_path):
                       ["typed_config"]["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn")
     provider = jwt_filter["typed_config"]["providers"]["staff"]
     assert provider["from_cookies"] == ["nh_staff"]
-    assert {h["header_name"] for h in provider["claim_to_headers"]} == {"x-staff-agent", "x-staff-token-id",
-                                                                       "x-staff-name"}
+    claimed = {h["header_name"] for h in provider["claim_to_headers"]}
+    assert claimed == {"x-staff-agent", "x-staff-token-id", "x-staff-name", "x-staff-token-exp"}
+    for listener in config["static_resources"]["listeners"][:2]:  # public, admin: a client's own are dropped
+        strip = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]
+        assert {m["remove"] for m in strip["mutations"]["request_mutations"]} == claimed
     if env:
         assert provider["remote_jwks"]["http_uri"]["uri"] == env["STAFF_JWKS_URI"]
         cluster = next(c for c in config["static_resources"]["clusters"] if c["name"] == "staff_jwks")
