@@ -19,6 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, ViewportSize
 
 from deploy.local.staff_login import DEV_NAME
@@ -114,6 +115,13 @@ def mark_agent_messages(page: Page) -> None:
         if (n.classList && n.classList.contains('agent')) window.__agentShownAt.push([n.textContent, Date.now()]);
       }))).observe(log, {childList: true});
     }""")
+
+
+def replica_out_of_rotation(gw: Gateway, number: int) -> bool:
+    """Envoy's active health check has found chat replica `number` gone (its admin /clusters)."""
+    port = gw.stack.config.replica_ports[number - 2]
+    clusters = requests.get(f"http://127.0.0.1:{gw.stack.config.envoy_admin_port}/clusters", timeout=5).text
+    return f"chat::127.0.0.1:{port}::health_flags::/failed_active_hc" in clusters
 
 
 def monday_item(monday: HttpReceiver, text: str) -> tuple[str, dict] | None:
@@ -213,6 +221,16 @@ def test_an_agent_takes_over_replies_hands_back_and_corrects_the_lead(inbox, bro
         for tab in (visitor, second_tab):
             tab.locator(".log > .msg.agent", has_text=again).wait_for(timeout=20_000)
         second_tab.close()
+
+        # A rolling update: replica 2 drains (SIGTERM). Whichever of the pages' streams it held end; they reconnect
+        # to replica 1, and the next reply still reaches the visitor.
+        gw.stack.processes["chat-2"].stop()
+        wait_for(lambda: replica_out_of_rotation(gw, 2), timeout=30, what="Envoy to stop sending to replica 2")
+        third = "Przygotuję wycenę do jutra."
+        inbox_page.get_by_label("Odpowiedź dla klienta").fill(third)
+        inbox_page.get_by_role("button", name="Wyślij odpowiedź").click()
+        visitor.locator(".log > .msg.agent", has_text=third).wait_for(timeout=30_000)
+        gw.stack.start_chat_replica(2)
 
         # While the agent holds it the bot is silent; the visitor's message reaches the agent's transcript live.
         bot_turns = visitor.locator(".log > .msg.bot[data-intent]").count()
