@@ -91,6 +91,7 @@
   var current = null;     // the open conversation's id
   var shown = null;       // the open conversation as last read
   var refreshTimer = 0;
+  var TITLE = document.title;
   var pending = {};       // what the next refresh reads again: conversations, leads, stats
   var statsReadAt = 0;
   var STATS_EVERY_MS = 30000; // the numbers are aggregates over days: read again at most this often on events
@@ -140,7 +141,10 @@
 
   function loadConversations() {
     return api("GET", "/api/inbox/conversations").then(function (answer) {
-      fill("waiting", answer.waiting || []);
+      var waiting = answer.waiting || [];
+      // The tab's title counts who waits, for an agent working in another tab.
+      document.title = (waiting.length ? "(" + waiting.length + ") " : "") + TITLE;
+      fill("waiting", waiting);
       fill("live", answer.live || []);
     });
   }

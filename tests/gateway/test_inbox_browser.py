@@ -177,6 +177,7 @@ def test_an_agent_takes_over_replies_hands_back_and_corrects_the_lead(inbox, bro
         # The agent sees it waiting (live, no reload), with its waiting time ticking, and opens it.
         waiting = inbox_page.locator("#waiting li", has_text="Ola Przejęcie")
         waiting.wait_for(timeout=20_000)
+        assert inbox_page.title().startswith("(1) ")  # seen from another tab too
         ticking = waiting.locator(".wait")
         first = ticking.inner_text()
         inbox_page.wait_for_function("([el, before]) => el.textContent !== before",
