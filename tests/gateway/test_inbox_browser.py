@@ -141,6 +141,14 @@ def both_sizes(page: Page, name: str, shown: str | None = None) -> None:
     page.set_viewport_size(DESKTOP_SIZE)
 
 
+def widget_shots(page: Page, name: str) -> None:
+    """The widget on a 360 px phone and on a 1280 px desktop; the page is left at 360 px."""
+    screenshot(page, f"{name}-360")
+    page.set_viewport_size(DESKTOP_SIZE)
+    screenshot(page, f"{name}-desktop")
+    page.set_viewport_size(PHONE_SIZE)
+
+
 def test_an_agent_takes_over_replies_hands_back_and_corrects_the_lead(inbox, browser):
     gw, slack, monday, staff = inbox.gw, inbox.slack, inbox.monday, inbox.staff
     agent_ctx = browser.new_context(locale="pl-PL", viewport=DESKTOP_SIZE)
@@ -169,7 +177,7 @@ def test_an_agent_takes_over_replies_hands_back_and_corrects_the_lead(inbox, bro
         visitor.locator(".panel[data-handoff=waiting]").wait_for()
         assert "dołączy do tej rozmowy" in visitor.locator(BOT_TURN).last.inner_text()  # honestly: someone joins now
         assert person.is_hidden()
-        screenshot(visitor, "widget-handoff-waiting")
+        widget_shots(visitor, "widget-handoff-waiting")
         assert axe_violations(visitor) == []
         wait_for(lambda: any("/inbox/#/c/" in r.body.decode(errors="replace") for r in slack.requests),
                  timeout=30, what="the Slack alert with the inbox link")
@@ -205,7 +213,7 @@ def test_an_agent_takes_over_replies_hands_back_and_corrects_the_lead(inbox, bro
         (DATA / "inbox-reply-delay.json").write_text(json.dumps({"send_to_display_ms": delay}) + "\n")
         assert staff.display_name in shown.inner_text()
         assert visitor.locator(".log").get_attribute("aria-live") == "polite"
-        screenshot(visitor, "widget-agent-reply")
+        widget_shots(visitor, "widget-agent-reply")
         assert axe_violations(visitor) == []
 
         # After a reload, and in a second tab, the widget shows the agent's message and listens again.
