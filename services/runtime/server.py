@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from types import FrameType
@@ -75,6 +76,9 @@ class GrpcService:
         self.host = env_str("GRPC_HOST", "127.0.0.1")
         self.metrics_port = env_int("METRICS_PORT", 0, minimum=0)
         self.grace_s = env_float("SHUTDOWN_GRACE_S", 10.0, minimum=0)
+        # How long a stopping server keeps serving while it reports NOT_SERVING: Envoy's health checks and the
+        # endpoints controller stop routing to it meanwhile (the manifests set it; 0 locally, where nothing routes).
+        self.drain_delay_s = env_float("DRAIN_DELAY_S", 0.0, minimum=0)
         self.check_interval_s = env_float("HEALTH_CHECK_INTERVAL_S", 5.0, minimum=0.05)
         self.readiness = dict(readiness or {})
         quiet_metadata_decoding_errors()
@@ -158,12 +162,14 @@ class GrpcService:
         return self.bound_port
 
     def stop(self) -> None:
-        """Drain: report NOT_SERVING, let in-flight calls finish within the grace period, then run stop hooks."""
+        """Drain: report NOT_SERVING and keep serving for DRAIN_DELAY_S while the callers stop routing here, then stop
+        accepting calls, let in-flight ones finish within SHUTDOWN_GRACE_S, then run stop hooks."""
         if self._stopping.is_set():
             return
         self._stopping.set()
         self.health.enter_graceful_shutdown()
-        log.info("draining", extra={"grace_s": self.grace_s})
+        log.info("draining", extra={"drain_delay_s": self.drain_delay_s, "grace_s": self.grace_s})
+        time.sleep(self.drain_delay_s)
         for hook in self._on_drain:
             try:
                 hook()
