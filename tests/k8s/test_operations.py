@@ -34,7 +34,10 @@ CLUSTER_ONLY = {"GRPC_HOST", "GRPC_PORT", "METRICS_HOST", "METRICS_PORT", "DATA_
                 # The kind overlay's journal volume; here the journal goes to DATA_DIR/erasure-journal.
                 "CONSENT_ERASURE_JOURNAL_DIR",
                 # The chat-knowledge ConfigMap's mount; here chat reads the same files from services/chat/knowledge.
-                "KNOWLEDGE_DIR"}
+                "KNOWLEDGE_DIR",
+                # Envoy's health checks and the endpoints controller need the drain delay; here nothing routes around
+                # a stopping process, and each stop would wait it out.
+                "DRAIN_DELAY_S"}
 CRON_OUTPUT = {
     "chat-purge-cache": r"expired cache entries removed: \d+",
     "chat-run-followups": r"follow-ups due: \d+, sent: \d+",
