@@ -305,6 +305,7 @@ class Inbox:
             changed = {name for name, value in values.items() if getattr(lead, name) != value}
             for name in changed:
                 setattr(lead, name, values[name])
+            inbox_store.carry_corrections(s, lead.id, corrections)
             if changed:
                 lead.updated_at = utcnow()
                 if "email" in changed:

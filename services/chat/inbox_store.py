@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from services.chat.slots import SLOTS
+from services.chat.slots import SLOTS, SlotValue
 from services.chat.storage import AgentAction, Conversation, Lead, Message, metadata
 
 # A lead is complete when it holds every one of these: slots.SLOTS, in their order (as LeadProgress counts them).
@@ -39,6 +39,14 @@ def last_visitor_messages(session: Session, conversation_ids: Sequence[int]) -> 
     )
     rows = session.execute(select(Message.conversation_id, Message.text).where(Message.id.in_(latest)))
     return dict(rows.tuples().all())
+
+
+def carry_corrections(session: Session, lead_id: str, corrections: dict[str, SlotValue]) -> None:
+    """An agent's corrections written into the slots of every conversation of the lead, so the visitor's next
+    message, from which the bot derives the lead again, does not bring the old values back."""
+    for conv in session.scalars(select(Conversation).where(Conversation.lead_id == lead_id).with_for_update()):
+        slots = {**conv.slots, **corrections}
+        conv.slots = {key: value for key, value in slots.items() if value is not None}
 
 
 def leads_by_ids(session: Session, lead_ids: Iterable[str]) -> dict[str, Lead]:

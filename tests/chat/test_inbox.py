@@ -229,7 +229,7 @@ def outbox_size(platform, lead_id: str) -> int:
 
 def test_a_corrected_phone_reaches_the_same_monday_item_and_a_bad_value_changes_nothing(platform):
     inbox = platform.inbox
-    _visitor, lead_id = lead_of(platform, unique_email())
+    visitor, lead_id = lead_of(platform, unique_email())
     item_id, _ = item_of(platform, lead_id)
 
     corrected = inbox.CorrectLead(chat_pb2.CorrectLeadRequest(lead_id=lead_id, fields={"phone": "+48 512 345 678"}),
@@ -262,6 +262,13 @@ def test_a_corrected_phone_reaches_the_same_monday_item_and_a_bad_value_changes_
     listed = inbox.ListLeads(chat_pb2.ListLeadsRequest(), metadata=staff(ANNA)).leads
     [lead] = [x for x in listed if x.lead_id == lead_id]
     assert (lead.phone, lead.area_m2, lead.score) == ("+48512345678", 40, 63)
+    assert outbox_size(platform, lead_id) == queued
+    # The visitor writes again: the bot derives the lead from the conversation once more, and the agent's
+    # corrections stay (the old phone, area and budget are neither stored again nor sent to Monday.com).
+    visitor.say("Ile trwa remont łazienki?")
+    [lead] = [x for x in inbox.ListLeads(chat_pb2.ListLeadsRequest(), metadata=staff(ANNA)).leads
+              if x.lead_id == lead_id]
+    assert (lead.phone, lead.area_m2, lead.budget_amount) == ("+48512345678", 40, 0)
     assert outbox_size(platform, lead_id) == queued
     code, _ = code_of(lambda: inbox.CorrectLead(
         chat_pb2.CorrectLeadRequest(lead_id="0" * 32, fields={"phone": "600 100 200"}), metadata=staff(ANNA)))
