@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.chat import storage
+from services.chat import staff_store, storage
 from services.chat.cache import Cache, intent_key
 from services.chat.knowledge import LANGUAGES, normalise
 from services.chat.subject import checked_email, checked_phone, checked_subject, find_subject
@@ -133,4 +133,6 @@ def purge_retention(
             result.leads_deleted += deleted.leads
             if progress:
                 progress(result)
+    # Staff sign-in lines name no visitor; they are kept as long as a lead would be.
+    staff_store.purge(db, now - dt.timedelta(days=lead_days))
     return result

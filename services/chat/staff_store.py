@@ -28,3 +28,13 @@ def record_action(db: Database, agent: str, action: str) -> None:
     """An audit line without a conversation or lead (sign-in and sign-out); never an address or a password."""
     with db.session() as session:
         session.add(AgentAction(agent=agent, action=action, at=utcnow()))
+
+
+def purge(db: Database, audit_before: dt.datetime) -> int:
+    """Retention of what belongs to no person: sign-in and sign-out lines older than `audit_before` and revocations
+    of tokens that have expired since (they would be refused as expired anyway). Returns the audit lines deleted."""
+    with db.session() as session:
+        session.execute(delete(StaffRevokedToken).where(StaffRevokedToken.expires_at < utcnow()))
+        result = session.execute(delete(AgentAction).where(
+            AgentAction.session_id.is_(None), AgentAction.lead_id.is_(None), AgentAction.at < audit_before))
+        return int(getattr(result, "rowcount", 0) or 0)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.chat import privacy
-from services.chat.storage import Conversation, Lead, Message
+from services.chat.storage import AgentAction, Conversation, Lead, Message, StaffRevokedToken
 from services.runtime.clock import utcnow
 from services.runtime.errors import NotFoundError, ValidationError
 from tests.chat.conftest import build_world
@@ -77,6 +77,22 @@ def test_the_purge_deletes_an_old_lead_with_its_transcript_and_keeps_a_fresh_one
         assert set(s.scalars(select(Lead.id))) == {fresh, customer}
         assert s.scalar(select(func.count()).select_from(Conversation)) == 2
         assert s.scalar(select(func.count()).select_from(Message)) == 2 * 10
+
+
+
+def test_the_purge_drops_staff_sign_in_lines_past_lead_retention_and_revocations_of_expired_tokens(world):
+    now = utcnow()
+    with world.db.session() as s:
+        s.add_all([AgentAction(agent="anna", action="login", at=now - dt.timedelta(days=400)),
+                   AgentAction(agent="anna", action="logout", at=now - dt.timedelta(days=2)),
+                   StaffRevokedToken(token_id="expired", expires_at=now - dt.timedelta(minutes=1)),
+                   StaffRevokedToken(token_id="live", expires_at=now + dt.timedelta(hours=1))])
+
+    privacy.purge_retention(world.db, days=90, lead_days=365, batch_size=10)
+
+    with world.db.session() as s:
+        assert [(a.action, a.agent) for a in s.scalars(select(AgentAction))] == [("logout", "anna")]
+        assert list(s.scalars(select(StaffRevokedToken.token_id))) == ["live"]
 
 
 @pytest.mark.postgres
