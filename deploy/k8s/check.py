@@ -398,6 +398,7 @@ def check_env(root: Path, work: Workload, config: Config) -> list[Problem]:
         if SECRET_LOOKING.search(" ".join(n for n, v in env.items() if v)):
             problems += [Problem("secrets", here, f"{name} has a literal value; secrets come from a Secret")
                          for name, v in env.items() if v and SECRET_LOOKING.search(name)]
+        problems += check_policy(here, module, env)
         if work.kind == "Deployment" and module.endswith(".server"):
             problems += server_env_problems(here, container, env, service_text, config)
         elif work.kind in ("Job", "CronJob"):
@@ -405,6 +406,23 @@ def check_env(root: Path, work: Workload, config: Config) -> list[Problem]:
                          for name in sorted(addresses_read(service_text) - set(env)) if module.endswith(".manage")
                          and work.kind == "CronJob" and name != "RATELIMIT_ADDR"]
     return problems
+
+
+# Settings whose shipped default is a measured policy (README, "Rate limiting"): a ConfigMap that sets another
+# value would quietly undo it in every cluster (an operator may still choose otherwise at run time, as the runbook
+# says).
+POLICY_SETTINGS = {"gateway.envoy": ("RATELIMIT_TIMEOUT_MS", "RATELIMIT_FAIL_CLOSED")}
+
+
+def check_policy(here: str, module: str, env: dict[str, str | None]) -> list[Problem]:
+    if module not in POLICY_SETTINGS:
+        return []
+    from gateway.envoy import settings  # the gateway's own defaults, not a copy of them
+
+    defaults = settings({})
+    return [Problem("policy", here, f"{name}={env[name]} contradicts the documented policy {name}={defaults[name]} "
+                                    "(README, Rate limiting)")
+            for name in POLICY_SETTINGS[module] if env.get(name) and env[name] != defaults[name]]
 
 
 def unset_address(here: str, name: str) -> Problem:

@@ -406,3 +406,15 @@ def test_an_object_of_a_kind_without_a_schema_or_a_wiring_model_is_named_not_pas
     assert "[schema] deploy/k8s/overlays/kind: Cluster/novahouse-db" in output
     assert "deploy/k8s/overlays/kind: Ingress/public is of a kind the wiring rules have no model for" in output
     assert "deploy/k8s/overlays/kind: Cluster/novahouse-db is of a kind the wiring rules have no model for" in output
+
+
+@pytest.mark.parametrize("name, value", [("RATELIMIT_FAIL_CLOSED", "false"), ("RATELIMIT_TIMEOUT_MS", "50")])
+def test_a_configmap_contradicting_the_rate_limit_policy_fails_the_check(rendered, name, value):
+    """The shipped manifests keep the README's measured policy; a ConfigMap that fails the limiter open again, or
+    waits less than its p99 at saturation, is named."""
+    before = problems_of(rendered)
+    assert not any("[policy]" in line for line in before), before
+    objects = copy.deepcopy(rendered)
+    (config,) = [o for o in objects if o["kind"] == "ConfigMap" and name in (o.get("data") or {})]
+    config["data"][name] = value
+    assert caught(objects, before, "[policy]", "Deployment/gateway", f"{name}={value} contradicts")
