@@ -286,17 +286,26 @@ def staff_provider(env: dict[str, str]) -> tuple[dict[str, object], list[dict[st
     return provider, []
 
 
-def chat_endpoints(env: dict[str, str]) -> list[dict[str, object]] | None:
-    """CHAT_ADDRS (host:port,host:port): several chat replicas, taken in turn; None when unset."""
-    raw = env.get("CHAT_ADDRS", "").strip()
-    if not raw:
+def replica_addrs(env: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Cluster -> (variable, value) of <SERVICE>_ADDRS: several replicas of a service at fixed addresses (the local
+    stack), host:port,host:port, taken in turn. Unset, the cluster is <SERVICE>_ADDR's one name (in a cluster a
+    headless Service, whose DNS answer lists every pod)."""
+    return {"chat": ("CHAT_ADDRS", env.get("CHAT_ADDRS", "")),
+            "consent": ("CONSENT_ADDRS", env.get("CONSENT_ADDRS", "")),
+            "notifier": ("NOTIFIER_ADDRS", env.get("NOTIFIER_ADDRS", "")),
+            "ratelimit": ("RATELIMIT_ADDRS", env.get("RATELIMIT_ADDRS", ""))}
+
+
+def replica_endpoints(variable: str, raw: str) -> list[dict[str, object]] | None:
+    """The endpoints a <SERVICE>_ADDRS value names; None when it is empty."""
+    if not raw.strip():
         return None
     endpoints: list[dict[str, object]] = []
     for addr in (item.strip() for item in raw.split(",")):
         try:
             host, port = _split(addr)
         except ValueError as exc:
-            raise ValueError(f"CHAT_ADDRS: {exc}") from exc
+            raise ValueError(f"{variable}: {exc}") from exc
         endpoints.append({"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}})
     return endpoints
 
@@ -318,11 +327,12 @@ def render(env: dict[str, str]) -> str:
     provider, staff_clusters = staff_provider(env)
     clusters = config["static_resources"]["clusters"]
     clusters.extend(staff_clusters)
-    replicas = chat_endpoints(env)
-    if replicas:
-        chat = next(cluster for cluster in clusters if cluster["name"] == "chat")
-        chat["lb_policy"] = "ROUND_ROBIN"
-        chat["load_assignment"]["endpoints"] = [{"lb_endpoints": replicas}]
+    for name, (variable, raw) in replica_addrs(env).items():
+        replicas = replica_endpoints(variable, raw)
+        if replicas:
+            cluster = next(cluster for cluster in clusters if cluster["name"] == name)
+            cluster["lb_policy"] = "ROUND_ROBIN"
+            cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": replicas}]
     for listener in config["static_resources"]["listeners"]:
         if listener["name"] == "public":
             hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]

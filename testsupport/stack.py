@@ -81,11 +81,13 @@ def running_stack(
     service_env: dict[str, dict[str, str]] | None = None,
     gateway: bool = True,
     chat_replicas: int = 1,
+    replicas: dict[str, int] | None = None,
 ) -> Iterator[Gateway]:
-    """Start chat (chat_replicas servers, taken in turn by Envoy), consent, notifier, the rate limiter and Envoy on
-    free ports; stop them all afterwards. The inbox sign-in is the data dir's dev agent (staff_credentials)."""
+    """Start chat (chat_replicas servers, taken in turn by Envoy), consent, notifier, the rate limiter (replicas
+    servers each, default 1) and Envoy on free ports; stop them all afterwards. The inbox sign-in is the data dir's
+    dev agent (staff_credentials)."""
     config = StackConfig.on_free_ports(Path(data_dir), env=dict(env or {}), service_env=dict(service_env or {}),
-                                       gateway=gateway, chat_replicas=chat_replicas)
+                                       gateway=gateway, chat_replicas=chat_replicas, replicas=dict(replicas or {}))
     stack = LocalStack(config).start()
     gw = Gateway(stack)
     try:
@@ -109,6 +111,8 @@ def extra_gateway(gw: Gateway, data_dir: Path, env: dict[str, str] | None = None
         envoy_admin_port=free_port(),
         base_id=free_port(),
         ports={**base.ports, "ratelimit": ratelimit_port or free_port()},
+        # its own limiter is one server; a shared one keeps every server of the first stack's
+        extra_ports={k: v for k, v in base.extra_ports.items() if k != "ratelimit" or ratelimit_port},
         env={**base.env, **(env or {})},
     )
     extra = LocalStack(config)
@@ -182,7 +186,7 @@ UNLIMITED = {
 
 @contextlib.contextmanager
 def postgres_platform(data_dir: Path, name: str, service_env: dict[str, dict[str, str]] | None = None,
-                      chat_replicas: int = 1) -> Iterator[Platform]:
+                      chat_replicas: int = 1, replicas: dict[str, int] | None = None) -> Iterator[Platform]:
     """Chat, consent and the notifier each in a fresh PostgreSQL schema (named after `name`), connected as its own
     service role that owns nothing and migrated by its own migration role, behind Envoy, with Slack, Monday.com and
     SMTP at local receivers; the roles and what they own (the schemas) are dropped afterwards."""
@@ -190,9 +194,11 @@ def postgres_platform(data_dir: Path, name: str, service_env: dict[str, dict[str
     with backing.service_roles(name) as roles, HttpReceiver() as slack, \
             HttpReceiver(respond=monday_graphql) as monday, SmtpReceiver() as smtp:
         env = {**sales_env(slack, monday), "SMTP_URL": f"smtp://127.0.0.1:{smtp.port}", **UNLIMITED}
-        per_service = {svc: {**svc_roles.env(backing.TEST_DATABASE_URL), **(service_env or {}).get(svc, {})}
-                       for svc, svc_roles in roles.items()}
-        with running_stack(data_dir, env=env, service_env=per_service, chat_replicas=chat_replicas) as gw:
+        per_service = {**(service_env or {}),  # the rate-limit service's and Envoy's as given
+                       **{svc: {**svc_roles.env(backing.TEST_DATABASE_URL), **(service_env or {}).get(svc, {})}
+                          for svc, svc_roles in roles.items()}}
+        with running_stack(data_dir, env=env, service_env=per_service, chat_replicas=chat_replicas,
+                           replicas=replicas) as gw:
             yield Platform(gw, slack, monday, smtp, {svc: r.schema for svc, r in roles.items()}, roles)
 
 

@@ -24,6 +24,7 @@ from gateway.envoy import envoy_argv, render
 from services.runtime.config import DEFAULT_PORTS
 
 SERVICES = ("consent", "notifier", "chat")
+REPLICATED = ("chat", "consent", "notifier", "ratelimit")  # Envoy's upstreams, each of which may have several servers
 
 
 @dataclass
@@ -41,6 +42,10 @@ class StackConfig:
     base_id: int = 0
     chat_replicas: int = 1  # more than one: the others on replica_ports, and Envoy's CHAT_ADDRS names them all
     replica_ports: list[int] = field(default_factory=list)
+    # Servers of consent, the notifier and the rate-limit service (1 when absent): the others on extra_ports, and
+    # Envoy's <SERVICE>_ADDRS names them all. Replicas share state only through DATABASE_URL / REDIS_URL.
+    replicas: dict[str, int] = field(default_factory=dict)
+    extra_ports: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, **kwargs: Any) -> StackConfig:  # Any: the dataclass's other fields
@@ -57,8 +62,18 @@ class StackConfig:
     def addr(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
 
+    def replica_count(self, name: str) -> int:
+        return self.chat_replicas if name == "chat" else self.replicas.get(name, 1)
+
+    def ports_beyond_first(self, name: str) -> list[int]:
+        return self.replica_ports if name == "chat" else self.extra_ports.setdefault(name, [])
+
+    def addrs(self, name: str) -> list[str]:
+        """Every server of this service, the first on its ADDR."""
+        return [self.addr(name), *(f"127.0.0.1:{port}" for port in self.ports_beyond_first(name))]
+
     def chat_addrs(self) -> list[str]:
-        return [self.addr("chat"), *(f"127.0.0.1:{port}" for port in self.replica_ports)]
+        return self.addrs("chat")
 
 
 class LocalStack:
@@ -94,28 +109,32 @@ class LocalStack:
         cfg.service_env["chat"] = {**chat, **{k: v for k, v in self.staff.chat_env().items() if not chat.get(k)}}
         cfg.env.update(self.staff.gateway_env())
 
-    def start_chat_replica(self, number: int, timeout: float = 60.0) -> ManagedProcess:
-        """Chat replica `number` (2, 3, ...) on its replica port, with chat's own environment."""
-        port = self.config.replica_ports[number - 2]
-        env = {**self._env("chat"), "GRPC_PORT": str(port)}
-        name = f"chat-{number}"
-        proc = ManagedProcess(name, python_module("services.chat.server"), env, self.log_dir)
-        self.processes[name] = proc.start()
+    def start_replica(self, name: str, number: int, timeout: float = 60.0) -> ManagedProcess:
+        """Server `number` (2, 3, ...) of a service, named <name>-<number>, on its own port with the service's
+        environment."""
+        port = self.config.ports_beyond_first(name)[number - 2]
+        env = {**self._env(name), "GRPC_PORT": str(port)}
+        proc = ManagedProcess(f"{name}-{number}", python_module(server_module(name)), env, self.log_dir)
+        self.processes[f"{name}-{number}"] = proc.start()
         proc.wait_until(lambda: grpc_serving(f"127.0.0.1:{port}"), timeout, "SERVING")
         return proc
 
+    def start_chat_replica(self, number: int, timeout: float = 60.0) -> ManagedProcess:
+        return self.start_replica("chat", number, timeout)
+
     def start_service(self, name: str, timeout: float = 60.0) -> ManagedProcess:
-        proc = ManagedProcess(name, python_module(f"services.{name}.server"), self._env(name), self.log_dir)
+        proc = ManagedProcess(name, python_module(server_module(name)), self._env(name), self.log_dir)
         self.processes[name] = proc.start()
         proc.wait_until(lambda: grpc_serving(self.config.addr(name)), timeout, "SERVING")
         return proc
 
     def start_ratelimit(self, timeout: float = 30.0) -> ManagedProcess:
-        proc = ManagedProcess("ratelimit", python_module("gateway.ratelimit.server"), self._env("ratelimit"),
-                              self.log_dir)
-        self.processes["ratelimit"] = proc.start()
-        proc.wait_until(lambda: grpc_serving(self.config.addr("ratelimit")), timeout, "SERVING")
-        return proc
+        return self.start_service("ratelimit", timeout)
+
+    def start_replicas(self, name: str) -> None:
+        """The servers of this service beyond the first, which (on a database) has migrated it."""
+        for number in range(2, self.config.replica_count(name) + 1):
+            self.start_replica(name, number)
 
     def start_gateway(self, timeout: float = 30.0) -> ManagedProcess:
         """Envoy, its configuration rendered for this stack's ports; up when its admin interface says ready."""
@@ -126,8 +145,9 @@ class LocalStack:
             "ADMIN_PORT": str(cfg.admin_port),
             "ENVOY_ADMIN_PORT": str(cfg.envoy_admin_port),
         })
-        if cfg.replica_ports:
-            env["CHAT_ADDRS"] = ",".join(cfg.chat_addrs())
+        for name in REPLICATED:
+            if len(cfg.addrs(name)) > 1:
+                env[f"{name.upper()}_ADDRS"] = ",".join(cfg.addrs(name))
         env.setdefault("PUBLIC_BIND", "0.0.0.0")
         config_path = Path(cfg.data_dir) / f"envoy-{cfg.public_port}.yaml"
         config_path.write_text(render(env))
@@ -138,16 +158,18 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        while len(self.config.replica_ports) < self.config.chat_replicas - 1:
-            self.config.replica_ports.append(free_port())
+        for name in REPLICATED:
+            beyond = self.config.ports_beyond_first(name)
+            while len(beyond) < self.config.replica_count(name) - 1:
+                beyond.append(free_port())
         self._set_up_staff_login()
         try:
             for name in SERVICES:
                 self.start_service(name)
-            for number in range(2, len(self.config.replica_ports) + 2):
-                self.start_chat_replica(number)
+                self.start_replicas(name)
             if self.config.gateway:
                 self.start_ratelimit()
+                self.start_replicas("ratelimit")
                 self.start_gateway()
         except BaseException:
             self.stop()
@@ -168,6 +190,10 @@ class LocalStack:
             "Envoy admin": f"http://127.0.0.1:{cfg.envoy_admin_port}",
             **{f"{name} gRPC": cfg.addr(name) for name in cfg.ports},
         }
+
+
+def server_module(name: str) -> str:
+    return "gateway.ratelimit.server" if name == "ratelimit" else f"services.{name}.server"
 
 
 def database_env(prefix: str | None) -> dict[str, dict[str, str]]:
