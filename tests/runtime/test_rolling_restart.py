@@ -62,7 +62,7 @@ def counter(gw: Gateway, name: str) -> int:
     return int(text.split(":")[1]) if ":" in text else 0
 
 
-def flowing(load: SteadyLoad | MixedLoad, beyond: int) -> bool:
+def flowing(load: PacedLoad, beyond: int) -> bool:
     return len(load.results) > beyond
 
 
@@ -73,31 +73,44 @@ def conversation(gw: Gateway) -> tuple[str, dict[str, str]]:
     return f"/api/chatbot/conversations/{body['session_id']}", {"x-session-secret": body["session_secret"]}
 
 
-class SteadyLoad:
-    """GETs of one transcript at RATE per second, each on its own (a slow answer does not slow the rate)."""
+class PacedLoad:
+    """RATE requests per second, taking `calls` in turn, each request on its own thread (a slow answer does not slow
+    the rate); a call is (service it reaches, method, URL, JSON body, headers)."""
 
-    def __init__(self, gw: Gateway, path: str, headers: dict[str, str]):
-        self.url = gw.public_url + path
-        self.headers = headers
-        self.results: list[int | str] = []
+    def __init__(self, calls: list[tuple[str, str, str, dict[str, str] | None, dict[str, str] | None]]):
+        self.calls = calls
+        self.results: list[tuple[str, int | str]] = []
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=32)
+        self._pool = ThreadPoolExecutor(max_workers=48)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _one(self) -> None:
+    def _one(self, index: int) -> None:
+        service, method, url, body, headers = self.calls[index % len(self.calls)]
         try:
-            self.results.append(requests.get(self.url, headers=self.headers, timeout=10).status_code)
+            outcome: int | str = requests.request(method, url, json=body, headers=headers, timeout=20).status_code
         except requests.RequestException as exc:
-            self.results.append(type(exc).__name__)
+            outcome = type(exc).__name__
+        self.results.append((service, outcome))
 
     def _run(self) -> None:
         start, sent = time.monotonic(), 0
         while not self._stop.is_set():
-            self._pool.submit(self._one)
+            self._pool.submit(self._one, sent)
             sent += 1
             self._stop.wait(max(0.0, start + sent / RATE - time.monotonic()))
 
-    def __enter__(self) -> SteadyLoad:
+    def failed(self) -> list[int | str]:
+        return [outcome for _, outcome in list(self.results) if outcome != 200]
+
+    def by_service(self) -> dict[str, tuple[int, int]]:
+        """service -> (failed, total)."""
+        tally: dict[str, tuple[int, int]] = {}
+        for service, outcome in list(self.results):
+            failed, total = tally.get(service, (0, 0))
+            tally[service] = (failed + (outcome != 200), total + 1)
+        return tally
+
+    def __enter__(self) -> PacedLoad:
         self._thread.start()
         return self
 
@@ -107,30 +120,15 @@ class SteadyLoad:
         self._pool.shutdown(wait=True)
 
 
-def test_a_rolling_restart_of_the_chat_replicas_under_steady_load_fails_no_request(tmp_path):
-    with running_stack(tmp_path, env=UNLIMITED, service_env={"chat": DRAIN}, chat_replicas=2) as gw:
-        stack = gw.stack
-        addresses = stack.config.chat_addrs()
-        wait_for(lambda: all(healthy(gw, a) for a in addresses), timeout=30, what="both chat replicas healthy")
-        path, headers = conversation(gw)
-
-        with SteadyLoad(gw, path, headers) as load:
-            for name, address in (("chat", addresses[0]), ("chat-2", addresses[1])):
-                served_before = len(load.results)
-                stack.processes[name].stop(grace=30)  # SIGTERM; returns once it exited
-                assert stack.processes[name].proc.returncode == 0  # type: ignore[union-attr]
-                if name == "chat":
-                    stack.start_service("chat")
-                else:
-                    stack.start_chat_replica(2)
-                assert grpc_serving(address)
-                wait_for(functools.partial(healthy, gw, address), timeout=30, what=f"{name}'s replacement healthy")
-                wait_for(functools.partial(flowing, load, served_before + RATE), timeout=30, what="load flowing")
-
-        failed = [r for r in load.results if r != 200]
-        print(f"rolling restart of 2 chat replicas at {RATE}/s: {len(load.results)} requests, {len(failed)} failed")
-        assert len(load.results) >= 4 * RATE
-        assert failed == [], f"{len(failed)} of {len(load.results)} failed: {sorted(set(map(str, failed)))}"
+def mixed_calls(gw: Gateway) -> list[tuple[str, str, str, dict[str, str] | None, dict[str, str] | None]]:
+    """Routes that reach each service: a visitor's first message (chat SendMessage), a consent status lookup
+    (consent), both on the public listener and so through the rate-limit service, and the DLQ's numbers on the admin
+    listener (notifier)."""
+    return [
+        ("chat", "POST", gw.public_url + "/api/chatbot/chat", {"message": "Dzień dobry"}, None),
+        ("consent", "GET", gw.public_url + "/api/unsubscribe/status/rolling%40example.com", None, None),
+        ("notifier", "GET", gw.admin_url + "/api/dlq/stats", None, None),
+    ]
 
 
 def test_a_replica_reporting_not_serving_is_sent_nothing(tmp_path):
@@ -159,55 +157,6 @@ def test_a_replica_reporting_not_serving_is_sent_nothing(tmp_path):
         assert after[serving] - before[serving] >= RATE
 
 
-class MixedLoad:
-    """RATE requests per second in turn over routes that reach each service, each request on its own thread: a
-    visitor's first message (chat SendMessage), a consent status lookup (consent), both on the public listener and
-    so through the rate-limit service, and the DLQ's numbers on the admin listener (notifier)."""
-
-    def __init__(self, gw: Gateway):
-        self.requests = [
-            ("chat", "POST", gw.public_url + "/api/chatbot/chat", {"message": "Dzień dobry"}),
-            ("consent", "GET", gw.public_url + "/api/unsubscribe/status/rolling%40example.com", None),
-            ("notifier", "GET", gw.admin_url + "/api/dlq/stats", None),
-        ]
-        self.results: list[tuple[str, int | str]] = []
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=48)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _one(self, index: int) -> None:
-        service, method, url, body = self.requests[index % len(self.requests)]
-        try:
-            outcome: int | str = requests.request(method, url, json=body, timeout=20).status_code
-        except requests.RequestException as exc:
-            outcome = type(exc).__name__
-        self.results.append((service, outcome))
-
-    def _run(self) -> None:
-        start, sent = time.monotonic(), 0
-        while not self._stop.is_set():
-            self._pool.submit(self._one, sent)
-            sent += 1
-            self._stop.wait(max(0.0, start + sent / RATE - time.monotonic()))
-
-    def by_service(self) -> dict[str, tuple[int, int]]:
-        """service -> (failed, total)."""
-        tally: dict[str, tuple[int, int]] = {}
-        for service, outcome in list(self.results):
-            failed, total = tally.get(service, (0, 0))
-            tally[service] = (failed + (outcome != 200), total + 1)
-        return tally
-
-    def __enter__(self) -> MixedLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._pool.shutdown(wait=True)
-
-
 def test_a_rolling_restart_of_every_service_under_steady_load_fails_no_request(tmp_path):
     """Two servers each of chat, consent, the notifier and the rate-limit service (consent's and the notifier's on
     one PostgreSQL schema each, the limiter's counts in Redis), each restarted in turn under 50 requests/s."""
@@ -224,7 +173,7 @@ def test_a_rolling_restart_of_every_service_under_steady_load_fails_no_request(t
                 wait_for(functools.partial(all_healthy, gw, service), timeout=30,
                          what=f"both {service} servers healthy")
 
-            with MixedLoad(gw) as load:
+            with PacedLoad(mixed_calls(gw)) as load:
                 wait_for(lambda: len(load.results) > RATE, timeout=30, what="load flowing")
                 for service in services:
                     for number, address in enumerate(stack.config.addrs(service), start=1):
@@ -247,7 +196,7 @@ def test_a_rolling_restart_of_every_service_under_steady_load_fails_no_request(t
             print(f"rolling restart of 2 servers each at {RATE}/s: {figures}")
             # the limiter answers for every public request: chat's and consent's
             print(f"through the limiter: {tally['chat'][1] + tally['consent'][1]} requests")
-            failed = [outcome for _, outcome in load.results if outcome != 200]
+            failed = load.failed()
             assert set(tally) == {"chat", "consent", "notifier"}
             assert all(total >= 8 * RATE // 3 for _, total in tally.values()), tally
             assert failed == [], f"{tally}: {sorted(set(map(str, failed)))}"
