@@ -51,10 +51,12 @@ class ChatApp:
         upgrade_to_head(self.db, MIGRATIONS)
 
     def close(self) -> None:
-        """End the streams and stop the periodic jobs (if the server started them), then release the database."""
+        """End the streams, the periodic jobs (if the server started them) and the lead hand-overs under way, then
+        release the database."""
         self.streams.drain()
         self.events.close()
         self.jobs.stop()
+        self.leads.stop()
         self.db.dispose()
 
 

@@ -256,7 +256,7 @@ class ChatService:
         if changed:
             self.events.handoff_changed(reply.session_id, reply.handoff)
         if turn.new_lead_id:
-            self.delivery.deliver(turn.new_lead_id)
+            self.delivery.hand_over(turn.new_lead_id)
             self.events.lead_changed(turn.new_lead_id)
         return reply
 

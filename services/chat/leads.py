@@ -3,16 +3,21 @@ sent after it.
 
 Every change to a lead (created, corrected, a request, a returning visitor) queues its messages in the lead outbox
 in the same transaction (queue_* below). deliver() then sends a lead's queued messages in order and marks each sent
-only after the other service acknowledged it; a message that fails (a service down) stays queued, with the ones
-after it, and is retried by retry_pending() from the periodic job and from `manage run-followups`. A message's key
-is also its idempotency key at the other service, which answers a repeated key with the first result, so a retry is
-harmless. What a Monday.com item or a Slack alert says is read from the lead when it is sent: a retried update
-carries the latest values.
+only after the other service acknowledged it. A visitor's turn does not wait for that: hand_over() gives the lead to
+a thread of its own, under the turn's request id, and the reply goes out at once (issue 18); consent orders the
+statements by the time each was made, which the outbox keeps, not by when they arrive. A message that fails (a
+service down) stays queued, with the ones after it, and is retried by retry_pending() from the periodic job and from
+`manage run-followups`. A message's key is also its idempotency key at the other service, which answers a repeated
+key with the first result, so a retry is harmless. What a Monday.com item or a Slack alert says is read from the
+lead when it is sent: a retried update carries the latest values.
 """
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -104,6 +109,10 @@ class LeadDelivery:
         self.sales = sales
         self.alert_score = alert_score
         self.consent_wording = consent_wording
+        self._handovers: queue.SimpleQueue[tuple[str, contextvars.Context] | None] = queue.SimpleQueue()
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        self._worker: threading.Thread | None = None
 
     def alert_due(self, lead: Lead) -> bool:
         """Whether sales is alerted on Slack as well: a high score, or something to look at before calling."""
@@ -130,6 +139,41 @@ class LeadDelivery:
                 with self.db.session() as s:
                     storage.mark_outbox_sent(s, sent, utcnow())
         return len(sent) == len(queued)
+
+    def hand_over(self, lead_id: str) -> None:
+        """deliver(lead_id) on the hand-over thread, in the order asked, under the caller's request id. What a stop or
+        a crash leaves unsent stays in the outbox for retry_pending()."""
+        with self._idle:
+            self._in_flight += 1
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._hand_over_loop, name="lead-handover", daemon=True)
+                self._worker.start()
+        self._handovers.put((lead_id, contextvars.copy_context()))
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """True once every lead given to hand_over() has been through deliver() (for tests and a graceful stop)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout_s)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the hand-overs already asked for (bounded by timeout_s), then end the thread."""
+        with self._idle:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            self._handovers.put(None)
+            worker.join(timeout_s)
+
+    def _hand_over_loop(self) -> None:
+        while (item := self._handovers.get()) is not None:
+            lead_id, context = item
+            try:
+                context.run(self.deliver, lead_id)
+            except Exception:  # the lead stays queued in the outbox, and the periodic retry sends it
+                log.exception("lead hand-over failed", extra={"lead_id": lead_id})
+            finally:
+                with self._idle:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
 
     def retry_pending(self, limit: int = 200) -> RetryResult:
         with self.db.session() as s:

@@ -55,10 +55,11 @@ def chat_over_rest(gw, messages: list[str]) -> tuple[str, str, dict]:
 
 def consent_on_record(gw, email: str) -> tuple[bool, bool]:
     """(processing, marketing) of the person's latest consent event, as an operator's export shows it (the public
-    status route only emails the person a link)."""
+    status route only emails the person a link), once chat's hand-over has recorded it."""
     stub = consent_pb2_grpc.ConsentAdminStub(gw.channel(admin=True))
-    latest = stub.ExportSubject(consent_pb2.ExportSubjectRequest(email=email), timeout=10).entries[-1]
-    return latest.processing_consent, latest.marketing_consent
+    entries = wait_for(lambda: stub.ExportSubject(consent_pb2.ExportSubjectRequest(email=email), timeout=10).entries,
+                       what="the visitor's consent statement in the ledger")
+    return entries[-1].processing_consent, entries[-1].marketing_consent
 
 
 def read_transcript(gw, session: str, secret: str | None):

@@ -1,9 +1,10 @@
 """What sales gets and when, with chat's own settings: a visitor gone quiet mid-questions is still handed over,
-the board's column ids and the EUR rate come from configuration, and leads an older release had not handed over
-before the upgrade are handed over after it."""
+the board's column ids and the EUR rate come from configuration, leads an older release had not handed over
+before the upgrade are handed over after it, and the visitor's reply never waits for the hand-over."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from alembic import command
@@ -13,9 +14,24 @@ from services.chat.app import MIGRATIONS
 from services.runtime.config import ConfigError
 from services.runtime.db import Database
 from services.runtime.migrate import alembic_config, upgrade_to_head
+from services.runtime.request_context import REQUEST_ID_HEADER, request_scope
 from tests.chat.conftest import build_world
 from tests.chat.test_conversation import talk
-from testsupport.peers import PeerServer
+from testsupport.peers import PeerServer, RecordingNotifier
+
+
+class HeldNotifier(RecordingNotifier):
+    """A notifier that holds every call until `release` is set, noting the request id each call carried."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+        self.request_ids: list[str] = []
+
+    def Notify(self, request, context):
+        self.request_ids.append(dict(context.invocation_metadata()).get(REQUEST_ID_HEADER, ""))
+        self.release.wait(30)
+        return super().Notify(request, context)
 
 
 def contact_then_silence(chat) -> str:
@@ -101,3 +117,24 @@ def test_a_returning_visitor_s_consent_is_recorded_under_the_email_given_this_ti
     assert [k for k in world.notifier.keys("lead:") if k.endswith(":monday")] == [f"lead:{lead_id}:monday"]
     statements = {(r.email, r.marketing_consent) for r in world.consent.recorded}
     assert statements == {("ola@example.com", False), ("ola.nowak@example.org", True)}
+
+
+def test_the_reply_that_completes_a_lead_does_not_wait_for_sales_and_the_hand_over_keeps_its_request_id(tmp_path):
+    held = HeldNotifier()
+    with PeerServer(notifier=held) as peers:
+        world = build_world(f"sqlite:///{tmp_path / 'chat.db'}", peers, peer_timeout_s=10.0)
+        try:
+            replies = talk(world.app.chat, ["Chcę wycenę", "tak", "Ewa Lis", "ewa.lis@example.com", "600 100 200",
+                                            "Kraków", "60 m2", "200 tys. zł"])
+            with request_scope("turn-that-completes-the-lead"):
+                done = world.app.chat.send_message(replies[-1].session_id, "od maja")
+                done = world.app.chat.send_message(done.session_id, "", marketing_consent=False)
+            assert done.lead.lead_id and done.lead.complete  # answered while the notifier still holds the call
+            assert world.notifier.keys("lead:") == []
+            held.release.set()
+            assert world.app.leads.wait_idle(10)
+            assert f"lead:{done.lead.lead_id}:monday" in world.notifier.keys("lead:")
+            assert set(held.request_ids) == {"turn-that-completes-the-lead"}
+        finally:
+            held.release.set()
+            world.app.close()

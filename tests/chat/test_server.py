@@ -18,6 +18,7 @@ from novahouse.health.v1 import health_pb2, health_pb2_grpc
 from tests.chat.scripts import POLISH_HIGH_SCORE
 from testsupport.peers import PeerServer
 from testsupport.redis_server import PrivateRedis
+from testsupport.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_lead_over_grpc_records_the_callers_address_and_user_agent(server):
             metadata=metadata,
         )
     assert last.consent_prompt.kind == "processing" and stored.lead.score == 100
-    record = server.peers.consent.recorded[-1]
+    record = wait_for(lambda: server.peers.consent.recorded, what="the lead's consent statement")[-1]
     assert record.client_ip == "198.51.100.23" and record.user_agent.startswith("WidgetTest/1.0")
     request = chat_pb2.GetConversationRequest(session_id=last.session_id)
     conversation = server.chat.GetConversation(request, metadata=(("x-session-secret", first.session_secret),))

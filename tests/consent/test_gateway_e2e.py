@@ -47,7 +47,8 @@ def gw(tmp_path_factory, smtp):
 
 
 def _visitor_becomes_a_lead(gw) -> tuple[str, str]:
-    """(session id, the secret that reads the transcript)"""
+    """(session id, the secret that reads the transcript), once chat's hand-over has put the visitor's statement in
+    the ledger"""
     session, secret = "", ""
     for text in VISITOR:
         response = gw.rest("POST", "/api/chatbot/chat", json={"session_id": session, "message": text}, headers=BROWSER)
@@ -58,6 +59,8 @@ def _visitor_becomes_a_lead(gw) -> tuple[str, str]:
         json={"session_id": session, "message": "", "processing_consent": True, "marketing_consent": True},
     )
     assert response.status_code == 200 and response.json()["lead"]["lead_id"], response.text
+    wait_for(lambda: gw.rest("GET", f"/api/admin/consent/subjects/{EMAIL}/ledger", admin=True).json().get("entries"),
+             what="the visitor's consent statement in the ledger")
     return session, secret
 
 
