@@ -226,7 +226,8 @@ class ChatService:
                     raise ValidationError("session_id is unknown: start a new conversation without a session_id")
             else:
                 secret = secrets.token_urlsafe(32)
-                conv = storage.new_conversation(s, str(uuid.uuid4()), self.kb.language(text), _secret_hash(secret))
+                conv = storage.new_conversation(str(uuid.uuid4()), self.kb.language(text), _secret_hash(secret),
+                                                utcnow())
             if request_person and not text:  # stored and understood as the button's label
                 text = self.kb.label(HUMAN, conv.language)
             now = utcnow()
@@ -236,9 +237,11 @@ class ChatService:
             person = "timed_out" if state in SILENT else BUTTON if request_person else None
             turn = self._turn(s, conv, text, processing_consent, marketing_consent, caller, person)
             user_text = turn.stored_text or text or _consent_note(processing_consent, marketing_consent)
-            storage.add_turn(s, conv.id, user_text, turn.reply, now)
             conv.message_count += 2
             conv.last_activity_at = now
+            if secret:  # a new conversation goes in once, with what its first turn made of it
+                storage.add_conversation(s, conv)
+            storage.add_turn(s, conv.id, user_text, turn.reply, now)
             progress = self._progress(s, conv)
             lang = conv.language
             reply = Reply(

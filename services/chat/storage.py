@@ -244,12 +244,22 @@ def conversation_by_session(session: Session, session_id: str, lock: bool = Fals
     return session.scalars(query).first()
 
 
-def new_conversation(session: Session, session_id: str, language: str, secret_hash: str) -> Conversation:
-    """A conversation inserted now (flushed, so it has its id)."""
-    conversation = Conversation(session_id=session_id, slots={}, language=language, session_secret_hash=secret_hash)
-    session.add(conversation)
-    session.flush()
-    return conversation
+def new_conversation(session_id: str, language: str, secret_hash: str, at: dt.datetime) -> Conversation:
+    """A conversation not stored yet, with the values the columns' defaults would give it: its first turn reads and
+    changes them, and add_conversation() then inserts it once, with no update after the insert."""
+    return Conversation(
+        session_id=session_id, language=language, session_secret_hash=secret_hash, created_at=at,
+        last_activity_at=at, stage="collecting", slots={}, asked=[], marketing_consent=False, converted=False,
+        followups_sent=0, followups_stopped=False, message_count=0, not_understood=0,
+    )
+
+
+def add_conversation(session: Session, conversation: Conversation) -> None:
+    """Insert a new conversation now, in one Core statement that returns its id for its messages (the ORM's unit of
+    work cost more than the insert itself). The object stays outside the session: nothing changes it afterwards."""
+    table = metadata.tables["conversation"]
+    values = {c.key: getattr(conversation, c.key) for c in table.columns if c.key != "id"}
+    conversation.id = session.execute(insert(table).values(values).returning(table.c.id)).scalar_one()
 
 
 def idle_unhanded_conversations(session: Session, idle_since: dt.datetime, limit: int) -> list[Conversation]:
