@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sqlalchemy_errors
 
-from services.runtime.interceptors import Behaviour, ScopedInterceptor, status_code
+from services.runtime.interceptors import Behaviour, Handler, ScopedInterceptor, WrappedHandlers, status_code
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class UndecodableRequestInterceptor(grpc.ServerInterceptor):
 
     def __init__(self) -> None:
         self._warn = ThrottledWarning(log, "undecodable request", UNDECODABLE_LOG_INTERVAL_S)
+        self._wrapped = WrappedHandlers(self._wrap)
 
     @staticmethod
     def _deserializer(inner: Callable[[bytes], Any]) -> Callable[[bytes], Any]:  # Any: every RPC's own type
@@ -179,13 +180,16 @@ class UndecodableRequestInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:  # Any: one interceptor serves every RPC's types
+    ) -> Handler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method: str = handler_call_details.method
+        return self._wrapped(handler_call_details.method, handler)
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        assert handler.request_deserializer is not None  # intercept_service passes on the handlers without one
         codecs = {
             "request_deserializer": self._deserializer(handler.request_deserializer),
             "response_serializer": handler.response_serializer,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any
+from functools import cached_property
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -21,6 +22,24 @@ Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 def status_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     """The code the handler set or aborted with, None if none yet."""
     return context.code()  # type: ignore[attr-defined,no-any-return]  # grpcio has had code() since 1.38; its stubs lack it
+
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # Any: one interceptor serves every RPC's types
+
+
+class WrappedHandlers:
+    """Each RPC's wrapped handler, built once: grpcio asks every interceptor for the handler on every call, and the
+    handler beneath is the same object each time (only methods that exist are kept, so their number is bounded)."""
+
+    def __init__(self, wrap: Callable[[str, Handler], Handler]):
+        self._wrap = wrap
+        self._built: dict[str, tuple[Handler, Handler]] = {}
+
+    def __call__(self, method: str, handler: Handler) -> Handler:
+        built = self._built.get(method)
+        if built is None or built[0] is not handler:
+            built = self._built[method] = (handler, self._wrap(method, handler))
+        return built[1]
 
 
 class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):
@@ -44,13 +63,19 @@ class ScopedInterceptor(grpc.ServerInterceptor, abc.ABC):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:  # Any: one interceptor serves every RPC's types
+    ) -> Handler | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method: str = handler_call_details.method
+        return self._wrapped(handler_call_details.method, handler)
+
+    @cached_property
+    def _wrapped(self) -> WrappedHandlers:
+        return WrappedHandlers(self._wrap)
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         codecs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
