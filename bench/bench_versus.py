@@ -9,7 +9,10 @@ and the rows each side's tables took per request. Then: what the global limiter 
 wait on the rate-limit service, and the same Envoy with and without it at about half load), and each process's RSS
 at idle and after BENCH_CONVERSATIONS lead conversations.
 
-Printed, not asserted. BENCH_SECONDS (8) is each run's length.
+Printed, not asserted. BENCH_SECONDS (8) is each run's length. The platform runs BENCH_CHAT_REPLICAS chat servers
+(default: one per core, as the monolith runs one gunicorn worker per core and Kubernetes runs chat with at least two
+replicas): chat is Python, so one process uses at most one core. BENCH_WORKLOADS (first,conversation,status) picks
+the workloads.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ THREADS, CONNECTIONS = 2, 20
 # The issue asks for 100,000 conversations; at this machine's few dozen conversations per second that is about an
 # hour per side, so the default fits a few minutes. BENCH_CONVERSATIONS=100000 gives the issue's figure.
 CONVERSATIONS = int(os.environ.get("BENCH_CONVERSATIONS", "1000"))
+CHAT_REPLICAS = int(os.environ.get("BENCH_CHAT_REPLICAS", str(os.cpu_count() or 1)))
 WARMUP_S = 2.0
 STATS_FLUSH_S = 5.5  # Envoy merges its workers' histograms every 5 s; PostgreSQL flushes table counters each second
 HALF_LOAD = 0.5
@@ -57,16 +61,21 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class Workload:
+    key: str  # as BENCH_WORKLOADS names it
     name: str
     script: str
     decisions: int  # limiter decisions per request (the platform's descriptors; the monolith's limits alike)
 
 
-WORKLOADS = (
-    Workload("first message: POST /api/chatbot/chat, a new conversation, a price question", "first_message.lua", 1),
-    Workload("5-turn lead conversation: question, contact, budget, start, consents", "conversation.lua", 1),
-    Workload("status lookup: GET /api/unsubscribe/status/{email}, a new address each time", "status.lua", 2),
+ALL_WORKLOADS = (
+    Workload("first", "first message: POST /api/chatbot/chat, a new conversation, a price question",
+             "first_message.lua", 1),
+    Workload("conversation", "5-turn lead conversation: question, contact, budget, start, consents",
+             "conversation.lua", 1),
+    Workload("status", "status lookup: GET /api/unsubscribe/status/{email}, a new address each time", "status.lua", 2),
 )
+_chosen = os.environ.get("BENCH_WORKLOADS", ",".join(w.key for w in ALL_WORKLOADS)).split(",")
+WORKLOADS = tuple(w for w in ALL_WORKLOADS if w.key in _chosen)
 
 
 @dataclass
@@ -196,11 +205,14 @@ def platform(tmp: Path, redis_pid: int, observer: psycopg.Connection) -> Iterato
         per_service = {svc: r.env(backing.TEST_DATABASE_URL) for svc, r in roles.items()}
         users = [r.role for r in roles.values()]
         try:
-            with running_stack(tmp / "platform", env=env, service_env=per_service) as gw:
-                procs = {name: p.proc.pid for name, p in gw.stack.processes.items() if p.proc is not None}
+            with running_stack(tmp / "platform", env=env, service_env=per_service, chat_replicas=CHAT_REPLICAS) as gw:
+                procs: dict[str, list[int]] = {}  # a service's replicas ("chat", "chat-2") counted together
+                for name, p in gw.stack.processes.items():
+                    if p.proc is not None:
+                        procs.setdefault(re.sub(r"-\d+$", "", name), []).append(p.proc.pid)
 
                 def processes() -> dict[str, list[int]]:
-                    return {**{name: [pid] for name, pid in procs.items()},
+                    return {**procs,
                             "postgres backends": backend_pids(observer, users), "redis-server (shared)": [redis_pid]}
 
                 yield Side("platform", gw.stack.config.public_port, processes, [r.schema for r in roles.values()],
@@ -418,7 +430,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped"))  # the stack, schemas and keys are still removed
     redis_pid = int(backing.redis_client().info("server")["process_id"])
     print(f"{os.cpu_count()} cores; wrk -t{THREADS} -c{CONNECTIONS}, {ROUNDS} rounds x {SECONDS:g} s per side and "
-          f"workload; the platform's services log at WARNING")
+          f"workload; the platform's services log at WARNING; {CHAT_REPLICAS} chat server(s) (BENCH_CHAT_REPLICAS), "
+          f"{os.cpu_count()} gunicorn workers")
     print("NOTE: figures from one shared machine: anything else running on it (other test runs) shows up as noise; "
           "compare the per-round ratios, not single figures with other runs'.")
     with tempfile.TemporaryDirectory() as tmp, backing.postgres_connect() as observer, \
@@ -436,20 +449,21 @@ def main() -> None:
                   "request after another; background work in the window included):")
             for what, counted in commands.items():
                 print(f"  {what:20s} {counted.total():3d}  ({', '.join(f'{c} {n}' for c, n in counted.most_common())})")
-        started = time.monotonic()
-        grown = {side.name: conversations(side, CONVERSATIONS) for side in sides}
-        after = memory(sides)
-        print(f"\nRSS (MiB) at idle and after {CONVERSATIONS} lead conversations (BENCH_CONVERSATIONS) "
-              f"({time.monotonic() - started:.0f} s)")
-        for name, mib in idle.items():
-            print(f"  {name:42s} {mib:8.1f} {after[name]:8.1f}")
-        for name, run in grown.items():
-            print(f"  {name} ran them at {run.rps:.1f} messages/s, {run.errors} errors")
+        if CONVERSATIONS > 0:
+            started = time.monotonic()
+            grown = {side.name: conversations(side, CONVERSATIONS) for side in sides}
+            after = memory(sides)
+            print(f"\nRSS (MiB) at idle and after {CONVERSATIONS} lead conversations (BENCH_CONVERSATIONS) "
+                  f"({time.monotonic() - started:.0f} s)")
+            for name, mib in idle.items():
+                print(f"  {name:42s} {mib:8.1f} {after[name]:8.1f}")
+            for name, run in grown.items():
+                print(f"  {name} ran them at {run.rps:.1f} messages/s, {run.errors} errors")
         for workload in WORKLOADS:
             tables, waits = compare(workload, sides, observer, gw.stack.config.envoy_admin_port)
             report(workload, platform_side, monolith_side, tables, waits)
-        first = total(platform_side.runs[WORKLOADS[0].name])
-        limiter_latency(gw, Path(tmp), platform_side, first.rps)
+        if WORKLOADS and WORKLOADS[0].key == "first":
+            limiter_latency(gw, Path(tmp), platform_side, total(platform_side.runs[WORKLOADS[0].name]).rps)
         print(f"\nmachine at the end: {conditions(observer)}")
         final_rss = memory(sides)
         print("\nRSS (MiB) at the end: " + ", ".join(f"{k} {v:.0f}" for k, v in final_rss.items()))
