@@ -1,13 +1,13 @@
-"""The platform against the monolith it replaces, side by side on this machine in one run (issue 18).
-
-Both on the shared PostgreSQL (the platform's services each in their own schema and role, the monolith in its own
-schema) and Redis (separate key prefixes), limits raised so that nothing is refused; all of it removed afterwards.
-The reference monolith is bench/monolith.py under gunicorn, one worker per core. wrk (bench/wrk/*.lua) hits each
-side in turn, three rounds each, alternating which goes first, for three workloads; per workload it prints
-requests/s, p50 and p99, the platform/monolith ratio, the CPU each process spent per request (from /proc/<pid>/stat)
-and the rows each side's tables took per request. Then: what the global limiter adds (Envoy's own timing of its
-wait on the rate-limit service, and the same Envoy with and without it at about half load), and each process's RSS
-at idle and after BENCH_CONVERSATIONS lead conversations.
+"""The platform against the monolith it replaces, side by side on this machine in one run (issue 18). Both on the
+shared PostgreSQL (the platform's services each in their own schema and role, the monolith in its own schema) and
+Redis (separate key prefixes), limits raised so that nothing is refused; all of it removed afterwards. The reference
+monolith is bench/monolith.py under gunicorn, one worker per core. wrk (bench/wrk/*.lua) hits each side in turn,
+three rounds each, alternating which goes first, for three workloads; per workload it prints requests/s, p50 and
+p99, the platform/monolith ratio, the CPU each process spent per request (from /proc/<pid>/stat) and the rows each
+side's tables took per request. A run lasts until the side is idle again: work left after the last answer (the
+platform's lead hand-overs) counts in its seconds and its CPU. Then: what the global limiter adds (Envoy's own
+timing of its wait on the rate-limit service, and the same Envoy with and without it at about half load), and each
+process's RSS at idle and after BENCH_CONVERSATIONS lead conversations.
 
 Printed, not asserted. BENCH_SECONDS (8) is each run's length. The platform runs BENCH_CHAT_REPLICAS chat servers
 (default: one per core, as the monolith runs one gunicorn worker per core and Kubernetes runs chat with at least two
@@ -173,14 +173,29 @@ def wrk(side: Side, script: str, seconds: float, args: list[str], on_line: Calla
         elif on_line is not None and on_line(line):
             proc.send_signal(signal.SIGINT)
     proc.wait()
-    after = cpu_snapshot(side.processes())
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    drained_s = settle(side)
+    after = cpu_snapshot(side.processes())
     if proc.returncode != 0 or not result:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {' '.join(command)}")
     values = {k: int(v) for k, v in re.findall(r'"(\w+)": (\d+)', result)}
-    return Run(values["requests"] - values["status_errors"], values["duration_us"] / 1e6, values["p50_us"] / 1000,
-               values["p99_us"] / 1000, values["status_errors"] + values["socket_errors"], cpu_delta(before, after),
-               usage.ru_utime + usage.ru_stime - used.ru_utime - used.ru_stime)
+    return Run(values["requests"] - values["status_errors"], values["duration_us"] / 1e6 + drained_s,
+               values["p50_us"] / 1000, values["p99_us"] / 1000, values["status_errors"] + values["socket_errors"],
+               cpu_delta(before, after), usage.ru_utime + usage.ru_stime - used.ru_utime - used.ru_stime)
+
+
+def settle(side: Side, idle_cores: float = 0.1, window_s: float = 0.25, limit_s: float = 60.0) -> float:
+    """Seconds until the side's own processes are idle again (below idle_cores over a window): what a run left to
+    do after its last answer (the platform hands leads over and delivers after replying) is counted in the run's
+    time and CPU, so that a side cannot look faster by leaving its work to the next side's round."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        processes = {k: v for k, v in side.processes().items() if "shared" not in k}
+        before = cpu_snapshot(processes)
+        time.sleep(window_s)
+        if sum(cpu_delta(before, cpu_snapshot(processes)).values()) < idle_cores * window_s:
+            break
+    return max(0.0, time.monotonic() - started - window_s)  # the idle window itself is not the run's
 
 
 _tags = iter(range(1, 1_000_000))
