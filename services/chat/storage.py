@@ -256,9 +256,11 @@ def new_conversation(session_id: str, language: str, secret_hash: str, at: dt.da
 
 def add_conversation(session: Session, conversation: Conversation) -> None:
     """Insert a new conversation now, in one Core statement that returns its id for its messages (the ORM's unit of
-    work cost more than the insert itself). The object stays outside the session: nothing changes it afterwards."""
+    work cost more than the insert itself). The object stays outside the session: nothing changes it afterwards.
+    Unset attributes are left out, so a column's own default still applies to them."""
     table = metadata.tables["conversation"]
-    values = {c.key: getattr(conversation, c.key) for c in table.columns if c.key != "id"}
+    values = {c.key: value for c in table.columns
+              if c.key != "id" and (value := getattr(conversation, c.key)) is not None}
     conversation.id = session.execute(insert(table).values(values).returning(table.c.id)).scalar_one()
 
 
